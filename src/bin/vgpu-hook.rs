@@ -1,0 +1,148 @@
+//! `vgpu-hook`: libvirt's QEMU hook. libvirt runs it as `HOOK DOMAIN OPERATION SUB-OPERATION
+//! EXTRA...` with the domain XML on stdin, whatever the file is called (`qemu`, `50-vgpu-hook`).
+//!
+//! Read top to bottom: classify the call, read stdin, leave at once for domains that ask for
+//! nothing (the common case, and it must cost no more than a bare exec), then hand the call to the
+//! library. Exit 0 unless a `prepare` or filter request cannot be met; then exactly one line on
+//! stderr, which `virsh start` shows the operator.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use vgpu_hook::config::{Config, Timing};
+use vgpu_hook::domain::{self, Domain};
+use vgpu_hook::hook;
+use vgpu_hook::host::Host;
+
+/// libvirt caps domain XML at 10 MiB; anything larger is not from libvirt.
+const MAX_STDIN: u64 = 16 << 20;
+
+enum Call {
+    Prepare,
+    Release,
+    Reconnect,
+    Filter,
+    Other,
+}
+
+fn classify(op: &OsString, sub: &OsString) -> Call {
+    match (op.to_str(), sub.to_str()) {
+        (Some("prepare"), Some("begin")) => Call::Prepare,
+        (Some("release"), Some("end")) => Call::Release,
+        (Some("reconnect"), Some("begin")) => Call::Reconnect,
+        (Some("migrate"), Some("begin")) | (Some("restore"), Some("begin")) => Call::Filter,
+        _ => Call::Other,
+    }
+}
+
+fn fail(domain: &str, message: impl std::fmt::Display) -> ExitCode {
+    let line = format!(
+        "vgpu-hook: domain '{}': {message}",
+        vgpu_hook::printable(domain, 80)
+    );
+    let _ = writeln!(std::io::stderr(), "{}", line.replace('\n', " "));
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.len() < 4 {
+        eprintln!("vgpu-hook: libvirt QEMU hook; libvirt runs it as: vgpu-hook DOMAIN OPERATION SUB-OPERATION EXTRA (install with `vgpuctl install`)");
+        return ExitCode::from(2);
+    }
+    let domain_arg = args[1].to_string_lossy().into_owned();
+    let call = classify(&args[2], &args[3]);
+
+    let mut input = Vec::new();
+    let mut stdin = std::io::stdin().lock();
+    let oversize = match stdin.by_ref().take(MAX_STDIN + 1).read_to_end(&mut input) {
+        Ok(n) => n as u64 > MAX_STDIN,
+        Err(_) => return ExitCode::SUCCESS,
+    };
+    if oversize {
+        let _ = std::io::copy(&mut stdin, &mut std::io::sink());
+    }
+    if matches!(call, Call::Other) || !domain::mentions_namespace(&input) {
+        return ExitCode::SUCCESS;
+    }
+    vgpu_hook::logging::init();
+    let refuses = matches!(call, Call::Prepare | Call::Filter);
+    if oversize {
+        log::error!("domain '{domain_arg}': stdin exceeds {MAX_STDIN} bytes");
+        return if refuses {
+            fail(
+                &domain_arg,
+                format!("domain XML on stdin exceeds {} MiB", MAX_STDIN >> 20),
+            )
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let parsed = std::str::from_utf8(&input)
+        .map_err(|e| domain::DomainError::Syntax {
+            position: e.valid_up_to() as u64,
+            message: "not UTF-8".into(),
+        })
+        .and_then(|xml| Domain::parse(xml).map(|d| (xml, d)));
+    let (xml, dom) = match parsed {
+        Ok((_, d)) if !d.has_metadata => return ExitCode::SUCCESS,
+        Ok(v) => v,
+        Err(e) if refuses => return fail(&domain_arg, e),
+        Err(e) => {
+            // Release still frees what the state says this domain holds, found by name.
+            log::error!("domain '{domain_arg}': {e}");
+            if matches!(call, Call::Release) {
+                let host = Host::from_env();
+                let timing = Config::load(&host.config_path)
+                    .map_or_else(|_| Timing::default(), |c| c.timing);
+                hook::release(&host, &timing, &Domain::default(), &domain_arg);
+            }
+            return ExitCode::SUCCESS;
+        }
+    };
+    let host = Host::from_env();
+    let config = Config::load(&host.config_path);
+
+    match call {
+        Call::Prepare => match config
+            .map_err(hook::HookError::from)
+            .and_then(|c| hook::prepare(&host, &c, &dom))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&dom.name, e),
+        },
+        Call::Filter => match config
+            .map_err(hook::HookError::from)
+            .and_then(|c| hook::filter(&host, &c, &dom, xml))
+        {
+            Ok(Some(out)) => {
+                let mut stdout = std::io::stdout().lock();
+                if stdout
+                    .write_all(out.as_bytes())
+                    .and_then(|_| stdout.flush())
+                    .is_err()
+                {
+                    return fail(&dom.name, "could not write the rewritten XML");
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(None) => ExitCode::SUCCESS,
+            Err(e) => fail(&dom.name, e),
+        },
+        Call::Release => {
+            let timing = config
+                .as_ref()
+                .map_or_else(|_| Timing::default(), |c| c.timing.clone());
+            hook::release(&host, &timing, &dom, &domain_arg);
+            ExitCode::SUCCESS
+        }
+        Call::Reconnect => {
+            if let Err(e) = hook::reconnect(&host, config.as_ref().ok(), &dom) {
+                log::error!("domain '{}': reconnect: {e}", dom.name);
+            }
+            ExitCode::SUCCESS
+        }
+        Call::Other => ExitCode::SUCCESS,
+    }
+}

@@ -1,0 +1,401 @@
+//! The operator's configuration: which devices the hook may hand out, and how patiently.
+//!
+//! The file is small TOML (`/etc/vgpu-hook/config.toml`, or `VGPU_HOOK_CONFIG`). Every error
+//! names the file, the line, the key and what would be accepted, because the operator meets it as
+//! the one line `virsh start` prints. Addresses are normalised here so that the rest of the program
+//! only ever sees [`PciAddress`] and validated parent names.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::names::{NameError, ParentName};
+use crate::pci::PciAddress;
+
+/// Where the config lives unless `VGPU_HOOK_CONFIG` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/vgpu-hook/config.toml";
+
+/// How the hook chooses among GPUs that can all host a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// Fill one GPU before the next: keeps whole GPUs free for other profile sizes.
+    #[default]
+    Pack,
+    /// Use the GPU with the most room: spreads load and noise between VMs.
+    Spread,
+}
+
+/// Timing knobs; each bound exists because a driver or a boot sequence needs it
+/// (see the research notes on sysfs semantics) and none may be unbounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    /// How long `prepare` waits for a configured parent that has not registered yet (boot race
+    /// with the vendor's manager service).
+    pub parent_wait: Duration,
+    /// How long after writing `create` the device may take to appear.
+    pub device_wait: Duration,
+    /// How long `release` waits for NVIDIA's driver to remove an mdev by itself.
+    pub cleanup_wait: Duration,
+    /// How long one `remove` write may block (device still held) before it counts as failed.
+    pub remove_timeout: Duration,
+    /// How many times a failed `remove` or VF type reset is tried in all.
+    pub retries: u32,
+    /// Pause between two tries.
+    pub retry_interval: Duration,
+    /// How long a device prepared for a domain that is not running yet counts as taken.
+    pub prepare_grace: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            parent_wait: Duration::from_secs(30),
+            device_wait: Duration::from_secs(5),
+            cleanup_wait: Duration::from_secs(10),
+            remove_timeout: Duration::from_secs(10),
+            retries: 10,
+            retry_interval: Duration::from_millis(1000),
+            prepare_grace: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub path: PathBuf,
+    /// NVIDIA GPUs (physical functions) that host vGPUs, of any generation.
+    pub nvidia_vgpu_pfs: Vec<PciAddress>,
+    /// AMD MxGPU PFs whose VFs are handed out whole.
+    pub amd_vgpu_pfs: Vec<PciAddress>,
+    /// Other mdev parents, by their `/sys/class/mdev_bus` name.
+    pub mdev_parents: Vec<ParentName>,
+    /// Other SR-IOV PFs whose VFs are handed out whole.
+    pub sriov_pfs: Vec<PciAddress>,
+    /// Placement policy.
+    pub placement: Placement,
+    /// How many VFs to enable on a PF that has none, when the driver lets sysfs do it
+    /// (0 = `sriov_totalvfs`).
+    pub vf_count: u32,
+    /// Timing knobs.
+    pub timing: Timing,
+}
+
+/// A configuration error, with enough context to fix it from the message alone.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is absent.
+    #[error("config {path}: not found; create it (vgpuctl install writes a commented one) or set VGPU_HOOK_CONFIG")]
+    Missing {
+        /// The path looked at.
+        path: PathBuf,
+    },
+    /// The file exists but cannot be read.
+    #[error("config {path}: cannot read: {source}")]
+    Read {
+        /// The path looked at.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key or wrong value type.
+    #[error("config {path}, line {line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    nvidia_vgpu_pfs: Vec<Spanned<String>>,
+    #[serde(default)]
+    amd_vgpu_pfs: Vec<Spanned<String>>,
+    #[serde(default)]
+    mdev_parents: Vec<Spanned<String>>,
+    #[serde(default)]
+    sriov_pfs: Vec<Spanned<String>>,
+    placement: Option<Spanned<String>>,
+    vf_count: Option<Spanned<i64>>,
+    parent_wait_secs: Option<Spanned<i64>>,
+    device_wait_secs: Option<Spanned<i64>>,
+    cleanup_wait_secs: Option<Spanned<i64>>,
+    remove_timeout_secs: Option<Spanned<i64>>,
+    retries: Option<Spanned<i64>>,
+    retry_interval_ms: Option<Spanned<i64>>,
+    prepare_grace_secs: Option<Spanned<i64>>,
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let text = String::from_utf8(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of_offset(e.as_bytes(), e.utf8_error().valid_up_to()),
+            message: "not valid UTF-8".into(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |span: Option<Range<usize>>, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: span.map_or(1, |s| line_of_offset(text.as_bytes(), s.start)),
+            message,
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            let message = match message.strip_prefix("unknown field ") {
+                Some(rest) => format!(
+                    "unknown key {}",
+                    rest.replace(", expected one of", "; known keys are")
+                ),
+                None => match e.span().and_then(|s| key_before(text, s.start)) {
+                    Some(key) if !message.contains(&key) => format!("{key}: {message}"),
+                    _ => message,
+                },
+            };
+            invalid(e.span(), message)
+        })?;
+
+        let pci_list = |key: &str, items: Vec<Spanned<String>>| {
+            let mut out: Vec<PciAddress> = Vec::new();
+            for item in items {
+                let addr: PciAddress = item
+                    .get_ref()
+                    .parse()
+                    .map_err(|e| invalid(Some(item.span()), format!("{key}: {e}")))?;
+                if !out.contains(&addr) {
+                    out.push(addr);
+                }
+            }
+            Ok::<_, ConfigError>(out)
+        };
+        let nvidia_vgpu_pfs = pci_list("nvidia_vgpu_pfs", raw.nvidia_vgpu_pfs)?;
+        let amd_vgpu_pfs = pci_list("amd_vgpu_pfs", raw.amd_vgpu_pfs)?;
+        let sriov_pfs = pci_list("sriov_pfs", raw.sriov_pfs)?;
+
+        let mut mdev_parents = Vec::new();
+        for item in raw.mdev_parents {
+            let name = ParentName::parse(item.get_ref())
+                .map_err(|e: NameError| invalid(Some(item.span()), format!("mdev_parents: {e}")))?;
+            if !mdev_parents.contains(&name) {
+                mdev_parents.push(name);
+            }
+        }
+
+        let placement = match raw.placement {
+            None => Placement::default(),
+            Some(p) => match p.get_ref().as_str() {
+                "pack" => Placement::Pack,
+                "spread" => Placement::Spread,
+                other => {
+                    return Err(invalid(
+                        Some(p.span()),
+                        format!(
+                            "placement: '{}' is not a policy (expected \"pack\" or \"spread\")",
+                            crate::printable(other, 40)
+                        ),
+                    ))
+                }
+            },
+        };
+
+        let bounded =
+            |key: &str, v: Option<Spanned<i64>>, max: i64| -> Result<Option<u64>, ConfigError> {
+                match v {
+                    None => Ok(None),
+                    Some(v) if (0..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref() as u64)),
+                    Some(v) => Err(invalid(
+                        Some(v.span()),
+                        format!(
+                            "{key}: {} is out of range (expected 0 to {max})",
+                            v.get_ref()
+                        ),
+                    )),
+                }
+            };
+        let mut timing = Timing::default();
+        let secs = Duration::from_secs;
+        if let Some(v) = bounded("parent_wait_secs", raw.parent_wait_secs, 3600)? {
+            timing.parent_wait = secs(v);
+        }
+        if let Some(v) = bounded("device_wait_secs", raw.device_wait_secs, 600)? {
+            timing.device_wait = secs(v);
+        }
+        if let Some(v) = bounded("cleanup_wait_secs", raw.cleanup_wait_secs, 600)? {
+            timing.cleanup_wait = secs(v);
+        }
+        if let Some(v) = bounded("remove_timeout_secs", raw.remove_timeout_secs, 600)? {
+            timing.remove_timeout = secs(v);
+        }
+        if let Some(v) = bounded("retries", raw.retries, 100)? {
+            timing.retries = v.max(1) as u32;
+        }
+        if let Some(v) = bounded("retry_interval_ms", raw.retry_interval_ms, 60_000)? {
+            timing.retry_interval = Duration::from_millis(v);
+        }
+        if let Some(v) = bounded("prepare_grace_secs", raw.prepare_grace_secs, 86_400)? {
+            timing.prepare_grace = secs(v);
+        }
+        let vf_count = bounded("vf_count", raw.vf_count, 65_535)?.unwrap_or(0) as u32;
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            nvidia_vgpu_pfs,
+            amd_vgpu_pfs,
+            mdev_parents,
+            sriov_pfs,
+            placement,
+            vf_count,
+            timing,
+        })
+    }
+}
+
+/// The key whose value starts at or before `offset`: the nearest `key =` on this or an earlier line.
+fn key_before(text: &str, offset: usize) -> Option<String> {
+    let head = text.get(..offset.min(text.len()))?;
+    head.lines().rev().find_map(|line| {
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim();
+        (!key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .then(|| key.to_string())
+    })
+}
+
+fn line_of_offset(text: &[u8], offset: usize) -> usize {
+    1 + text[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/vgpu-hook/config.toml"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_is_a_valid_config_with_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.placement, Placement::Pack);
+        assert_eq!(c.timing, Timing::default());
+    }
+
+    #[test]
+    fn addresses_are_normalised_with_domain_and_lower_case() {
+        let c = parse("nvidia_vgpu_pfs = [\"82:00.0\", \"0000:AF:00.0\"]").unwrap();
+        let got: Vec<String> = c.nvidia_vgpu_pfs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, ["0000:82:00.0", "0000:af:00.0"]);
+    }
+
+    #[test]
+    fn the_same_address_twice_counts_once() {
+        let c = parse("sriov_pfs = [\"82:00.0\", \"0000:82:00.0\"]").unwrap();
+        assert_eq!(c.sriov_pfs.len(), 1);
+    }
+
+    #[test]
+    fn malformed_address_names_file_line_key_and_form() {
+        let e = err("placement = \"pack\"\nnvidia_vgpu_pfs = [\"82:00\"]\n");
+        assert!(e.contains("/etc/vgpu-hook/config.toml"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        assert!(e.contains("nvidia_vgpu_pfs"), "{e}");
+        assert!(e.contains("'82:00'") && e.contains("0000:82:00.0"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_known_ones() {
+        let e = err("\n\nnvidia_pfs = []\n");
+        assert!(e.contains("line 3") && e.contains("nvidia_pfs"), "{e}");
+        assert!(e.contains("nvidia_vgpu_pfs"), "{e}");
+    }
+
+    #[test]
+    fn unknown_placement_lists_the_choices() {
+        let e = err("placement = \"random\"");
+        assert!(
+            e.contains("placement") && e.contains("\"pack\" or \"spread\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_value_type_is_reported_with_its_line() {
+        let e = err("mdev_parents = \"mtty\"");
+        assert!(e.contains("line 1") && e.contains("mdev_parents"), "{e}");
+    }
+
+    #[test]
+    fn negative_timing_is_out_of_range() {
+        let e = err("cleanup_wait_secs = -1");
+        assert!(
+            e.contains("cleanup_wait_secs") && e.contains("out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mdev_parent_with_a_slash_is_refused() {
+        let e = err("mdev_parents = [\"../mtty\"]");
+        assert!(e.contains("mdev_parents"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_gives_line() {
+        let e = err("placement = \"pack\"\nsriov_pfs = [\n");
+        assert!(e.contains("line "), "{e}");
+    }
+
+    #[test]
+    fn timing_knobs_are_read() {
+        let c = parse("parent_wait_secs = 2\nretry_interval_ms = 50\nretries = 3").unwrap();
+        assert_eq!(c.timing.parent_wait, Duration::from_secs(2));
+        assert_eq!(c.timing.retry_interval, Duration::from_millis(50));
+        assert_eq!(c.timing.retries, 3);
+    }
+
+    #[test]
+    fn missing_file_says_how_to_create_it() {
+        let e = Config::load(Path::new("/nonexistent/vgpu.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/vgpu.toml") && e.contains("vgpuctl install"),
+            "{e}"
+        );
+    }
+}

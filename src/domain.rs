@@ -1,0 +1,703 @@
+//! The domain XML libvirt hands the hook on stdin, reduced to what the hook acts on.
+//!
+//! The hook cannot change the definition at start; it only reads it. What it needs is the domain's
+//! name and UUID, the requests in our metadata namespace (`urn:vgpu-hook:domain:1`, matched by
+//! namespace, never by prefix), and the `<hostdev>` entries those requests must agree with. The
+//! migrate/restore filter also needs the byte span of each PCI hostdev's source `<address/>` so
+//! it can rewrite that one element and leave every other byte as it was.
+
+use std::ops::Range;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::NsReader;
+
+use crate::names::{MdevUuid, NameError, Params, ParentName, Profile, TypeId};
+use crate::pci::PciAddress;
+
+/// Our metadata namespace.
+pub const NAMESPACE: &str = "urn:vgpu-hook:domain:1";
+
+/// What a `vgpu:mdev` entry asks to be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MdevWant {
+    /// An exact sysfs type id (`nvidia-47`).
+    Type(TypeId),
+    /// A profile name, full or short (`GRID P40-2Q`, `P40-2Q`).
+    Profile(Profile),
+}
+
+/// One `vgpu:mdev` entry: the mdev with this UUID belongs to the domain while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdevRequest {
+    /// The mdev's UUID, as the `<hostdev type='mdev'>` names it.
+    pub uuid: MdevUuid,
+    /// What to create.
+    pub want: MdevWant,
+    /// Where it may be created; empty means any configured parent.
+    pub parents: Vec<ParentName>,
+    /// NVIDIA `vgpu_params` to write after creation.
+    pub params: Option<Params>,
+}
+
+/// What vGPU type a kernel-6.8+ NVIDIA VF should be given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VfWant {
+    /// A numeric NVIDIA vGPU type id as listed in `creatable_vgpu_types`.
+    Type(u32),
+    /// A profile name, full or short.
+    Profile(Profile),
+}
+
+/// One `vgpu:vf` entry: the VF at this address belongs to the domain while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfRequest {
+    /// The VF's host address, as the PCI `<hostdev>` names it.
+    pub address: PciAddress,
+    /// For NVIDIA kernel-6.8+ VFs: the vGPU type to set.
+    pub want: Option<VfWant>,
+}
+
+/// A request from our metadata, in document order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A mediated device.
+    Mdev(MdevRequest),
+    /// A whole SR-IOV VF.
+    Vf(VfRequest),
+}
+
+/// A `<hostdev>` of the domain, as far as the hook cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hostdev {
+    /// `<hostdev type='mdev'>` with its source UUID (as written).
+    Mdev {
+        /// The UUID attribute.
+        uuid: String,
+    },
+    /// `<hostdev type='pci'>`.
+    Pci {
+        /// The host-side source address.
+        address: PciAddress,
+        /// `managed='yes'`: libvirt binds vfio-pci itself.
+        managed: bool,
+        /// Byte range of the source `<address .../>` element in the document.
+        source_span: Range<usize>,
+    },
+}
+
+/// The parts of a domain definition the hook acts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Domain {
+    /// `<name>`.
+    pub name: String,
+    /// `<uuid>`.
+    pub uuid: String,
+    /// Whether our metadata element is present at all.
+    pub has_metadata: bool,
+    /// Requests from our metadata.
+    pub requests: Vec<Request>,
+    /// Hostdevs of the domain.
+    pub hostdevs: Vec<Hostdev>,
+}
+
+/// Why a domain XML could not be used; shown to the operator as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The document is not well-formed XML or not UTF-8.
+    #[error("domain XML is not well-formed near byte {position}: {message}")]
+    Syntax {
+        /// Byte offset of the problem.
+        position: u64,
+        /// The parser's message.
+        message: String,
+    },
+    /// Our metadata is present but says something invalid.
+    #[error("metadata {element}: {message}")]
+    Metadata {
+        /// Which element (`vgpu:mdev #2`).
+        element: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// Whether the document can contain our metadata at all. This is the fast path for the
+/// overwhelming majority of calls (domains that ask for nothing): a substring search, no parse.
+pub fn mentions_namespace(xml: &[u8]) -> bool {
+    let needle = NAMESPACE.as_bytes();
+    xml.windows(needle.len()).any(|w| w == needle)
+}
+
+fn unescaped(raw: &str) -> Option<String> {
+    quick_xml::escape::unescape(raw)
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+/// Attributes of one element, decoded; refusal of duplicates is quick-xml's.
+fn attributes(e: &BytesStart<'_>, pos: u64) -> Result<Vec<(String, String)>, DomainError> {
+    let mut out = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(|err| DomainError::Syntax {
+            position: pos,
+            message: err.to_string(),
+        })?;
+        let value = unescaped(&a.value).ok_or_else(|| DomainError::Syntax {
+            position: pos,
+            message: format!("bad entity in attribute {}", a.key.as_ref()),
+        })?;
+        out.push((a.key.as_ref().to_string(), value));
+    }
+    Ok(out)
+}
+
+fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn metadata_err(element: &str, message: impl Into<String>) -> DomainError {
+    DomainError::Metadata {
+        element: element.to_string(),
+        message: message.into(),
+    }
+}
+
+fn from_name_error(element: &str, attr: &str, e: NameError) -> DomainError {
+    metadata_err(element, format!("{attr}: {e}"))
+}
+
+fn check_known(
+    element: &str,
+    attrs: &[(String, String)],
+    known: &[&str],
+) -> Result<(), DomainError> {
+    for (k, _) in attrs {
+        if k.starts_with("xmlns") {
+            continue;
+        }
+        if !known.contains(&k.as_str()) {
+            return Err(metadata_err(
+                element,
+                format!(
+                    "unknown attribute '{}' (expected {})",
+                    crate::printable(k, 40),
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a `parent="..."` list: PCI addresses (normalised) or mdev bus names.
+fn parse_parents(element: &str, s: &str) -> Result<Vec<ParentName>, DomainError> {
+    let mut out = Vec::new();
+    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let name = match p.parse::<PciAddress>() {
+            Ok(a) => ParentName::from(a),
+            Err(_) => ParentName::parse(p).map_err(|e| from_name_error(element, "parent", e))?,
+        };
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    if out.is_empty() {
+        return Err(metadata_err(
+            element,
+            "parent: empty list (omit the attribute to allow any configured parent)",
+        ));
+    }
+    Ok(out)
+}
+
+fn mdev_request(element: &str, attrs: &[(String, String)]) -> Result<MdevRequest, DomainError> {
+    check_known(
+        element,
+        attrs,
+        &["uuid", "type", "profile", "parent", "params"],
+    )?;
+    let uuid = attr(attrs, "uuid").ok_or_else(|| {
+        metadata_err(
+            element,
+            "missing uuid (the UUID of the matching <hostdev type='mdev'>)",
+        )
+    })?;
+    let uuid = MdevUuid::parse(uuid).map_err(|e| from_name_error(element, "uuid", e))?;
+    let want = match (attr(attrs, "type"), attr(attrs, "profile")) {
+        (Some(t), None) => {
+            MdevWant::Type(TypeId::parse(t).map_err(|e| from_name_error(element, "type", e))?)
+        }
+        (None, Some(p)) => MdevWant::Profile(
+            Profile::parse(p).map_err(|e| from_name_error(element, "profile", e))?,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(metadata_err(
+                element,
+                "give either type or profile, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(metadata_err(
+                element,
+                "missing type or profile (e.g. type=\"nvidia-47\" or profile=\"GRID P40-2Q\")",
+            ))
+        }
+    };
+    let parents = match attr(attrs, "parent") {
+        Some(p) => parse_parents(element, p)?,
+        None => Vec::new(),
+    };
+    let params = attr(attrs, "params")
+        .map(|p| Params::parse(p).map_err(|e| from_name_error(element, "params", e)))
+        .transpose()?;
+    Ok(MdevRequest {
+        uuid,
+        want,
+        parents,
+        params,
+    })
+}
+
+fn vf_request(element: &str, attrs: &[(String, String)]) -> Result<VfRequest, DomainError> {
+    check_known(element, attrs, &["address", "type", "profile"])?;
+    let address = attr(attrs, "address").ok_or_else(|| {
+        metadata_err(
+            element,
+            "missing address (the VF's PCI address, like 0000:04:02.0)",
+        )
+    })?;
+    let address: PciAddress = address
+        .parse()
+        .map_err(|e| metadata_err(element, format!("address: {e}")))?;
+    let want = match (attr(attrs, "type"), attr(attrs, "profile")) {
+        (Some(t), None) => Some(VfWant::Type(
+            t.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n > 0 && t.trim().len() <= 10)
+                .ok_or_else(|| {
+                    metadata_err(
+                        element,
+                        format!(
+                            "type: '{}' is not a vGPU type id (expected the number from creatable_vgpu_types, like 1145)",
+                            crate::printable(t, 40)
+                        ),
+                    )
+                })?,
+        )),
+        (None, Some(p)) => Some(VfWant::Profile(
+            Profile::parse(p).map_err(|e| from_name_error(element, "profile", e))?,
+        )),
+        (Some(_), Some(_)) => return Err(metadata_err(element, "give either type or profile, not both")),
+        (None, None) => None,
+    };
+    Ok(VfRequest { address, want })
+}
+
+impl Domain {
+    /// Parses a domain definition. Fails only on malformed XML or invalid metadata of ours.
+    pub fn parse(xml: &str) -> Result<Domain, DomainError> {
+        let mut reader = NsReader::from_str(xml);
+        let mut dom = Domain::default();
+        // Element path as (is ours, local name).
+        let mut path: Vec<(bool, String)> = Vec::new();
+        let mut text_target: Option<&'static str> = None;
+        let mut text = String::new();
+        let mut hostdev_type: Option<String> = None;
+        let mut hostdev_managed = false;
+        let mut counts = (0usize, 0usize);
+        let mut seen_uuids: Vec<MdevUuid> = Vec::new();
+        let mut seen_vfs: Vec<PciAddress> = Vec::new();
+
+        loop {
+            let start_pos = reader.buffer_position();
+            let (ours, event) = match reader.read_resolved_event() {
+                Ok((ns, event)) => (
+                    matches!(ns, ResolveResult::Bound(n) if n.0 == NAMESPACE),
+                    event,
+                ),
+                Err(e) => {
+                    let message = e.to_string();
+                    return Err(DomainError::Syntax {
+                        position: reader.error_position(),
+                        message,
+                    });
+                }
+            };
+            let end_pos = reader.buffer_position();
+            match event {
+                Event::Start(ref e) | Event::Empty(ref e) => {
+                    let is_empty = matches!(event, Event::Empty(_));
+                    let local = e.local_name().as_ref().to_string();
+                    let parent_names: Vec<&str> = path.iter().map(|(_, n)| n.as_str()).collect();
+                    let in_metadata = parent_names.as_slice() == ["domain", "metadata"];
+                    let in_ours = path.len() >= 3 && path[2].0 && path[1].1 == "metadata";
+
+                    if ours && in_metadata && local == "vgpu" {
+                        dom.has_metadata = true;
+                    } else if ours && in_ours && path.len() == 3 {
+                        let attrs = attributes(e, start_pos)?;
+                        match local.as_str() {
+                            "mdev" => {
+                                counts.0 += 1;
+                                let el = format!("vgpu:mdev #{}", counts.0);
+                                let r = mdev_request(&el, &attrs)?;
+                                if seen_uuids.contains(&r.uuid) {
+                                    return Err(metadata_err(
+                                        &el,
+                                        format!("uuid {} is listed twice", r.uuid),
+                                    ));
+                                }
+                                seen_uuids.push(r.uuid.clone());
+                                dom.requests.push(Request::Mdev(r));
+                            }
+                            "vf" => {
+                                counts.1 += 1;
+                                let el = format!("vgpu:vf #{}", counts.1);
+                                let r = vf_request(&el, &attrs)?;
+                                if seen_vfs.contains(&r.address) {
+                                    return Err(metadata_err(
+                                        &el,
+                                        format!("address {} is listed twice", r.address),
+                                    ));
+                                }
+                                seen_vfs.push(r.address);
+                                dom.requests.push(Request::Vf(r));
+                            }
+                            other => {
+                                return Err(metadata_err(
+                                    &format!("vgpu:{}", crate::printable(other, 40)),
+                                    "unknown element (expected vgpu:mdev or vgpu:vf)",
+                                ))
+                            }
+                        }
+                    } else if !ours {
+                        match (parent_names.as_slice(), local.as_str()) {
+                            (["domain"], "name") => text_target = Some("name"),
+                            (["domain"], "uuid") => text_target = Some("uuid"),
+                            (["domain", "devices"], "hostdev") => {
+                                let attrs = attributes(e, start_pos)?;
+                                hostdev_type = attr(&attrs, "type").map(str::to_string);
+                                hostdev_managed = attr(&attrs, "managed") == Some("yes");
+                            }
+                            (["domain", "devices", "hostdev", "source"], "address") => {
+                                let attrs = attributes(e, start_pos)?;
+                                match hostdev_type.as_deref() {
+                                    Some("mdev") => {
+                                        if let Some(u) = attr(&attrs, "uuid") {
+                                            dom.hostdevs.push(Hostdev::Mdev {
+                                                uuid: u.to_string(),
+                                            });
+                                        }
+                                    }
+                                    Some("pci") => {
+                                        let get = |k| attr(&attrs, k).unwrap_or("0");
+                                        if let Some(address) = PciAddress::from_libvirt(
+                                            get("domain"),
+                                            get("bus"),
+                                            get("slot"),
+                                            get("function"),
+                                        ) {
+                                            dom.hostdevs.push(Hostdev::Pci {
+                                                address,
+                                                managed: hostdev_managed,
+                                                source_span: start_pos as usize..end_pos as usize,
+                                            });
+                                        }
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    if !is_empty {
+                        path.push((ours, local));
+                        text.clear();
+                    } else if text_target.is_some() {
+                        text_target = None;
+                    }
+                }
+                Event::Text(t) => {
+                    if text_target.is_some() {
+                        text.push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0));
+                    }
+                }
+                Event::GeneralRef(r) => {
+                    if text_target.is_some() {
+                        let resolved = match r.resolve_char_ref() {
+                            Ok(Some(c)) => c.to_string(),
+                            _ => quick_xml::escape::resolve_predefined_entity(r.as_ref())
+                                .map(str::to_string)
+                                .unwrap_or_default(),
+                        };
+                        text.push_str(&resolved);
+                    }
+                }
+                Event::End(_) => {
+                    if let Some(target) = text_target.take() {
+                        let value = text.trim().to_string();
+                        match target {
+                            "name" => dom.name = value,
+                            _ => dom.uuid = value,
+                        }
+                    }
+                    if let Some((_, name)) = path.pop() {
+                        if name == "hostdev" && path.len() == 2 {
+                            hostdev_type = None;
+                        }
+                    }
+                }
+                Event::Eof => {
+                    if let Some((_, open)) = path.last() {
+                        return Err(DomainError::Syntax {
+                            position: end_pos,
+                            message: format!(
+                                "document ends inside <{}>",
+                                crate::printable(open, 40)
+                            ),
+                        });
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+        Ok(dom)
+    }
+
+    /// The `<hostdev>` a VF request must come with, if present.
+    pub fn pci_hostdev(&self, address: PciAddress) -> Option<&Hostdev> {
+        self.hostdevs
+            .iter()
+            .find(|h| matches!(h, Hostdev::Pci { address: a, .. } if *a == address))
+    }
+
+    /// Whether a `<hostdev type='mdev'>` names this UUID.
+    pub fn has_mdev_hostdev(&self, uuid: &MdevUuid) -> bool {
+        self.hostdevs.iter().any(
+            |h| matches!(h, Hostdev::Mdev { uuid: u } if u.eq_ignore_ascii_case(uuid.as_str())),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!("../tests/fixtures/hook-stdin-prepare-begin.xml");
+
+    fn with_metadata(meta: &str, devices: &str) -> String {
+        FIXTURE
+            .replace(
+                "  <vcpu placement='static'>1</vcpu>",
+                &format!(
+                    "  <metadata>\n{meta}\n  </metadata>\n  <vcpu placement='static'>1</vcpu>"
+                ),
+            )
+            .replace(
+                "    <memballoon model='none'/>",
+                &format!("{devices}\n    <memballoon model='none'/>"),
+            )
+    }
+
+    const U1: &str = "6f2e9a4c-8d1b-4c1e-9a41-0c2d3e4f5a6b";
+
+    #[test]
+    fn real_libvirt_capture_without_metadata_parses_name_and_uuid() {
+        let d = Domain::parse(FIXTURE).unwrap();
+        assert_eq!(d.name, "tiny");
+        assert_eq!(d.uuid, "ad7bc399-ee94-4664-814e-9f0650fb15c5");
+        assert!(!d.has_metadata && d.requests.is_empty());
+    }
+
+    #[test]
+    fn fast_path_sees_no_namespace_in_plain_domain() {
+        assert!(!mentions_namespace(FIXTURE.as_bytes()));
+    }
+
+    #[test]
+    fn metadata_is_matched_by_namespace_not_prefix() {
+        let xml = with_metadata(
+            &format!(
+                "<g:vgpu xmlns:g='{NAMESPACE}'><g:mdev uuid='{U1}' profile='P40-2Q'/></g:vgpu>"
+            ),
+            "",
+        );
+        let d = Domain::parse(&xml).unwrap();
+        assert!(d.has_metadata);
+        assert_eq!(d.requests.len(), 1);
+    }
+
+    #[test]
+    fn vgpu_prefix_bound_to_another_namespace_is_not_ours() {
+        let xml = with_metadata(
+            &format!("<vgpu:vgpu xmlns:vgpu='urn:other'><vgpu:mdev uuid='{U1}' profile='P40-2Q'/></vgpu:vgpu>"),
+            "",
+        );
+        let d = Domain::parse(&xml).unwrap();
+        assert!(!d.has_metadata && d.requests.is_empty());
+    }
+
+    #[test]
+    fn default_namespace_declaration_counts_as_ours() {
+        let xml = with_metadata(
+            &format!("<vgpu xmlns='{NAMESPACE}'><mdev uuid='{U1}' type='nvidia-46'/></vgpu>"),
+            "",
+        );
+        let d = Domain::parse(&xml).unwrap();
+        assert_eq!(
+            d.requests,
+            vec![Request::Mdev(MdevRequest {
+                uuid: MdevUuid::parse(U1).unwrap(),
+                want: MdevWant::Type(TypeId::parse("nvidia-46").unwrap()),
+                parents: vec![],
+                params: None
+            })]
+        );
+    }
+
+    #[test]
+    fn parent_list_is_normalised() {
+        let xml = with_metadata(
+            &format!("<v:vgpu xmlns:v='{NAMESPACE}'><v:mdev uuid='{U1}' type='nvidia-46' parent='82:00.0, mtty'/></v:vgpu>"),
+            "",
+        );
+        let Request::Mdev(r) = &Domain::parse(&xml).unwrap().requests[0] else {
+            panic!()
+        };
+        let names: Vec<&str> = r.parents.iter().map(|p| p.as_str()).collect();
+        assert_eq!(names, ["0000:82:00.0", "mtty"]);
+    }
+
+    #[test]
+    fn crafted_type_with_traversal_is_refused_with_the_element_named() {
+        let xml = with_metadata(
+            &format!("<v:vgpu xmlns:v='{NAMESPACE}'><v:mdev uuid='{U1}' type='../../../block'/></v:vgpu>"),
+            "",
+        );
+        let e = Domain::parse(&xml).unwrap_err().to_string();
+        assert!(e.contains("vgpu:mdev #1") && e.contains("type"), "{e}");
+    }
+
+    #[test]
+    fn entity_encoded_nul_in_uuid_is_refused() {
+        let xml = with_metadata(
+            &format!(
+                "<v:vgpu xmlns:v='{NAMESPACE}'><v:mdev uuid='&#0;' type='nvidia-1'/></v:vgpu>"
+            ),
+            "",
+        );
+        assert!(Domain::parse(&xml).is_err());
+    }
+
+    #[test]
+    fn unknown_attribute_is_named() {
+        let xml = with_metadata(
+            &format!(
+                "<v:vgpu xmlns:v='{NAMESPACE}'><v:mdev uuid='{U1}' profil='P40-2Q'/></v:vgpu>"
+            ),
+            "",
+        );
+        let e = Domain::parse(&xml).unwrap_err().to_string();
+        assert!(e.contains("'profil'"), "{e}");
+    }
+
+    #[test]
+    fn type_and_profile_together_are_refused() {
+        let xml = with_metadata(
+            &format!("<v:vgpu xmlns:v='{NAMESPACE}'><v:mdev uuid='{U1}' type='nvidia-1' profile='P40-2Q'/></v:vgpu>"),
+            "",
+        );
+        assert!(Domain::parse(&xml)
+            .unwrap_err()
+            .to_string()
+            .contains("not both"));
+    }
+
+    #[test]
+    fn same_uuid_twice_is_refused() {
+        let xml = with_metadata(
+            &format!(
+                "<v:vgpu xmlns:v='{NAMESPACE}'><v:mdev uuid='{U1}' type='a'/><v:mdev uuid='{}' type='a'/></v:vgpu>",
+                U1.to_uppercase()
+            ),
+            "",
+        );
+        assert!(Domain::parse(&xml)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+    }
+
+    #[test]
+    fn pci_hostdev_source_span_covers_the_address_element() {
+        let dev = "    <hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='0x04' slot='0x02' function='0x1'/></source></hostdev>";
+        let xml = with_metadata(
+            &format!("<v:vgpu xmlns:v='{NAMESPACE}'><v:vf address='04:02.1'/></v:vgpu>"),
+            dev,
+        );
+        let d = Domain::parse(&xml).unwrap();
+        let Some(Hostdev::Pci {
+            address,
+            managed,
+            source_span,
+        }) = d.pci_hostdev("0000:04:02.1".parse().unwrap())
+        else {
+            panic!("{:?}", d.hostdevs)
+        };
+        assert_eq!(address.to_string(), "0000:04:02.1");
+        assert!(managed);
+        assert_eq!(
+            &xml[source_span.clone()],
+            "<address domain='0x0000' bus='0x04' slot='0x02' function='0x1'/>"
+        );
+    }
+
+    #[test]
+    fn mdev_hostdev_uuid_is_found_case_insensitively() {
+        let dev = format!("    <hostdev mode='subsystem' type='mdev' model='vfio-pci'><source><address uuid='{}'/></source></hostdev>", U1.to_uppercase());
+        let d = Domain::parse(&with_metadata("", &dev)).unwrap();
+        assert!(d.has_mdev_hostdev(&MdevUuid::parse(U1).unwrap()));
+    }
+
+    #[test]
+    fn escaped_domain_name_is_decoded() {
+        let d = Domain::parse("<domain><name>a&amp;b</name><uuid>x</uuid></domain>").unwrap();
+        assert_eq!(d.name, "a&b");
+    }
+
+    #[test]
+    fn truncated_document_is_a_syntax_error() {
+        assert!(matches!(
+            Domain::parse("<domain><name>x</name><metadata>"),
+            Err(DomainError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn mismatched_tags_are_a_syntax_error() {
+        assert!(matches!(
+            Domain::parse("<domain><name>x</uuid></domain>"),
+            Err(DomainError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn vf_type_must_be_numeric() {
+        let xml = with_metadata(
+            &format!(
+                "<v:vgpu xmlns:v='{NAMESPACE}'><v:vf address='41:00.4' type='nvidia-5'/></v:vgpu>"
+            ),
+            "",
+        );
+        assert!(Domain::parse(&xml)
+            .unwrap_err()
+            .to_string()
+            .contains("creatable_vgpu_types"));
+    }
+}

@@ -1,0 +1,41 @@
+//! The host as the hook sees it: where sysfs, the state, libvirt's runtime files and the config
+//! live.
+//!
+//! Every path the programs touch is derived from this one value, so tests and the simulator can
+//! move all of them at once through the environment (`VGPU_HOOK_SYSFS_ROOT`,
+//! `VGPU_HOOK_STATE_DIR`, `VGPU_HOOK_LIBVIRT_RUN_DIR`, `VGPU_HOOK_CONFIG`).
+
+use std::path::PathBuf;
+
+use crate::state::{StateDir, DEFAULT_DIR, DEFAULT_LIBVIRT_RUN_DIR};
+use crate::sysfs::Sysfs;
+
+/// Paths of one host.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The kernel's device tree.
+    pub sysfs: Sysfs,
+    /// Ownership records.
+    pub state: StateDir,
+    /// libvirt's QEMU runtime directory (`<name>.pid`).
+    pub libvirt_run_dir: PathBuf,
+    /// The config file.
+    pub config_path: PathBuf,
+}
+
+impl Host {
+    /// The host from the environment, defaulting to the real paths.
+    pub fn from_env() -> Host {
+        let var = |k: &str, d: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(d), PathBuf::from)
+        };
+        Host {
+            sysfs: Sysfs::new(&var("VGPU_HOOK_SYSFS_ROOT", "/")),
+            state: StateDir::new(&var("VGPU_HOOK_STATE_DIR", DEFAULT_DIR)),
+            libvirt_run_dir: var("VGPU_HOOK_LIBVIRT_RUN_DIR", DEFAULT_LIBVIRT_RUN_DIR),
+            config_path: var("VGPU_HOOK_CONFIG", crate::config::DEFAULT_PATH),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The configured devices as they exist right now: which generation each NVIDIA GPU is, which mdev
+//! parents it offers, and why one offers none.
+//!
+//! The config lists GPUs; sysfs decides what each one is (classic mdev on the PF, mdev on SR-IOV
+//! VFs, or NVIDIA's kernel-6.8+ interface on VFs). This is re-derived on every call, because
+//! drivers register parents late at boot and GPUs fall off the bus.
+
+use crate::config::Config;
+use crate::names::ParentName;
+use crate::pci::PciAddress;
+use crate::sysfs::Sysfs;
+
+/// Which interface a GPU offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// mdev types on the physical GPU (Maxwell to Turing, and any non-NVIDIA mdev parent).
+    Mdev,
+    /// mdev types on each SR-IOV VF (Ampere and later up to vGPU 16).
+    SriovMdev,
+    /// NVIDIA's kernel-6.8+ interface: `nvidia/current_vgpu_type` on each VF, no mdev.
+    NvidiaVfio,
+    /// Plain SR-IOV: whole VFs (AMD MxGPU, generic).
+    Sriov,
+}
+
+impl Generation {
+    /// Short label for tables and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            Generation::Mdev => "mdev",
+            Generation::SriovMdev => "sriov-mdev",
+            Generation::NvidiaVfio => "nvidia-vfio",
+            Generation::Sriov => "sriov",
+        }
+    }
+}
+
+/// What a configured GPU offers for mdev requests now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MdevState {
+    /// These mdev parents are registered (the GPU itself, or its VFs).
+    Parents(Generation, Vec<ParentName>),
+    /// The device does not exist at all.
+    Missing,
+    /// The device exists but no mdev parent is registered for it (vendor manager not up yet).
+    Unregistered,
+    /// An SR-IOV GPU whose VFs are not enabled yet.
+    VfsDisabled,
+    /// The GPU speaks the kernel-6.8+ interface: it serves `vgpu:vf` requests, not mdevs.
+    NotMdev,
+}
+
+/// One configured source of mdevs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdevGpu {
+    /// PF address, or the parent's name for `mdev_parents`.
+    pub key: String,
+    /// The PF when the source is a PCI GPU.
+    pub pf: Option<PciAddress>,
+    /// Whether it came from `nvidia_vgpu_pfs` (guidance differs).
+    pub nvidia: bool,
+    /// What it offers now.
+    pub state: MdevState,
+}
+
+/// Classifies one NVIDIA PF from sysfs.
+pub fn classify_nvidia(sysfs: &Sysfs, pf: PciAddress) -> MdevState {
+    if !sysfs.pci_exists(pf) && !sysfs.is_mdev_parent(&ParentName::from(pf)) {
+        return MdevState::Missing;
+    }
+    if sysfs.is_mdev_parent(&ParentName::from(pf)) {
+        return MdevState::Parents(Generation::Mdev, vec![ParentName::from(pf)]);
+    }
+    let vfs = sysfs.vfs(pf);
+    if vfs.iter().any(|&vf| sysfs.is_nvidia_vfio_vf(vf)) {
+        return MdevState::NotMdev;
+    }
+    let parents: Vec<ParentName> = vfs
+        .into_iter()
+        .map(ParentName::from)
+        .filter(|p| sysfs.is_mdev_parent(p))
+        .collect();
+    if !parents.is_empty() {
+        return MdevState::Parents(Generation::SriovMdev, parents);
+    }
+    if sysfs.sriov_totalvfs(pf) > 0 && sysfs.sriov_numvfs(pf).unwrap_or(0) == 0 {
+        return MdevState::VfsDisabled;
+    }
+    MdevState::Unregistered
+}
+
+/// Every configured mdev source, in config order (NVIDIA GPUs, then other parents).
+pub fn mdev_gpus(config: &Config, sysfs: &Sysfs) -> Vec<MdevGpu> {
+    let mut out: Vec<MdevGpu> = config
+        .nvidia_vgpu_pfs
+        .iter()
+        .map(|&pf| MdevGpu {
+            key: pf.to_string(),
+            pf: Some(pf),
+            nvidia: true,
+            state: classify_nvidia(sysfs, pf),
+        })
+        .collect();
+    out.extend(config.mdev_parents.iter().map(|p| MdevGpu {
+        key: p.to_string(),
+        pf: p.as_str().parse().ok(),
+        nvidia: false,
+        state: if sysfs.is_mdev_parent(p) {
+            MdevState::Parents(Generation::Mdev, vec![p.clone()])
+        } else {
+            MdevState::Missing
+        },
+    }));
+    out
+}
+
+/// The configured PF a VF belongs to, and which list configured it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PfKind {
+    /// `amd_vgpu_pfs`.
+    Amd,
+    /// `sriov_pfs`.
+    Generic,
+    /// `nvidia_vgpu_pfs` (kernel-6.8+ VFs).
+    Nvidia,
+}
+
+/// Every configured PF whose VFs are handed out whole, in config order.
+pub fn vf_pfs(config: &Config) -> Vec<(PciAddress, PfKind)> {
+    let mut out: Vec<(PciAddress, PfKind)> = Vec::new();
+    let lists = [
+        (&config.amd_vgpu_pfs, PfKind::Amd),
+        (&config.sriov_pfs, PfKind::Generic),
+        (&config.nvidia_vgpu_pfs, PfKind::Nvidia),
+    ];
+    for (list, kind) in lists {
+        for &pf in list {
+            if !out.iter().any(|(a, _)| *a == pf) {
+                out.push((pf, kind));
+            }
+        }
+    }
+    out
+}

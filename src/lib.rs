@@ -1,0 +1,28 @@
+//! vgpu-hook: vGPU mediated devices and SR-IOV VFs for libvirt/QEMU domains, created when a domain
+//! starts and torn down when it stops.
+//!
+//! The library holds every concept the two programs share; the `vgpu-hook` binary is a thin
+//! dispatcher over [`hook`], and `vgpuctl` adds libvirt on top. Nothing in the library links
+//! libvirt: the hook runs five times per VM start/stop and must stay as cheap as a bare exec.
+
+pub mod config;
+pub mod domain;
+pub mod hook;
+pub mod host;
+pub mod inventory;
+pub mod logging;
+pub mod names;
+pub mod pci;
+pub mod placement;
+pub mod state;
+pub mod sysfs;
+
+/// Makes untrusted text safe to print in a one-line message: control characters escaped,
+/// length capped at `max` characters.
+pub fn printable(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).flat_map(char::escape_debug).collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,91 @@
+//! Choosing where a vGPU goes.
+//!
+//! A pure function over a snapshot of what sysfs said a moment ago, so the policy can be read and
+//! tested without a kernel. `pack` fills the GPU that already hosts the profile, then the one with
+//! the least room, keeping whole GPUs free for other framebuffer sizes (NVIDIA's one-size-per-GPU
+//! rule). `spread` takes the GPU with the most room. Ties keep the operator's config order.
+
+use crate::config::Placement;
+use crate::names::{ParentName, TypeId};
+
+/// One mdev parent that offers the wanted type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Position of its GPU in the config (tie breaker).
+    pub gpu_index: usize,
+    /// The mdev parent (the GPU itself, or one of its VFs).
+    pub parent: ParentName,
+    /// The matching type on that parent.
+    pub type_id: TypeId,
+    /// `available_instances` of that type on that parent, just read.
+    pub available: u32,
+    /// Instances of the type still free on the whole GPU (all its parents).
+    pub gpu_free: u32,
+    /// Whether the GPU already hosts a device of this type.
+    pub gpu_hosts_type: bool,
+}
+
+/// The candidates with room, best first.
+pub fn order(candidates: &[Candidate], policy: Placement) -> Vec<Candidate> {
+    let mut c: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| c.available > 0)
+        .cloned()
+        .collect();
+    match policy {
+        Placement::Pack => c.sort_by_key(|c| (!c.gpu_hosts_type, c.gpu_free, c.gpu_index)),
+        Placement::Spread => c.sort_by_key(|c| (std::cmp::Reverse(c.gpu_free), c.gpu_index)),
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(gpu: usize, available: u32, hosts: bool) -> Candidate {
+        Candidate {
+            gpu_index: gpu,
+            parent: ParentName::parse(&format!("0000:0{gpu}:00.0")).unwrap(),
+            type_id: TypeId::parse("nvidia-47").unwrap(),
+            available,
+            gpu_free: available,
+            gpu_hosts_type: hosts,
+        }
+    }
+
+    fn gpus(v: Vec<Candidate>) -> Vec<usize> {
+        v.iter().map(|c| c.gpu_index).collect()
+    }
+
+    #[test]
+    fn pack_prefers_the_gpu_already_hosting_the_profile() {
+        let c = [cand(0, 2, false), cand(1, 5, true)];
+        assert_eq!(gpus(order(&c, Placement::Pack)), [1, 0]);
+    }
+
+    #[test]
+    fn pack_then_prefers_fewest_free() {
+        let c = [cand(0, 8, false), cand(1, 3, false), cand(2, 5, false)];
+        assert_eq!(gpus(order(&c, Placement::Pack)), [1, 2, 0]);
+    }
+
+    #[test]
+    fn spread_prefers_most_free() {
+        let c = [cand(0, 3, true), cand(1, 8, false), cand(2, 5, false)];
+        assert_eq!(gpus(order(&c, Placement::Spread)), [1, 2, 0]);
+    }
+
+    #[test]
+    fn ties_keep_config_order() {
+        let c = [cand(2, 4, false), cand(0, 4, false), cand(1, 4, false)];
+        assert_eq!(gpus(order(&c, Placement::Spread)), [0, 1, 2]);
+        assert_eq!(gpus(order(&c, Placement::Pack)), [0, 1, 2]);
+    }
+
+    #[test]
+    fn full_parents_are_not_candidates() {
+        let c = [cand(0, 0, true), cand(1, 1, false)];
+        assert_eq!(gpus(order(&c, Placement::Pack)), [1]);
+    }
+}

@@ -1,0 +1,402 @@
+//! Who holds which device: the hook's only memory between calls.
+//!
+//! sysfs says what exists; this says who it belongs to. Records live in one JSON file under
+//! `/run/vgpu-hook` (0700), which the kernel empties at boot together with every mdev and VF
+//! setting, so the lifetimes match. Hooks for different domains run concurrently, so every reader
+//! and writer takes an exclusive `flock` on a separate lock file, and every write is atomic
+//! (temp file, fsync, rename, fsync of the directory): a crash leaves the old file or the new one,
+//! never half of one. A record whose domain is no longer running is stale and is dropped when met.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::MdevUuid;
+use crate::pci::PciAddress;
+
+/// Default state directory.
+pub const DEFAULT_DIR: &str = "/run/vgpu-hook";
+/// Default libvirt QEMU runtime directory (where `<name>.pid` lives).
+pub const DEFAULT_LIBVIRT_RUN_DIR: &str = "/run/libvirt/qemu";
+
+const DATA_FILE: &str = "owners.json";
+const LOCK_FILE: &str = "lock";
+
+/// A device the hook hands out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Device {
+    /// A mediated device.
+    Mdev {
+        /// Its UUID.
+        uuid: MdevUuid,
+    },
+    /// A whole SR-IOV VF.
+    Vf {
+        /// Its address.
+        address: PciAddress,
+    },
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Mdev { uuid } => write!(f, "mdev {uuid}"),
+            Device::Vf { address } => write!(f, "VF {address}"),
+        }
+    }
+}
+
+/// One ownership record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The owning domain's UUID.
+    pub domain_uuid: String,
+    /// The owning domain's name (for messages and the running check).
+    pub domain_name: String,
+    /// The device.
+    pub device: Device,
+    /// mdev parent name, or the VF's PF address.
+    pub parent: String,
+    /// mdev type id, or NVIDIA vGPU type id of a VF (`None` for plain VFs).
+    pub type_id: Option<String>,
+    /// Seconds since the epoch when the record was made.
+    pub since: u64,
+    /// Whether the hook created the device (an mdev) or set its type (an NVIDIA VF), so release
+    /// knows whether there is anything to undo.
+    pub created: bool,
+}
+
+/// All records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The records, in the order they were made.
+    pub records: Vec<Record>,
+}
+
+impl State {
+    /// The record for a device, if any.
+    pub fn owner(&self, device: &Device) -> Option<&Record> {
+        self.records.iter().find(|r| &r.device == device)
+    }
+
+    /// Records of one domain (by UUID).
+    pub fn of_domain<'a>(&'a self, domain_uuid: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
+        self.records
+            .iter()
+            .filter(move |r| r.domain_uuid == domain_uuid)
+    }
+
+    /// Adds or replaces the record for `record.device`.
+    pub fn put(&mut self, record: Record) {
+        self.records.retain(|r| r.device != record.device);
+        self.records.push(record);
+    }
+
+    /// Removes the record of a device.
+    pub fn remove(&mut self, device: &Device) {
+        self.records.retain(|r| &r.device != device);
+    }
+
+    /// Drops records that `live` says are stale; returns them.
+    pub fn drop_stale(&mut self, live: &Liveness) -> Vec<Record> {
+        let (keep, stale): (Vec<Record>, Vec<Record>) = std::mem::take(&mut self.records)
+            .into_iter()
+            .partition(|r| live.holds(r));
+        self.records = keep;
+        stale
+    }
+}
+
+/// An error reading or writing state; names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The directory or lock could not be set up.
+    #[error("state {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The data file is not what this program writes.
+    #[error("state {path} is unreadable ({message}); move it aside and run `vgpuctl reconcile`")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+/// The state directory, locked. Dropping it releases the lock.
+#[derive(Debug)]
+pub struct Locked {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl StateDir {
+    /// State under `dir`.
+    pub fn new(dir: &Path) -> Self {
+        StateDir {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the directory (0700) if needed and takes the exclusive lock, waiting for it.
+    pub fn lock(&self) -> Result<Locked, StateError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io_err(&self.dir))?;
+        let meta = fs::metadata(&self.dir).map_err(io_err(&self.dir))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+                .map_err(io_err(&self.dir))?;
+        }
+        let lock_path = self.dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
+        Ok(Locked {
+            dir: self.dir.clone(),
+            _lock: lock,
+        })
+    }
+
+    /// Reads the state without locking (for display only; may be momentarily stale).
+    pub fn peek(&self) -> Result<State, StateError> {
+        read_state(&self.dir.join(DATA_FILE))
+    }
+}
+
+fn read_state(path: &Path) -> Result<State, StateError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+        Err(source) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+impl Locked {
+    /// Reads the state.
+    pub fn load(&self) -> Result<State, StateError> {
+        read_state(&self.dir.join(DATA_FILE))
+    }
+
+    /// Replaces the state atomically.
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        let path = self.dir.join(DATA_FILE);
+        let tmp = self
+            .dir
+            .join(format!(".{DATA_FILE}.{}", std::process::id()));
+        let io_err = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| StateError::Io { path: p, source }
+        };
+        let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Io {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        json.push(b'\n');
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all(&json).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Decides whether a record's domain still holds its device.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    run_dir: PathBuf,
+    grace: Duration,
+    now: u64,
+}
+
+impl Liveness {
+    /// Liveness judged from libvirt's runtime dir; records younger than `grace` count as held
+    /// even before QEMU runs (the domain is between `prepare` and QEMU's start).
+    pub fn new(run_dir: &Path, grace: Duration) -> Self {
+        Liveness {
+            run_dir: run_dir.to_path_buf(),
+            grace,
+            now: now_secs(),
+        }
+    }
+
+    /// The QEMU pid of a running domain: `<run_dir>/<name>.pid` names a live process whose
+    /// command is QEMU (guards against a reused pid).
+    pub fn qemu_pid(&self, domain_name: &str) -> Option<u32> {
+        if !crate::names::domain_name_is_safe(domain_name) {
+            return None;
+        }
+        let pid: u32 = fs::read_to_string(self.run_dir.join(format!("{domain_name}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let argv0 = cmdline.split(|&b| b == 0).next()?;
+        let base = argv0.rsplit(|&b| b == b'/').next()?;
+        base.windows(4).any(|w| w == b"qemu").then_some(pid)
+    }
+
+    /// Whether the domain runs now.
+    pub fn running(&self, domain_name: &str) -> bool {
+        self.qemu_pid(domain_name).is_some()
+    }
+
+    /// Whether a record still holds its device: its domain runs, or it was made within the grace.
+    pub fn holds(&self, r: &Record) -> bool {
+        self.running(&r.domain_name) || self.now.saturating_sub(r.since) < self.grace.as_secs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, since: u64) -> Record {
+        Record {
+            domain_uuid: format!("uuid-{name}"),
+            domain_name: name.into(),
+            device: Device::Mdev {
+                uuid: MdevUuid::new_random(),
+            },
+            parent: "mtty".into(),
+            type_id: Some("mtty-2".into()),
+            since,
+            created: true,
+        }
+    }
+
+    #[test]
+    fn state_dir_is_created_private() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("run/vgpu-hook");
+        let _l = StateDir::new(&dir).lock().unwrap();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn saved_state_reads_back() {
+        let t = tempfile::tempdir().unwrap();
+        let l = StateDir::new(t.path()).lock().unwrap();
+        let mut s = State::default();
+        s.put(record("a", 1));
+        l.save(&s).unwrap();
+        assert_eq!(l.load().unwrap(), s);
+    }
+
+    #[test]
+    fn save_leaves_no_temp_file() {
+        let t = tempfile::tempdir().unwrap();
+        let l = StateDir::new(t.path()).lock().unwrap();
+        l.save(&State::default()).unwrap();
+        let names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn corrupt_state_names_the_file_and_the_fix() {
+        let t = tempfile::tempdir().unwrap();
+        let l = StateDir::new(t.path()).lock().unwrap();
+        fs::write(t.path().join(DATA_FILE), "{not json").unwrap();
+        let e = l.load().unwrap_err().to_string();
+        assert!(
+            e.contains(DATA_FILE) && e.contains("vgpuctl reconcile"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn old_record_of_a_stopped_domain_is_stale() {
+        let t = tempfile::tempdir().unwrap();
+        let live = Liveness::new(t.path(), Duration::from_secs(300));
+        let mut s = State::default();
+        s.put(record("gone", 1));
+        s.put(record("fresh", now_secs()));
+        let stale = s.drop_stale(&live);
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].domain_name, "gone");
+        assert_eq!(s.records[0].domain_name, "fresh");
+    }
+
+    #[test]
+    fn pid_file_of_a_non_qemu_process_does_not_count_as_running() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("vm.pid"), format!("{}\n", std::process::id())).unwrap();
+        assert!(!Liveness::new(t.path(), Duration::ZERO).running("vm"));
+    }
+
+    #[test]
+    fn second_lock_waits_for_the_first() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(t.path());
+        let first = dir.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d2 = dir.clone();
+        let h = std::thread::spawn(move || {
+            let _second = d2.lock().unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(first);
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        h.join().unwrap();
+    }
+}

@@ -1,0 +1,517 @@
+//! The kernel's device interfaces as files: the mdev core, NVIDIA's vGPU attributes, PCI SR-IOV.
+//!
+//! Every path hangs off one root (`VGPU_HOOK_SYSFS_ROOT`, default `/`), so the same code runs on the
+//! real `/sys`, on a fixture tree and on the simulator. Reads are re-done whenever a decision depends
+//! on them (sysfs is the truth; nothing here caches). Writes are single `write(2)` calls on an
+//! existing attribute, never creating files, and their errors keep the errno because the errno is
+//! the kernel's whole answer (`EEXIST`, `EINVAL`, `EBUSY` ...). Writes that may block (a `remove`
+//! while QEMU still holds the device) run under a time bound.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::names::{MdevUuid, ParentName, TypeId};
+use crate::pci::PciAddress;
+
+/// An error talking to sysfs, carrying the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum SysfsError {
+    /// A read failed.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The attribute.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A write was refused by the kernel.
+    #[error("writing '{value}' to {path} failed: {}", errno_text(.errno))]
+    Write {
+        /// The attribute.
+        path: PathBuf,
+        /// What was written (printable).
+        value: String,
+        /// The errno, 0 when unknown.
+        errno: i32,
+    },
+    /// A write did not return within its bound (the kernel is waiting for something).
+    #[error("writing '{value}' to {path} did not return within {secs} s")]
+    Timeout {
+        /// The attribute.
+        path: PathBuf,
+        /// What was written.
+        value: String,
+        /// The bound.
+        secs: u64,
+    },
+    /// An attribute holds something unexpected.
+    #[error("{path} holds '{content}', expected {expected}")]
+    Malformed {
+        /// The attribute.
+        path: PathBuf,
+        /// What it held (shortened).
+        content: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+impl SysfsError {
+    /// The errno of a refused write, if that is what this is.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            SysfsError::Write { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// `EEXIST (File exists)`: the symbolic name operators search for, and the text.
+pub fn errno_text(errno: &i32) -> String {
+    let name = match *errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::ERANGE => "ERANGE",
+        libc::ENOSYS => "ENOSYS",
+        libc::EUSERS => "EUSERS",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        _ => "errno",
+    };
+    let text = io::Error::from_raw_os_error(*errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    format!("{name} ({text})")
+}
+
+/// A live mediated device as sysfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveMdev {
+    /// Its UUID.
+    pub uuid: MdevUuid,
+    /// The parent device's sysfs name.
+    pub parent: String,
+    /// The type id it was created with.
+    pub type_id: String,
+}
+
+/// One `mdev_supported_types` entry of a parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdevType {
+    /// Sysfs type id (`nvidia-46`).
+    pub id: String,
+    /// Pretty name (`GRID P40-1Q`), if the driver gives one.
+    pub name: Option<String>,
+    /// The driver's description line, if any.
+    pub description: Option<String>,
+}
+
+impl MdevType {
+    /// The framebuffer size in MiB from NVIDIA's description (`framebuffer=1024M`).
+    pub fn framebuffer_mb(&self) -> Option<u64> {
+        desc_field(self.description.as_deref()?, "framebuffer")
+            .and_then(|v| v.trim_end_matches(['M', 'm']).parse().ok())
+    }
+
+    /// The per-GPU instance limit from NVIDIA's description (`max_instance=24`).
+    pub fn max_instances(&self) -> Option<u32> {
+        desc_field(self.description.as_deref()?, "max_instance").and_then(|v| v.parse().ok())
+    }
+
+    /// What to call this type in messages: its name when it has one.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+fn desc_field<'a>(desc: &'a str, key: &str) -> Option<&'a str> {
+    desc.split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == key).then_some(v.trim())
+    })
+}
+
+/// The sysfs tree under a root.
+#[derive(Debug, Clone)]
+pub struct Sysfs {
+    sys: PathBuf,
+}
+
+impl Sysfs {
+    /// Sysfs under `root` (`/` for the real one): paths are `root/sys/...`.
+    pub fn new(root: &Path) -> Self {
+        Sysfs {
+            sys: root.join("sys"),
+        }
+    }
+
+    /// The `sys` directory itself.
+    pub fn sys(&self) -> &Path {
+        &self.sys
+    }
+
+    // ---- reading helpers ----
+
+    /// Reads an attribute, trimmed.
+    pub fn read(&self, path: &Path) -> Result<String, SysfsError> {
+        fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .map_err(|source| SysfsError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    /// Reads an unsigned decimal attribute.
+    pub fn read_u32(&self, path: &Path) -> Result<u32, SysfsError> {
+        let s = self.read(path)?;
+        s.parse().map_err(|_| SysfsError::Malformed {
+            path: path.to_path_buf(),
+            content: crate::printable(&s, 40),
+            expected: "an unsigned number",
+        })
+    }
+
+    fn link_basename(path: &Path) -> Option<String> {
+        fs::read_link(path)
+            .ok()?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    }
+
+    fn list_dir(path: &Path) -> Vec<String> {
+        let mut names: Vec<String> = match fs::read_dir(path) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+
+    // ---- the mdev core ----
+
+    /// `/sys/class/mdev_bus/<parent>`.
+    pub fn mdev_parent_dir(&self, parent: &ParentName) -> PathBuf {
+        self.sys.join("class/mdev_bus").join(parent.as_str())
+    }
+
+    /// Whether a parent is registered with the mdev core now.
+    pub fn is_mdev_parent(&self, parent: &ParentName) -> bool {
+        self.mdev_parent_dir(parent)
+            .join("mdev_supported_types")
+            .is_dir()
+    }
+
+    /// Every registered mdev parent.
+    pub fn mdev_parents(&self) -> Vec<String> {
+        Self::list_dir(&self.sys.join("class/mdev_bus"))
+    }
+
+    fn type_dir(&self, parent: &ParentName, type_id: &TypeId) -> PathBuf {
+        self.mdev_parent_dir(parent)
+            .join("mdev_supported_types")
+            .join(type_id.as_str())
+    }
+
+    /// The types a parent supports, with names and descriptions.
+    pub fn mdev_types(&self, parent: &ParentName) -> Vec<MdevType> {
+        let dir = self.mdev_parent_dir(parent).join("mdev_supported_types");
+        Self::list_dir(&dir)
+            .into_iter()
+            .map(|id| {
+                let t = dir.join(&id);
+                MdevType {
+                    name: self.read(&t.join("name")).ok().filter(|s| !s.is_empty()),
+                    description: self
+                        .read(&t.join("description"))
+                        .ok()
+                        .filter(|s| !s.is_empty()),
+                    id,
+                }
+            })
+            .collect()
+    }
+
+    /// A type's `available_instances`, read now.
+    pub fn available_instances(
+        &self,
+        parent: &ParentName,
+        type_id: &TypeId,
+    ) -> Result<u32, SysfsError> {
+        self.read_u32(&self.type_dir(parent, type_id).join("available_instances"))
+    }
+
+    /// Whether `/sys/bus/mdev/devices/<uuid>` exists.
+    pub fn mdev_exists(&self, uuid: &MdevUuid) -> bool {
+        self.sys
+            .join("bus/mdev/devices")
+            .join(uuid.as_str())
+            .exists()
+    }
+
+    /// A live mdev's parent and type, or `None` when it does not exist.
+    pub fn mdev(&self, uuid: &MdevUuid) -> Option<LiveMdev> {
+        let dev = self.sys.join("bus/mdev/devices").join(uuid.as_str());
+        let resolved = fs::canonicalize(&dev).ok()?;
+        let parent = resolved
+            .parent()?
+            .file_name()?
+            .to_string_lossy()
+            .into_owned();
+        let type_id = Self::link_basename(&dev.join("mdev_type"))?;
+        Some(LiveMdev {
+            uuid: uuid.clone(),
+            parent,
+            type_id,
+        })
+    }
+
+    /// Every live mdev.
+    pub fn live_mdevs(&self) -> Vec<LiveMdev> {
+        Self::list_dir(&self.sys.join("bus/mdev/devices"))
+            .iter()
+            .filter_map(|n| MdevUuid::parse(n).ok())
+            .filter_map(|u| self.mdev(&u))
+            .collect()
+    }
+
+    /// Writes the UUID to the type's `create`, bounded by `timeout`.
+    pub fn create_mdev(
+        &self,
+        parent: &ParentName,
+        type_id: &TypeId,
+        uuid: &MdevUuid,
+        timeout: Duration,
+    ) -> Result<(), SysfsError> {
+        write_bounded(
+            &self.type_dir(parent, type_id).join("create"),
+            uuid.as_str(),
+            timeout,
+        )
+    }
+
+    /// Writes `1` to the device's `remove`, bounded by `timeout`.
+    pub fn remove_mdev(&self, uuid: &MdevUuid, timeout: Duration) -> Result<(), SysfsError> {
+        let path = self
+            .sys
+            .join("bus/mdev/devices")
+            .join(uuid.as_str())
+            .join("remove");
+        write_bounded(&path, "1", timeout)
+    }
+
+    /// NVIDIA's per-mdev `vgpu_params`, if the device has one.
+    pub fn vgpu_params_path(&self, uuid: &MdevUuid) -> PathBuf {
+        self.sys
+            .join("bus/mdev/devices")
+            .join(uuid.as_str())
+            .join("nvidia/vgpu_params")
+    }
+
+    // ---- PCI and SR-IOV ----
+
+    /// `/sys/bus/pci/devices/<addr>`.
+    pub fn pci_dir(&self, addr: PciAddress) -> PathBuf {
+        self.sys.join("bus/pci/devices").join(addr.to_string())
+    }
+
+    /// Whether the PCI device exists.
+    pub fn pci_exists(&self, addr: PciAddress) -> bool {
+        self.pci_dir(addr).exists()
+    }
+
+    /// The VFs of a PF, in `virtfn` index order.
+    pub fn vfs(&self, pf: PciAddress) -> Vec<PciAddress> {
+        let dir = self.pci_dir(pf);
+        let mut vfs: Vec<(u32, PciAddress)> = Self::list_dir(&dir)
+            .iter()
+            .filter_map(|n| {
+                let idx: u32 = n.strip_prefix("virtfn")?.parse().ok()?;
+                let addr = Self::link_basename(&dir.join(n))?.parse().ok()?;
+                Some((idx, addr))
+            })
+            .collect();
+        vfs.sort();
+        vfs.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// The PF of a VF, if it is one.
+    pub fn physfn(&self, vf: PciAddress) -> Option<PciAddress> {
+        Self::link_basename(&self.pci_dir(vf).join("physfn"))?
+            .parse()
+            .ok()
+    }
+
+    /// The driver a device is bound to, if any.
+    pub fn driver(&self, addr: PciAddress) -> Option<String> {
+        Self::link_basename(&self.pci_dir(addr).join("driver"))
+    }
+
+    /// `sriov_totalvfs` (0 when the device has no SR-IOV capability).
+    pub fn sriov_totalvfs(&self, pf: PciAddress) -> u32 {
+        self.read_u32(&self.pci_dir(pf).join("sriov_totalvfs"))
+            .unwrap_or(0)
+    }
+
+    /// `sriov_numvfs`.
+    pub fn sriov_numvfs(&self, pf: PciAddress) -> Result<u32, SysfsError> {
+        self.read_u32(&self.pci_dir(pf).join("sriov_numvfs"))
+    }
+
+    /// Writes `sriov_numvfs`.
+    pub fn set_sriov_numvfs(
+        &self,
+        pf: PciAddress,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<(), SysfsError> {
+        write_bounded(
+            &self.pci_dir(pf).join("sriov_numvfs"),
+            &n.to_string(),
+            timeout,
+        )
+    }
+
+    /// A kernel-6.8+ NVIDIA VF's `nvidia/` directory.
+    pub fn nvidia_vf_dir(&self, vf: PciAddress) -> PathBuf {
+        self.pci_dir(vf).join("nvidia")
+    }
+
+    /// Whether a VF speaks NVIDIA's kernel-6.8+ interface (`nvidia/current_vgpu_type`).
+    pub fn is_nvidia_vfio_vf(&self, vf: PciAddress) -> bool {
+        self.nvidia_vf_dir(vf).join("current_vgpu_type").exists()
+    }
+
+    /// `nvidia/creatable_vgpu_types`: (id, name) pairs creatable on this VF now.
+    pub fn creatable_vgpu_types(&self, vf: PciAddress) -> Result<Vec<(u32, String)>, SysfsError> {
+        let text = self.read(&self.nvidia_vf_dir(vf).join("creatable_vgpu_types"))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let (id, name) = l.split_once(':')?;
+                Some((id.trim().parse().ok()?, name.trim().to_string()))
+            })
+            .collect())
+    }
+
+    /// `nvidia/current_vgpu_type` (0 when free).
+    pub fn current_vgpu_type(&self, vf: PciAddress) -> Result<u32, SysfsError> {
+        self.read_u32(&self.nvidia_vf_dir(vf).join("current_vgpu_type"))
+    }
+
+    /// Writes `nvidia/current_vgpu_type`.
+    pub fn set_current_vgpu_type(
+        &self,
+        vf: PciAddress,
+        id: u32,
+        timeout: Duration,
+    ) -> Result<(), SysfsError> {
+        write_bounded(
+            &self.nvidia_vf_dir(vf).join("current_vgpu_type"),
+            &id.to_string(),
+            timeout,
+        )
+    }
+}
+
+/// One `write(2)` of `value` to an existing attribute.
+pub fn write_attr(path: &Path, value: &str) -> Result<(), SysfsError> {
+    let fail = |e: io::Error| SysfsError::Write {
+        path: path.to_path_buf(),
+        value: crate::printable(value, 60),
+        errno: e.raw_os_error().unwrap_or(0),
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(fail)?;
+    f.write_all(value.as_bytes()).map_err(fail)
+}
+
+/// [`write_attr`] that gives up waiting after `timeout`. The write itself runs on a helper thread;
+/// if it is still blocked when the bound passes, the thread is left behind (the process exits soon
+/// after, which ends the wait in the kernel).
+pub fn write_bounded(path: &Path, value: &str, timeout: Duration) -> Result<(), SysfsError> {
+    let (tx, rx) = mpsc::channel();
+    let (p, v) = (path.to_path_buf(), value.to_string());
+    std::thread::spawn(move || {
+        let _ = tx.send(write_attr(&p, &v));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => Err(SysfsError::Timeout {
+            path: path.to_path_buf(),
+            value: crate::printable(value, 60),
+            secs: timeout.as_secs().max(1),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvidia_description_fields_are_read() {
+        let t = MdevType {
+            id: "nvidia-46".into(),
+            name: Some("GRID P40-1Q".into()),
+            description: Some(
+                "num_heads=4, frl_config=60, framebuffer=1024M, max_resolution=5120x2880, max_instance=24".into(),
+            ),
+        };
+        assert_eq!(t.framebuffer_mb(), Some(1024));
+        assert_eq!(t.max_instances(), Some(24));
+    }
+
+    #[test]
+    fn errno_text_has_symbol_and_words() {
+        assert_eq!(errno_text(&libc::EEXIST), "EEXIST (File exists)");
+    }
+
+    #[test]
+    fn write_to_missing_attribute_fails_without_creating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("create");
+        let e = write_attr(&p, "x").unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn vf_links_are_listed_in_index_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let devs = dir.path().join("sys/bus/pci/devices");
+        fs::create_dir_all(devs.join("0000:04:00.0")).unwrap();
+        for (i, vf) in [(10, "0000:04:01.2"), (2, "0000:04:00.2")] {
+            std::os::unix::fs::symlink(
+                format!("../{vf}"),
+                devs.join("0000:04:00.0").join(format!("virtfn{i}")),
+            )
+            .unwrap();
+        }
+        let s = Sysfs::new(dir.path());
+        let got: Vec<String> = s
+            .vfs("04:00.0".parse().unwrap())
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(got, ["0000:04:00.2", "0000:04:01.2"]);
+    }
+}
