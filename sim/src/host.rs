@@ -1,0 +1,854 @@
+//! The host description: a TOML file listing the GPUs (and other mdev parents) to simulate.
+//!
+//! A test states the host it needs in a few lines; this module turns those lines into a
+//! validated [`Host`] with every default filled in (driver names, PCI ids, derived NVIDIA profile
+//! lists, VF placement), so the device model never has to guess. Every error names the file,
+//! the key (`gpu[1].framebuffer_mb`) and what is expected, because a typo in a host file should
+//! cost seconds, not a debugging session.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::kparse;
+use crate::profiles::{self, IdStyle};
+
+/// A validated host description.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Kernel modules listed under `/sys/module`; `mdev` also gates the mdev bus and class.
+    pub modules: Vec<String>,
+    /// Devices in file order.
+    pub gpus: Vec<Gpu>,
+}
+
+/// The driver model a GPU follows; decides which sysfs interfaces it shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// NVIDIA before Ampere: the physical function is the mdev parent.
+    NvidiaClassic,
+    /// NVIDIA Ampere and later with mdev: every VF is an mdev parent hosting at most one vGPU.
+    NvidiaSriov,
+    /// NVIDIA vGPU 17+ on kernel 6.8+: no mdev, per-VF `nvidia/current_vgpu_type`.
+    NvidiaVfio,
+    /// AMD MxGPU with the GIM driver: fixed VFs, no sysfs SR-IOV configuration.
+    AmdGim,
+    /// Any SR-IOV physical function configurable through `sriov_numvfs`.
+    Sriov,
+    /// A generic mdev parent, PCI or not (like the kernel's mtty sample or Intel GVT-g).
+    Mdev,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "nvidia-classic" => Kind::NvidiaClassic,
+            "nvidia-sriov" => Kind::NvidiaSriov,
+            "nvidia-vfio" => Kind::NvidiaVfio,
+            "amd-gim" => Kind::AmdGim,
+            "sriov" => Kind::Sriov,
+            "mdev" => Kind::Mdev,
+            _ => return None,
+        })
+    }
+
+    /// The name used in host files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::NvidiaClassic => "nvidia-classic",
+            Kind::NvidiaSriov => "nvidia-sriov",
+            Kind::NvidiaVfio => "nvidia-vfio",
+            Kind::AmdGim => "amd-gim",
+            Kind::Sriov => "sriov",
+            Kind::Mdev => "mdev",
+        }
+    }
+
+    /// NVIDIA kinds refuse a create without capacity with `EINVAL` from their probe and share
+    /// a GPU between vGPUs of one framebuffer size only.
+    pub fn is_nvidia(self) -> bool {
+        matches!(self, Kind::NvidiaClassic | Kind::NvidiaSriov | Kind::NvidiaVfio)
+    }
+
+    /// Kinds whose physical function has an SR-IOV capability.
+    pub fn has_sriov(self) -> bool {
+        matches!(
+            self,
+            Kind::NvidiaSriov | Kind::NvidiaVfio | Kind::AmdGim | Kind::Sriov
+        )
+    }
+
+    /// Kinds that register mdev parents.
+    pub fn uses_mdev(self) -> bool {
+        matches!(self, Kind::NvidiaClassic | Kind::NvidiaSriov | Kind::Mdev)
+    }
+}
+
+/// Where a device lives in the device tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A PCI function under `sys/devices/pci0000:00/<address>`.
+    Pci(String),
+    /// A virtual device under `sys/devices/virtual/<name>/<name>`.
+    Virtual(String),
+}
+
+impl Location {
+    /// The device's name: its PCI address or virtual name (what `mdev_bus` lists).
+    pub fn name(&self) -> &str {
+        match self {
+            Location::Pci(a) | Location::Virtual(a) => a,
+        }
+    }
+}
+
+/// One supported mdev type (or, for `nvidia-vfio`, one vGPU type of `creatable_vgpu_types`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeSpec {
+    /// Directory name (`nvidia-46`, `mtty-2`) or numeric id (`1145`).
+    pub id: String,
+    /// Pretty name shown in `name` (`GRID P40-1Q`); no `name` file when absent.
+    pub name: Option<String>,
+    /// Shown in `description`; no `description` file when absent.
+    pub description: Option<String>,
+    /// `device_api` (`vfio-pci`).
+    pub device_api: String,
+    /// Framebuffer of one instance; NVIDIA kinds need it for the one-size rule.
+    pub framebuffer_mb: Option<u64>,
+    /// Instances that fit on an empty parent.
+    pub max_instances: u32,
+}
+
+/// A validated `[[gpu]]` entry with every default applied.
+#[derive(Clone, Debug)]
+pub struct Gpu {
+    /// Driver model.
+    pub kind: Kind,
+    /// PCI address or virtual name.
+    pub location: Location,
+    /// mdev types (or kernel-6.8+ vGPU types); empty for kinds without profiles.
+    pub types: Vec<TypeSpec>,
+    /// >0: the driver removes an mdev by itself this long after its holder releases it.
+    pub self_cleanup_ms: u64,
+    /// Removing a held mdev blocks until release (true) or fails `EBUSY` (false).
+    pub remove_blocks: bool,
+    /// The parent (or the kernel-6.8+ `nvidia/` directory) appears this long after mount.
+    pub appear_after_ms: u64,
+    /// VFs enabled at mount.
+    pub numvfs: u16,
+    /// `sriov_totalvfs`.
+    pub totalvfs: u16,
+    /// Whether the PF driver has an `sriov_configure` callback (else `sriov_numvfs` writes `ENOENT`).
+    pub sriov_configurable: bool,
+    /// kernel-6.8+: writing 0 to `current_vgpu_type` fails `EBUSY` this long after release.
+    pub reset_busy_ms: u64,
+    /// Routing-id offset of the first VF from the PF.
+    pub vf_offset: u16,
+    /// Routing-id distance between VFs.
+    pub vf_stride: u16,
+    /// PCI vendor id.
+    pub vendor: u16,
+    /// PCI device id of the PF.
+    pub device: u16,
+    /// PCI device id of the VFs.
+    pub vf_device: u16,
+    /// PCI class code.
+    pub class: u32,
+    /// `numa_node` (-1 when unknown).
+    pub numa_node: i32,
+    /// IOMMU group of the PF; allocated when absent.
+    pub iommu_group: Option<u32>,
+    /// Driver the PF is bound to at mount (and probes to).
+    pub driver: Option<String>,
+    /// Driver VFs probe to when `sriov_drivers_autoprobe` is 1.
+    pub vf_driver: Option<String>,
+}
+
+impl Gpu {
+    /// The PCI address of VF `index`, from the PF's routing id, `vf_offset` and `vf_stride`.
+    pub fn vf_address(&self, index: u16) -> Option<String> {
+        let Location::Pci(addr) = &self.location else {
+            return None;
+        };
+        let (domain, bus, dev, func) = kparse::pci_address_parts(addr)?;
+        let rid = (u32::from(bus) << 8) | (u32::from(dev) << 3) | u32::from(func);
+        let vf = rid + u32::from(self.vf_offset) + u32::from(index) * u32::from(self.vf_stride);
+        let bus = u8::try_from(vf >> 8).ok()?;
+        Some(kparse::format_pci_address(
+            domain,
+            bus,
+            ((vf >> 3) & 0x1f) as u8,
+            (vf & 7) as u8,
+        ))
+    }
+}
+
+/// A host file that cannot be used: says which file, which key and what was expected.
+#[derive(Debug)]
+pub struct HostError {
+    /// The host file.
+    pub file: String,
+    /// What is wrong, starting with the key.
+    pub message: String,
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file, self.message)
+    }
+}
+
+impl std::error::Error for HostError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    modules: Option<Vec<String>>,
+    #[serde(default)]
+    gpu: Vec<RawGpu>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGpu {
+    kind: Option<String>,
+    address: Option<String>,
+    name: Option<String>,
+    board: Option<String>,
+    name_prefix: Option<String>,
+    framebuffer_mb: Option<u64>,
+    types: Option<Vec<RawType>>,
+    self_cleanup_ms: Option<u64>,
+    remove_blocks: Option<bool>,
+    appear_after_ms: Option<u64>,
+    numvfs: Option<u16>,
+    totalvfs: Option<u16>,
+    sriov_configurable: Option<bool>,
+    reset_busy_ms: Option<u64>,
+    vf_offset: Option<u16>,
+    vf_stride: Option<u16>,
+    vendor: Option<toml::Value>,
+    device: Option<toml::Value>,
+    vf_device: Option<toml::Value>,
+    class: Option<toml::Value>,
+    numa_node: Option<i32>,
+    iommu_group: Option<u32>,
+    driver: Option<String>,
+    vf_driver: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawType {
+    id: String,
+    name: Option<String>,
+    description: Option<String>,
+    device_api: Option<String>,
+    framebuffer_mb: Option<u64>,
+    max_instances: u32,
+}
+
+/// Reads and validates a host file.
+pub fn load(path: &Path) -> Result<Host, HostError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| HostError {
+        file: file.clone(),
+        message: format!("cannot read the host file: {e}"),
+    })?;
+    parse(&text, &file)
+}
+
+/// Parses and validates host TOML; `file` is only used in error messages.
+pub fn parse(text: &str, file: &str) -> Result<Host, HostError> {
+    let err = |message: String| HostError {
+        file: file.to_string(),
+        message,
+    };
+    let raw: RawHost = toml::from_str(text).map_err(|e| err(e.to_string().trim().to_string()))?;
+    let mut gpus = Vec::new();
+    for (i, g) in raw.gpu.iter().enumerate() {
+        gpus.push(validate_gpu(i, g).map_err(err)?);
+    }
+    assign_distinct_bases(&raw.gpu, &mut gpus);
+    check_names(&gpus).map_err(err)?;
+    let modules = match raw.modules {
+        Some(m) => {
+            for (i, name) in m.iter().enumerate() {
+                if name.is_empty() || name.contains('/') {
+                    return Err(err(format!(
+                        "modules[{i}]: expected a module name like \"vfio_pci\", got {name:?}"
+                    )));
+                }
+            }
+            m
+        }
+        None => {
+            let mut m: Vec<String> = ["vfio", "vfio_pci", "vfio_iommu_type1"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if gpus.iter().any(|g| g.kind.uses_mdev()) {
+                m.push("mdev".to_string());
+            }
+            m
+        }
+    };
+    Ok(Host { modules, gpus })
+}
+
+fn number(key: &str, v: &Option<toml::Value>, max: u64) -> Result<Option<u64>, String> {
+    let Some(v) = v else { return Ok(None) };
+    let n = match v {
+        toml::Value::Integer(i) => u64::try_from(*i).ok(),
+        toml::Value::String(s) => {
+            let t = s.trim();
+            match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    match n {
+        Some(n) if n <= max => Ok(Some(n)),
+        _ => Err(format!(
+            "{key}: expected a hex string like \"0x{max:x}\" or an integer up to {max}, got {v}"
+        )),
+    }
+}
+
+fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
+    let key = |k: &str| format!("gpu[{i}].{k}");
+    let kind_s = g.kind.as_deref().ok_or_else(|| {
+        format!(
+            "{}: missing; expected one of nvidia-classic, nvidia-sriov, nvidia-vfio, amd-gim, sriov, mdev",
+            key("kind")
+        )
+    })?;
+    let kind = Kind::parse(kind_s).ok_or_else(|| {
+        format!(
+            "{}: expected one of nvidia-classic, nvidia-sriov, nvidia-vfio, amd-gim, sriov, mdev, got {kind_s:?}",
+            key("kind")
+        )
+    })?;
+
+    // Keys that only make sense for some kinds: refuse them elsewhere instead of ignoring them.
+    let present: Vec<(&str, bool)> = vec![
+        ("name", g.name.is_some()),
+        ("board", g.board.is_some()),
+        ("name_prefix", g.name_prefix.is_some()),
+        ("framebuffer_mb", g.framebuffer_mb.is_some()),
+        ("types", g.types.is_some()),
+        ("self_cleanup_ms", g.self_cleanup_ms.is_some()),
+        ("remove_blocks", g.remove_blocks.is_some()),
+        ("numvfs", g.numvfs.is_some()),
+        ("totalvfs", g.totalvfs.is_some()),
+        ("sriov_configurable", g.sriov_configurable.is_some()),
+        ("reset_busy_ms", g.reset_busy_ms.is_some()),
+        ("vf_offset", g.vf_offset.is_some()),
+        ("vf_stride", g.vf_stride.is_some()),
+        ("vf_device", g.vf_device.is_some()),
+        ("vf_driver", g.vf_driver.is_some()),
+    ];
+    let allowed: &[&str] = match kind {
+        Kind::NvidiaClassic => &[
+            "board",
+            "name_prefix",
+            "framebuffer_mb",
+            "types",
+            "self_cleanup_ms",
+            "remove_blocks",
+        ],
+        Kind::NvidiaSriov => &[
+            "board",
+            "name_prefix",
+            "framebuffer_mb",
+            "types",
+            "self_cleanup_ms",
+            "remove_blocks",
+            "numvfs",
+            "totalvfs",
+            "sriov_configurable",
+            "vf_offset",
+            "vf_stride",
+            "vf_device",
+            "vf_driver",
+        ],
+        Kind::NvidiaVfio => &[
+            "board",
+            "name_prefix",
+            "framebuffer_mb",
+            "types",
+            "numvfs",
+            "totalvfs",
+            "sriov_configurable",
+            "reset_busy_ms",
+            "vf_offset",
+            "vf_stride",
+            "vf_device",
+            "vf_driver",
+        ],
+        Kind::AmdGim | Kind::Sriov => &[
+            "numvfs",
+            "totalvfs",
+            "sriov_configurable",
+            "vf_offset",
+            "vf_stride",
+            "vf_device",
+            "vf_driver",
+        ],
+        Kind::Mdev => &["name", "types", "self_cleanup_ms", "remove_blocks"],
+    };
+    for (k, is) in &present {
+        if *is && !allowed.contains(k) {
+            return Err(format!("{}: not used by kind {kind_s:?}", key(k)));
+        }
+    }
+
+    let location = match (kind, &g.address, &g.name) {
+        (Kind::Mdev, Some(_), Some(_)) => {
+            return Err(format!(
+                "{}: give either address (a PCI parent) or name (a virtual parent), not both",
+                key("name")
+            ))
+        }
+        (Kind::Mdev, None, Some(n)) => {
+            if n.is_empty() || n.contains('/') || kparse::parse_pci_address(n).is_some() {
+                return Err(format!(
+                    "{}: expected a device name like \"mtty\", got {n:?}",
+                    key("name")
+                ));
+            }
+            Location::Virtual(n.clone())
+        }
+        (_, Some(a), _) => Location::Pci(kparse::parse_pci_address(a).ok_or_else(|| {
+            format!(
+                "{}: expected a PCI address like \"0000:82:00.0\", got {a:?}",
+                key("address")
+            )
+        })?),
+        (Kind::Mdev, None, None) => {
+            return Err(format!(
+                "{}: missing; kind \"mdev\" needs address (a PCI parent) or name (a virtual parent like \"mtty\")",
+                key("name")
+            ))
+        }
+        (_, None, _) => {
+            return Err(format!(
+                "{}: missing; expected a PCI address like \"0000:82:00.0\"",
+                key("address")
+            ))
+        }
+    };
+    let is_pci = matches!(location, Location::Pci(_));
+    if !is_pci {
+        for (k, v) in [
+            ("vendor", g.vendor.is_some()),
+            ("device", g.device.is_some()),
+            ("class", g.class.is_some()),
+            ("numa_node", g.numa_node.is_some()),
+            ("iommu_group", g.iommu_group.is_some()),
+            ("driver", g.driver.is_some()),
+        ] {
+            if v {
+                return Err(format!(
+                    "{}: not used by a virtual (non-PCI) parent",
+                    key(k)
+                ));
+            }
+        }
+    }
+
+    let types = validate_types(i, kind, g)?;
+
+    let (def_vendor, def_class, def_driver, def_vf_driver): (u16, u32, Option<&str>, Option<&str>) =
+        match kind {
+            Kind::NvidiaClassic => (0x10de, 0x030200, Some("nvidia"), None),
+            Kind::NvidiaSriov | Kind::NvidiaVfio => {
+                (0x10de, 0x030200, Some("nvidia"), Some("nvidia"))
+            }
+            Kind::AmdGim => (0x1002, 0x038000, Some("gim"), None),
+            Kind::Sriov => (0x8086, 0x038000, Some("i915"), None),
+            Kind::Mdev => (0x8086, 0x030000, Some("i915"), None),
+        };
+    let def_device: u16 = match kind {
+        k if k.is_nvidia() => g
+            .board
+            .as_deref()
+            .and_then(profiles::board_device_id)
+            .unwrap_or(0x0000),
+        Kind::AmdGim => 0x74a1,
+        Kind::Sriov => 0x56c0,
+        _ => 0x3e92,
+    };
+    let vendor = number(&key("vendor"), &g.vendor, 0xffff)?.map_or(def_vendor, |v| v as u16);
+    let device = number(&key("device"), &g.device, 0xffff)?.map_or(def_device, |v| v as u16);
+    let vf_device = number(&key("vf_device"), &g.vf_device, 0xffff)?.map_or(device, |v| v as u16);
+    let class = number(&key("class"), &g.class, 0xff_ffff)?.map_or(def_class, |v| v as u32);
+    for (k, d) in [("driver", &g.driver), ("vf_driver", &g.vf_driver)] {
+        if let Some(d) = d {
+            if d.is_empty() || d.contains('/') || d.contains(char::is_whitespace) {
+                return Err(format!(
+                    "{}: expected a driver name like \"vfio-pci\", got {d:?}",
+                    key(k)
+                ));
+            }
+        }
+    }
+
+    let totalvfs = g.totalvfs.unwrap_or(if kind.has_sriov() { 16 } else { 0 });
+    let mut numvfs = g.numvfs.unwrap_or(0);
+    if kind == Kind::AmdGim && numvfs == 0 {
+        // GIM's vf_num=0 means "as many as the card supports".
+        numvfs = totalvfs;
+    }
+    if numvfs > totalvfs {
+        return Err(format!(
+            "{}: expected at most totalvfs ({totalvfs}), got {numvfs}",
+            key("numvfs")
+        ));
+    }
+    let sriov_configurable = match (kind, g.sriov_configurable) {
+        (Kind::AmdGim, Some(true)) => {
+            return Err(format!(
+                "{}: GIM has no sriov_configure callback, its VF count is fixed at load; remove this key",
+                key("sriov_configurable")
+            ))
+        }
+        (Kind::AmdGim, _) => false,
+        (_, v) => v.unwrap_or(true),
+    };
+    let vf_stride = g.vf_stride.unwrap_or(1);
+    if kind.has_sriov() && vf_stride == 0 {
+        return Err(format!(
+            "{}: expected at least 1, got 0",
+            key("vf_stride")
+        ));
+    }
+    let gpu = Gpu {
+        kind,
+        location,
+        types,
+        self_cleanup_ms: g.self_cleanup_ms.unwrap_or(0),
+        remove_blocks: g.remove_blocks.unwrap_or(true),
+        appear_after_ms: g.appear_after_ms.unwrap_or(0),
+        numvfs,
+        totalvfs,
+        sriov_configurable,
+        reset_busy_ms: g.reset_busy_ms.unwrap_or(0),
+        vf_offset: g.vf_offset.unwrap_or(4),
+        vf_stride,
+        vendor,
+        device,
+        vf_device,
+        class,
+        numa_node: g.numa_node.unwrap_or(-1),
+        iommu_group: g.iommu_group,
+        driver: if is_pci {
+            Some(g.driver.clone().unwrap_or_else(|| def_driver.unwrap_or("").to_string()))
+        } else {
+            None
+        },
+        vf_driver: g
+            .vf_driver
+            .clone()
+            .or_else(|| def_vf_driver.map(str::to_string)),
+    };
+    if kind.has_sriov() {
+        if let Some(last) = gpu.totalvfs.checked_sub(1) {
+            if gpu.vf_address(last).is_none() {
+                return Err(format!(
+                    "{}: VF {last} would fall beyond bus ff with vf_offset {} and vf_stride {}",
+                    key("totalvfs"),
+                    gpu.vf_offset,
+                    gpu.vf_stride
+                ));
+            }
+        }
+    }
+    Ok(gpu)
+}
+
+fn validate_types(i: usize, kind: Kind, g: &RawGpu) -> Result<Vec<TypeSpec>, String> {
+    let key = |k: &str| format!("gpu[{i}].{k}");
+    if let Some(raw) = &g.types {
+        if g.framebuffer_mb.is_some() || g.board.is_some() || g.name_prefix.is_some() {
+            return Err(format!(
+                "{}: an explicit type list replaces board, name_prefix and framebuffer_mb; give one or the other",
+                key("types")
+            ));
+        }
+        if raw.is_empty() {
+            return Err(format!(
+                "{}: expected at least one type",
+                key("types")
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (j, t) in raw.iter().enumerate() {
+            let tkey = |k: &str| format!("gpu[{i}].types[{j}].{k}");
+            let id_ok = match kind {
+                Kind::NvidiaVfio => !t.id.is_empty() && t.id.bytes().all(|b| b.is_ascii_digit()) && t.id != "0",
+                _ => {
+                    !t.id.is_empty()
+                        && t.id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                }
+            };
+            if !id_ok {
+                let want = if kind == Kind::NvidiaVfio {
+                    "a non-zero number like \"1145\""
+                } else {
+                    "a directory name like \"nvidia-46\" or \"mtty-2\""
+                };
+                return Err(format!("{}: expected {want}, got {:?}", tkey("id"), t.id));
+            }
+            if !seen.insert(t.id.clone()) {
+                return Err(format!("{}: {:?} is listed twice", tkey("id"), t.id));
+            }
+            if kind.is_nvidia() && t.framebuffer_mb.is_none() {
+                return Err(format!(
+                    "{}: missing; NVIDIA types need their framebuffer size (MiB) for the one-size rule",
+                    tkey("framebuffer_mb")
+                ));
+            }
+            if kind.is_nvidia() && t.name.is_none() {
+                return Err(format!(
+                    "{}: missing; NVIDIA types need a name like \"GRID P40-1Q\"",
+                    tkey("name")
+                ));
+            }
+            if t.framebuffer_mb == Some(0) {
+                return Err(format!("{}: expected more than 0", tkey("framebuffer_mb")));
+            }
+            out.push(TypeSpec {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                description: t.description.clone(),
+                device_api: t.device_api.clone().unwrap_or_else(|| "vfio-pci".to_string()),
+                framebuffer_mb: t.framebuffer_mb,
+                max_instances: t.max_instances,
+            });
+        }
+        return Ok(out);
+    }
+    match kind {
+        k if k.is_nvidia() => {
+            let board = g.board.as_deref().ok_or_else(|| {
+                format!(
+                    "{}: missing; expected a board name like \"P40\" (or an explicit types list)",
+                    key("board")
+                )
+            })?;
+            if board.is_empty() || board.contains(char::is_whitespace) {
+                return Err(format!(
+                    "{}: expected a board name without spaces like \"A10\", got {board:?}",
+                    key("board")
+                ));
+            }
+            let fb = g.framebuffer_mb.ok_or_else(|| {
+                format!(
+                    "{}: missing; expected the board's framebuffer in MiB like 24576",
+                    key("framebuffer_mb")
+                )
+            })?;
+            if fb == 0 || fb % 1024 != 0 || fb > 1024 * 1024 {
+                return Err(format!(
+                    "{}: expected a whole number of GiB in MiB (a multiple of 1024 up to 1048576), got {fb}",
+                    key("framebuffer_mb")
+                ));
+            }
+            let prefix = g.name_prefix.clone().unwrap_or_else(|| {
+                if k == Kind::NvidiaClassic { "GRID" } else { "NVIDIA" }.to_string()
+            });
+            let style = if k == Kind::NvidiaVfio {
+                IdStyle::Numeric
+            } else {
+                IdStyle::Mdev
+            };
+            Ok(profiles::derive(
+                board,
+                &prefix,
+                fb / 1024,
+                profiles::board_base(board),
+                style,
+            ))
+        }
+        Kind::Mdev => Err(format!(
+            "{}: missing; kind \"mdev\" needs a list like [{{ id = \"mtty-1\", name = \"Single port serial\", max_instances = 24 }}]",
+            key("types")
+        )),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Moves derived id ranges of different boards apart so no two boards in one host share an id.
+fn assign_distinct_bases(raw: &[RawGpu], gpus: &mut [Gpu]) {
+    // (board, framebuffer GB, style) -> base; ranges already taken.
+    let mut bases: BTreeMap<(String, u64, bool), u32> = BTreeMap::new();
+    let mut taken: Vec<(u32, u32, String)> = Vec::new();
+    for (g, r) in gpus.iter_mut().zip(raw) {
+        let (Some(board), Some(fb), None) = (&r.board, r.framebuffer_mb, &r.types) else {
+            continue;
+        };
+        if !g.kind.is_nvidia() {
+            continue;
+        }
+        let numeric = g.kind == Kind::NvidiaVfio;
+        let key = (board.to_ascii_uppercase(), fb / 1024, numeric);
+        let count = profiles::derived_count(fb / 1024);
+        let base = if let Some(&b) = bases.get(&key) {
+            b
+        } else {
+            let mut b = profiles::board_base(board);
+            while taken
+                .iter()
+                .any(|(s, e, other)| *other != key.0 && b < *e && *s < b + count)
+            {
+                b += profiles::BASE_STEP;
+            }
+            bases.insert(key.clone(), b);
+            taken.push((b, b + count, key.0.clone()));
+            b
+        };
+        if base != profiles::board_base(board) {
+            let prefix = g.types[0]
+                .name
+                .as_deref()
+                .and_then(|n| n.rsplit_once(' '))
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default();
+            let style = if numeric { IdStyle::Numeric } else { IdStyle::Mdev };
+            g.types = profiles::derive(board, &prefix, fb / 1024, base, style);
+        }
+    }
+}
+
+fn check_names(gpus: &[Gpu]) -> Result<(), String> {
+    let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, g) in gpus.iter().enumerate() {
+        let mut names = vec![g.location.name().to_string()];
+        if g.kind.has_sriov() {
+            names.extend((0..g.totalvfs).filter_map(|v| g.vf_address(v)));
+        }
+        for n in names {
+            if let Some(&j) = owner.get(&n) {
+                let what = if n == g.location.name() {
+                    "address"
+                } else {
+                    "totalvfs"
+                };
+                return Err(format!(
+                    "gpu[{i}].{what}: device {n} is already used by gpu[{j}] (as its address or one of its VFs)"
+                ));
+            }
+            owner.insert(n, i);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(text: &str) -> Result<Host, String> {
+        parse(text, "host.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn classic_board_derives_profiles_and_defaults() {
+        let h = host(
+            "[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\n",
+        )
+        .unwrap();
+        let g = &h.gpus[0];
+        assert_eq!(g.types.len(), 10);
+        assert_eq!(g.driver.as_deref(), Some("nvidia"));
+        assert_eq!(g.vendor, 0x10de);
+        assert_eq!(g.device, 0x1b38);
+        assert!(g.remove_blocks);
+        assert_eq!(h.modules, ["vfio", "vfio_pci", "vfio_iommu_type1", "mdev"]);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 1000\n")
+            .unwrap_err();
+        assert!(e.starts_with("host.toml: gpu[0].framebuffer_mb: expected"), "{e}");
+        let e = host("[[gpu]]\naddress = \"82:00.0\"\nkind = \"sriov\"\n").unwrap_err();
+        assert!(e.contains("gpu[0].address: expected a PCI address"), "{e}");
+        let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"gpu\"\n").unwrap_err();
+        assert!(e.contains("gpu[0].kind: expected one of"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"sriov\"\nnumvf = 2\n").unwrap_err();
+        assert!(e.starts_with("host.toml: ") && e.contains("numvf"), "{e}");
+    }
+
+    #[test]
+    fn keys_of_other_kinds_are_refused() {
+        let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\nnumvfs = 2\n")
+            .unwrap_err();
+        assert!(e.contains("gpu[0].numvfs: not used by kind \"nvidia-classic\""), "{e}");
+    }
+
+    #[test]
+    fn amd_gim_zero_numvfs_means_all() {
+        let h = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ntotalvfs = 8\n").unwrap();
+        assert_eq!(h.gpus[0].numvfs, 8);
+        assert!(!h.gpus[0].sriov_configurable);
+        assert_eq!(h.modules, ["vfio", "vfio_pci", "vfio_iommu_type1"]);
+    }
+
+    #[test]
+    fn vf_addresses_follow_offset_and_stride() {
+        let h = host("[[gpu]]\naddress = \"0000:41:00.0\"\nkind = \"nvidia-vfio\"\nboard = \"L40S\"\nframebuffer_mb = 49152\n")
+            .unwrap();
+        let g = &h.gpus[0];
+        assert_eq!(g.vf_address(0).as_deref(), Some("0000:41:00.4"));
+        assert_eq!(g.vf_address(4).as_deref(), Some("0000:41:01.0"));
+        assert_eq!(g.types[0].id, "964");
+    }
+
+    #[test]
+    fn overlapping_vfs_of_two_gpus_are_refused() {
+        let e = host("[[gpu]]\naddress = \"0000:41:00.0\"\nkind = \"sriov\"\n[[gpu]]\naddress = \"0000:41:00.5\"\nkind = \"sriov\"\n")
+            .unwrap_err();
+        assert!(e.contains("gpu[1].address: device 0000:41:00.5 is already used by gpu[0]"), "{e}");
+    }
+
+    #[test]
+    fn mdev_kind_needs_types_and_a_name_or_address() {
+        let e = host("[[gpu]]\nkind = \"mdev\"\nname = \"mtty\"\n").unwrap_err();
+        assert!(e.contains("gpu[0].types: missing"), "{e}");
+        let h = host("[[gpu]]\nkind = \"mdev\"\nname = \"mtty\"\ntypes = [{ id = \"mtty-1\", max_instances = 2 }]\n").unwrap();
+        assert_eq!(h.gpus[0].location, Location::Virtual("mtty".into()));
+        assert_eq!(h.gpus[0].driver, None);
+    }
+
+    #[test]
+    fn two_boards_get_disjoint_type_ids() {
+        let h = host("[[gpu]]\naddress = \"0000:01:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\n[[gpu]]\naddress = \"0000:02:00.0\"\nkind = \"nvidia-classic\"\nboard = \"T4\"\nframebuffer_mb = 16384\n[[gpu]]\naddress = \"0000:03:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\n")
+            .unwrap();
+        let a: BTreeSet<_> = h.gpus[0].types.iter().map(|t| &t.id).collect();
+        let b: BTreeSet<_> = h.gpus[1].types.iter().map(|t| &t.id).collect();
+        assert!(a.is_disjoint(&b));
+        assert_eq!(h.gpus[0].types, h.gpus[2].types);
+    }
+
+    #[test]
+    fn hex_ids_accept_strings_and_integers() {
+        let h = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"sriov\"\nvendor = \"0x15b3\"\ndevice = 4123\n").unwrap();
+        assert_eq!(h.gpus[0].vendor, 0x15b3);
+        assert_eq!(h.gpus[0].device, 4123);
+        let e = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"sriov\"\nvendor = \"15b3\"\n").unwrap_err();
+        assert!(e.contains("gpu[0].vendor: expected a hex string"), "{e}");
+    }
+}

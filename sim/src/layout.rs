@@ -1,0 +1,345 @@
+//! The sysfs layout: which directories, attribute files and symlinks exist at which paths.
+//!
+//! The tree is never stored; every directory listing is computed from the model on demand, and
+//! a path is resolved by walking those listings, so a lookup and a `readdir` can never disagree
+//! and a device vanishes from every place at once. Symlink targets are relative, computed from
+//! the link's directory to the target's path, so the kernel resolves them inside the mount the
+//! way it resolves real sysfs links (`sys/bus/mdev/devices/<uuid>` ->
+//! `../../../devices/pci0000:00/<parent>/<uuid>`).
+
+use crate::model::{Attr, DriverAttr, Model, PciAttr, Role, TypeAttr, VfioAttr};
+
+/// One node of the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// A directory.
+    Dir,
+    /// A regular (attribute) file.
+    File(Attr),
+    /// A symbolic link with this relative target.
+    Link(String),
+}
+
+type Entries = Vec<(String, Node)>;
+
+/// The relative path from directory `from` (mount-relative components) to mount-relative `to`.
+fn rel(from: &[&str], to: &str) -> String {
+    let to: Vec<&str> = to.split('/').collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; from.len() - common];
+    parts.extend(&to[common..]);
+    parts.join("/")
+}
+
+fn dir(name: &str) -> (String, Node) {
+    (name.to_string(), Node::Dir)
+}
+
+fn file(name: &str, attr: Attr) -> (String, Node) {
+    (name.to_string(), Node::File(attr))
+}
+
+fn link(name: &str, from: &[&str], to: &str) -> (String, Node) {
+    (name.to_string(), Node::Link(rel(from, to)))
+}
+
+/// Resolves a mount-relative path (components, no `.`/`..`) to its node.
+pub fn lookup(m: &Model, path: &[&str]) -> Option<Node> {
+    let Some((last, parent)) = path.split_last() else {
+        return Some(Node::Dir);
+    };
+    children(m, parent)?
+        .into_iter()
+        .find(|(n, _)| n == last)
+        .map(|(_, node)| node)
+}
+
+/// Lists a directory; `None` if `path` is not a directory.
+pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
+    // Every prefix must itself exist: walk it once, so stale paths never list.
+    if !path.is_empty() && lookup(m, path)? != Node::Dir {
+        return None;
+    }
+    Some(match path {
+        [] => vec![dir("sim"), dir("sys")],
+        ["sim"] => vec![file("control", Attr::Control), file("events", Attr::Events)],
+        ["sys"] => vec![
+            dir("bus"),
+            dir("class"),
+            dir("devices"),
+            dir("kernel"),
+            dir("module"),
+        ],
+        ["sys", "devices"] => {
+            let mut v = vec![dir("pci0000:00")];
+            if !m.virtual_devices().is_empty() {
+                v.push(dir("virtual"));
+            }
+            v
+        }
+        ["sys", "devices", "pci0000:00"] => m.pci_devices().map(|d| dir(&d.address)).collect(),
+        ["sys", "devices", "pci0000:00", addr, rest @ ..] => pci_children(m, path, addr, rest)?,
+        ["sys", "devices", "virtual"] => m.virtual_devices().into_iter().map(dir).collect(),
+        ["sys", "devices", "virtual", name] => vec![dir(name)],
+        ["sys", "devices", "virtual", name, name2, rest @ ..] if name == name2 => {
+            if m.parent_registered(name) {
+                parent_children(m, path, name, rest)?
+            } else if rest.is_empty() {
+                Vec::new()
+            } else {
+                return None;
+            }
+        }
+        ["sys", "bus"] => {
+            let mut v = vec![dir("pci")];
+            if m.mdev_loaded() {
+                v.push(dir("mdev"));
+            }
+            v
+        }
+        ["sys", "bus", "pci"] => vec![
+            dir("devices"),
+            dir("drivers"),
+            file("drivers_probe", Attr::DriversProbe),
+        ],
+        ["sys", "bus", "pci", "devices"] => m
+            .pci_devices()
+            .map(|d| {
+                link(
+                    &d.address,
+                    path,
+                    &format!("sys/devices/pci0000:00/{}", d.address),
+                )
+            })
+            .collect(),
+        ["sys", "bus", "pci", "drivers"] => m.drivers().iter().map(|d| dir(d)).collect(),
+        ["sys", "bus", "pci", "drivers", drv] => {
+            let drv = drv.to_string();
+            let mut v = vec![
+                file("bind", Attr::Driver(drv.clone(), DriverAttr::Bind)),
+                file("new_id", Attr::Driver(drv.clone(), DriverAttr::NewId)),
+                file("unbind", Attr::Driver(drv.clone(), DriverAttr::Unbind)),
+            ];
+            for d in m.pci_devices() {
+                if d.driver.as_deref() == Some(drv.as_str()) {
+                    v.push(link(
+                        &d.address,
+                        path,
+                        &format!("sys/devices/pci0000:00/{}", d.address),
+                    ));
+                }
+            }
+            v
+        }
+        ["sys", "bus", "mdev"] if m.mdev_loaded() => vec![dir("devices")],
+        ["sys", "bus", "mdev", "devices"] if m.mdev_loaded() => m
+            .mdevs()
+            .filter_map(|d| Some(link(&d.uuid, path, &m.device_path(&d.uuid)?)))
+            .collect(),
+        ["sys", "class"] => {
+            if m.mdev_loaded() {
+                vec![dir("mdev_bus")]
+            } else {
+                vec![]
+            }
+        }
+        ["sys", "class", "mdev_bus"] if m.mdev_loaded() => m
+            .parents()
+            .iter()
+            .filter_map(|p| Some(link(p, path, &m.device_path(p)?)))
+            .collect(),
+        ["sys", "kernel"] => vec![dir("iommu_groups")],
+        ["sys", "kernel", "iommu_groups"] => m
+            .iommu_groups()
+            .keys()
+            .map(|g| dir(&g.to_string()))
+            .collect(),
+        ["sys", "kernel", "iommu_groups", _] => vec![dir("devices")],
+        ["sys", "kernel", "iommu_groups", g, "devices"] => {
+            let n: u32 = g.parse().ok()?;
+            m.iommu_groups()
+                .get(&n)?
+                .iter()
+                .filter_map(|member| Some(link(member, path, &m.device_path(member)?)))
+                .collect()
+        }
+        ["sys", "module"] => m.modules().iter().map(|n| dir(n)).collect(),
+        ["sys", "module", name] => vec![file(
+            "initstate",
+            Attr::ModuleInitstate(name.to_string()),
+        )],
+        _ => return None,
+    })
+}
+
+/// Entries under a PCI function's directory (`rest` is the path below it).
+fn pci_children(m: &Model, path: &[&str], addr: &str, rest: &[&str]) -> Option<Entries> {
+    let d = m.pci_device(addr)?;
+    if m.parent_registered(addr) {
+        let v = parent_children(m, path, addr, rest)?;
+        if !rest.is_empty() {
+            return Some(v);
+        }
+        let mut all = pci_attrs(m, path, addr);
+        all.extend(v);
+        return Some(all);
+    }
+    match rest {
+        [] => Some(pci_attrs(m, path, addr)),
+        ["nvidia"] if m.vfio_dir_visible(addr) => {
+            let a = |x| Attr::Vfio(d.address.clone(), x);
+            Some(vec![
+                file("creatable_vgpu_types", a(VfioAttr::Creatable)),
+                file("current_vgpu_type", a(VfioAttr::Current)),
+                file("vgpu_params", a(VfioAttr::Params)),
+            ])
+        }
+        _ => None,
+    }
+}
+
+fn pci_attrs(m: &Model, path: &[&str], addr: &str) -> Entries {
+    let Some(d) = m.pci_device(addr) else {
+        return Vec::new();
+    };
+    let a = |x| Attr::Pci(addr.to_string(), x);
+    let mut v = vec![
+        file("class", a(PciAttr::Class)),
+        file("device", a(PciAttr::Device)),
+        file("driver_override", a(PciAttr::DriverOverride)),
+        file("numa_node", a(PciAttr::NumaNode)),
+        file("vendor", a(PciAttr::Vendor)),
+        link(
+            "iommu_group",
+            path,
+            &format!("sys/kernel/iommu_groups/{}", d.iommu_group),
+        ),
+    ];
+    if let Some(drv) = &d.driver {
+        v.push(link("driver", path, &format!("sys/bus/pci/drivers/{drv}")));
+    }
+    match &d.role {
+        Role::Pf { numvfs, .. } if m.gpu_spec(d.gpu).kind.has_sriov() => {
+            v.push(file("sriov_drivers_autoprobe", a(PciAttr::SriovAutoprobe)));
+            v.push(file("sriov_numvfs", a(PciAttr::SriovNumvfs)));
+            v.push(file("sriov_totalvfs", a(PciAttr::SriovTotalvfs)));
+            let spec = m.gpu_spec(d.gpu);
+            for i in 0..*numvfs {
+                if let Some(vf) = spec.vf_address(i) {
+                    v.push(link(
+                        &format!("virtfn{i}"),
+                        path,
+                        &format!("sys/devices/pci0000:00/{vf}"),
+                    ));
+                }
+            }
+        }
+        Role::Pf { .. } => {}
+        Role::Vf { pf, .. } => {
+            v.push(link("physfn", path, &format!("sys/devices/pci0000:00/{pf}")));
+        }
+    }
+    if m.vfio_dir_visible(addr) {
+        v.push(dir("nvidia"));
+    }
+    v
+}
+
+/// Entries of a registered mdev parent below its device directory; `None`: no such path.
+fn parent_children(m: &Model, path: &[&str], parent: &str, rest: &[&str]) -> Option<Entries> {
+    let types = m.parent_types(parent);
+    let ty = |id: &str| types.iter().find(|t| t.id == id);
+    let mdev_here = |u: &str| m.mdev(u).filter(|d| d.parent == parent);
+    let entries = match rest {
+        [] => {
+            let mut v = vec![dir("mdev_supported_types")];
+            v.extend(m.mdevs_of(parent).iter().map(|d| dir(&d.uuid)));
+            v
+        }
+        ["mdev_supported_types"] => types.iter().map(|t| dir(&t.id)).collect(),
+        ["mdev_supported_types", id] => {
+            let t = ty(id)?;
+            let a = |x| Attr::Type {
+                parent: parent.to_string(),
+                type_id: t.id.clone(),
+                attr: x,
+            };
+            let mut v = vec![
+                file("available_instances", a(TypeAttr::AvailableInstances)),
+                file("create", a(TypeAttr::Create)),
+                file("device_api", a(TypeAttr::DeviceApi)),
+                dir("devices"),
+            ];
+            if t.name.is_some() {
+                v.push(file("name", a(TypeAttr::Name)));
+            }
+            if t.description.is_some() {
+                v.push(file("description", a(TypeAttr::Description)));
+            }
+            v
+        }
+        ["mdev_supported_types", id, "devices"] => {
+            let t = ty(id)?;
+            let base = &path[..path.len() - 3];
+            m.mdevs_of(parent)
+                .iter()
+                .filter(|d| d.type_id == t.id)
+                .map(|d| link(&d.uuid, path, &format!("{}/{}", base.join("/"), d.uuid)))
+                .collect()
+        }
+        [uuid] => {
+            let d = mdev_here(uuid)?;
+            let base = &path[..path.len() - 1];
+            let mut v = vec![
+                link(
+                    "iommu_group",
+                    path,
+                    &format!("sys/kernel/iommu_groups/{}", d.iommu_group),
+                ),
+                link(
+                    "mdev_type",
+                    path,
+                    &format!("{}/mdev_supported_types/{}", base.join("/"), d.type_id),
+                ),
+                file("remove", Attr::MdevRemove(d.uuid.clone())),
+            ];
+            if m.parent_is_nvidia(parent) {
+                v.push(dir("nvidia"));
+            }
+            v
+        }
+        [uuid, "nvidia"] if m.parent_is_nvidia(parent) => {
+            let d = mdev_here(uuid)?;
+            vec![file("vgpu_params", Attr::MdevParams(d.uuid.clone()))]
+        }
+        _ => return None,
+    };
+    Some(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_climbs_to_the_common_prefix() {
+        assert_eq!(
+            rel(
+                &["sys", "bus", "mdev", "devices"],
+                "sys/devices/pci0000:00/0000:82:00.0/u"
+            ),
+            "../../../devices/pci0000:00/0000:82:00.0/u"
+        );
+        assert_eq!(
+            rel(
+                &["sys", "devices", "pci0000:00", "0000:82:00.0", "u"],
+                "sys/devices/pci0000:00/0000:82:00.0/mdev_supported_types/nvidia-46"
+            ),
+            "../mdev_supported_types/nvidia-46"
+        );
+        assert_eq!(
+            rel(&["sys", "devices", "pci0000:00", "a"], "sys/devices/pci0000:00/b"),
+            "../b"
+        );
+    }
+}
