@@ -56,9 +56,7 @@ impl Command {
             Command::Hold(t) => model.hold(t),
             Command::Release(t) => model.release(t),
             Command::CreateEio(p, n) => model.fault_create_eio(p, *n),
-            Command::CreateDelay(p, ms) => {
-                model.fault_create_delay(p, Duration::from_millis(*ms))
-            }
+            Command::CreateDelay(p, ms) => model.fault_create_delay(p, Duration::from_millis(*ms)),
             Command::RemoveEio(u) => model.fault_remove_eio(u),
             Command::Unplug(a) => model.unplug(a),
             Command::Plug(a) => model.plug(a),
@@ -90,7 +88,10 @@ mod tests {
 
     #[test]
     fn parses_every_documented_command() {
-        assert_eq!(Command::parse("hold 0000:41:00.4"), Ok(Command::Hold("0000:41:00.4".into())));
+        assert_eq!(
+            Command::parse("hold 0000:41:00.4"),
+            Ok(Command::Hold("0000:41:00.4".into()))
+        );
         assert_eq!(
             Command::parse("fault create-eio mtty 3"),
             Ok(Command::CreateEio("mtty".into(), 3))
@@ -103,12 +104,22 @@ mod tests {
             Command::parse("fault create-delay mtty 250"),
             Ok(Command::CreateDelay("mtty".into(), 250))
         );
-        assert_eq!(Command::parse("plug 0000:82:00.0"), Ok(Command::Plug("0000:82:00.0".into())));
+        assert_eq!(
+            Command::parse("plug 0000:82:00.0"),
+            Ok(Command::Plug("0000:82:00.0".into()))
+        );
     }
 
     #[test]
     fn unknown_or_malformed_commands_are_einval() {
-        for bad in ["", "hold", "hold a b", "frobnicate x", "fault create-delay mtty", "fault create-delay mtty soon"] {
+        for bad in [
+            "",
+            "hold",
+            "hold a b",
+            "frobnicate x",
+            "fault create-delay mtty",
+            "fault create-delay mtty soon",
+        ] {
             assert_eq!(Command::parse(bad), Err(libc::EINVAL), "{bad:?}");
         }
     }

@@ -327,7 +327,9 @@ impl Filesystem for SimFs {
         match st.model.read(&attr) {
             Ok(text) => {
                 let bytes = text.as_bytes();
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
                 let end = start.saturating_add(size as usize).min(bytes.len());
                 reply.data(&bytes[start..end]);
             }
@@ -501,4 +503,3 @@ impl Filesystem for SimFs {
         }
     }
 }
-

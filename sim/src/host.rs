@@ -69,7 +69,10 @@ impl Kind {
     /// NVIDIA kinds refuse a create without capacity with `EINVAL` from their probe and share
     /// a GPU between vGPUs of one framebuffer size only.
     pub fn is_nvidia(self) -> bool {
-        matches!(self, Kind::NvidiaClassic | Kind::NvidiaSriov | Kind::NvidiaVfio)
+        matches!(
+            self,
+            Kind::NvidiaClassic | Kind::NvidiaSriov | Kind::NvidiaVfio
+        )
     }
 
     /// Kinds whose physical function has an SR-IOV capability.
@@ -522,10 +525,7 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
     };
     let vf_stride = g.vf_stride.unwrap_or(1);
     if kind.has_sriov() && vf_stride == 0 {
-        return Err(format!(
-            "{}: expected at least 1, got 0",
-            key("vf_stride")
-        ));
+        return Err(format!("{}: expected at least 1, got 0", key("vf_stride")));
     }
     let gpu = Gpu {
         kind,
@@ -547,7 +547,11 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
         numa_node: g.numa_node.unwrap_or(-1),
         iommu_group: g.iommu_group,
         driver: if is_pci {
-            Some(g.driver.clone().unwrap_or_else(|| def_driver.unwrap_or("").to_string()))
+            Some(
+                g.driver
+                    .clone()
+                    .unwrap_or_else(|| def_driver.unwrap_or("").to_string()),
+            )
         } else {
             None
         },
@@ -581,17 +585,16 @@ fn validate_types(i: usize, kind: Kind, g: &RawGpu) -> Result<Vec<TypeSpec>, Str
             ));
         }
         if raw.is_empty() {
-            return Err(format!(
-                "{}: expected at least one type",
-                key("types")
-            ));
+            return Err(format!("{}: expected at least one type", key("types")));
         }
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for (j, t) in raw.iter().enumerate() {
             let tkey = |k: &str| format!("gpu[{i}].types[{j}].{k}");
             let id_ok = match kind {
-                Kind::NvidiaVfio => !t.id.is_empty() && t.id.bytes().all(|b| b.is_ascii_digit()) && t.id != "0",
+                Kind::NvidiaVfio => {
+                    !t.id.is_empty() && t.id.bytes().all(|b| b.is_ascii_digit()) && t.id != "0"
+                }
                 _ => {
                     !t.id.is_empty()
                         && t.id
@@ -629,7 +632,10 @@ fn validate_types(i: usize, kind: Kind, g: &RawGpu) -> Result<Vec<TypeSpec>, Str
                 id: t.id.clone(),
                 name: t.name.clone(),
                 description: t.description.clone(),
-                device_api: t.device_api.clone().unwrap_or_else(|| "vfio-pci".to_string()),
+                device_api: t
+                    .device_api
+                    .clone()
+                    .unwrap_or_else(|| "vfio-pci".to_string()),
                 framebuffer_mb: t.framebuffer_mb,
                 max_instances: t.max_instances,
             });
@@ -722,7 +728,11 @@ fn assign_distinct_bases(raw: &[RawGpu], gpus: &mut [Gpu]) {
                 .and_then(|n| n.rsplit_once(' '))
                 .map(|(p, _)| p.to_string())
                 .unwrap_or_default();
-            let style = if numeric { IdStyle::Numeric } else { IdStyle::Mdev };
+            let style = if numeric {
+                IdStyle::Numeric
+            } else {
+                IdStyle::Mdev
+            };
             g.types = profiles::derive(board, &prefix, fb / 1024, base, style);
         }
     }
@@ -779,7 +789,10 @@ mod tests {
     fn errors_name_file_key_and_expectation() {
         let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 1000\n")
             .unwrap_err();
-        assert!(e.starts_with("host.toml: gpu[0].framebuffer_mb: expected"), "{e}");
+        assert!(
+            e.starts_with("host.toml: gpu[0].framebuffer_mb: expected"),
+            "{e}"
+        );
         let e = host("[[gpu]]\naddress = \"82:00.0\"\nkind = \"sriov\"\n").unwrap_err();
         assert!(e.contains("gpu[0].address: expected a PCI address"), "{e}");
         let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"gpu\"\n").unwrap_err();
@@ -788,7 +801,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
-        let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"sriov\"\nnumvf = 2\n").unwrap_err();
+        let e =
+            host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"sriov\"\nnumvf = 2\n").unwrap_err();
         assert!(e.starts_with("host.toml: ") && e.contains("numvf"), "{e}");
     }
 
@@ -796,12 +810,16 @@ mod tests {
     fn keys_of_other_kinds_are_refused() {
         let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\nnumvfs = 2\n")
             .unwrap_err();
-        assert!(e.contains("gpu[0].numvfs: not used by kind \"nvidia-classic\""), "{e}");
+        assert!(
+            e.contains("gpu[0].numvfs: not used by kind \"nvidia-classic\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn amd_gim_zero_numvfs_means_all() {
-        let h = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ntotalvfs = 8\n").unwrap();
+        let h = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ntotalvfs = 8\n")
+            .unwrap();
         assert_eq!(h.gpus[0].numvfs, 8);
         assert!(!h.gpus[0].sriov_configurable);
         assert_eq!(h.modules, ["vfio", "vfio_pci", "vfio_iommu_type1"]);
@@ -821,7 +839,10 @@ mod tests {
     fn overlapping_vfs_of_two_gpus_are_refused() {
         let e = host("[[gpu]]\naddress = \"0000:41:00.0\"\nkind = \"sriov\"\n[[gpu]]\naddress = \"0000:41:00.5\"\nkind = \"sriov\"\n")
             .unwrap_err();
-        assert!(e.contains("gpu[1].address: device 0000:41:00.5 is already used by gpu[0]"), "{e}");
+        assert!(
+            e.contains("gpu[1].address: device 0000:41:00.5 is already used by gpu[0]"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -848,7 +869,8 @@ mod tests {
         let h = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"sriov\"\nvendor = \"0x15b3\"\ndevice = 4123\n").unwrap();
         assert_eq!(h.gpus[0].vendor, 0x15b3);
         assert_eq!(h.gpus[0].device, 4123);
-        let e = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"sriov\"\nvendor = \"15b3\"\n").unwrap_err();
+        let e = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"sriov\"\nvendor = \"15b3\"\n")
+            .unwrap_err();
         assert!(e.contains("gpu[0].vendor: expected a hex string"), "{e}");
     }
 }

@@ -150,7 +150,17 @@ mod tests {
 
     #[test]
     fn kstrtoull_refuses_words_spaces_and_signs() {
-        for bad in [&b""[..], b"\n", b"yes", b" 1", b"1 ", b"-1", b"1\n\n", b"0x", b"08"] {
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"yes",
+            b" 1",
+            b"1 ",
+            b"-1",
+            b"1\n\n",
+            b"0x",
+            b"08",
+        ] {
             assert_eq!(kstrtoull(bad), Err(libc::EINVAL), "{bad:?}");
         }
     }

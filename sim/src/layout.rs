@@ -164,10 +164,7 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
                 .collect()
         }
         ["sys", "module"] => m.modules().iter().map(|n| dir(n)).collect(),
-        ["sys", "module", name] => vec![file(
-            "initstate",
-            Attr::ModuleInitstate(name.to_string()),
-        )],
+        ["sys", "module", name] => vec![file("initstate", Attr::ModuleInitstate(name.to_string()))],
         _ => return None,
     })
 }
@@ -236,7 +233,11 @@ fn pci_attrs(m: &Model, path: &[&str], addr: &str) -> Entries {
         }
         Role::Pf { .. } => {}
         Role::Vf { pf, .. } => {
-            v.push(link("physfn", path, &format!("sys/devices/pci0000:00/{pf}")));
+            v.push(link(
+                "physfn",
+                path,
+                &format!("sys/devices/pci0000:00/{pf}"),
+            ));
         }
     }
     if m.vfio_dir_visible(addr) {
@@ -338,7 +339,10 @@ mod tests {
             "../mdev_supported_types/nvidia-46"
         );
         assert_eq!(
-            rel(&["sys", "devices", "pci0000:00", "a"], "sys/devices/pci0000:00/b"),
+            rel(
+                &["sys", "devices", "pci0000:00", "a"],
+                "sys/devices/pci0000:00/b"
+            ),
             "../b"
         );
     }

@@ -84,7 +84,7 @@ pub fn derive(
     style: IdStyle,
 ) -> Vec<TypeSpec> {
     let sizes: Vec<u64> = (1..=framebuffer_gb)
-        .filter(|g| framebuffer_gb % g == 0)
+        .filter(|g| framebuffer_gb.is_multiple_of(*g))
         .collect();
     let mut out = Vec::new();
     let mut next = base;
@@ -119,10 +119,10 @@ pub fn derive(
 /// How many ids [`derive`] uses for a framebuffer size, to check bases do not overlap.
 pub fn derived_count(framebuffer_gb: u64) -> u32 {
     let sizes = (1..=framebuffer_gb)
-        .filter(|g| framebuffer_gb % g == 0)
+        .filter(|g| framebuffer_gb.is_multiple_of(*g))
         .count();
     let b = (1..=framebuffer_gb.min(2))
-        .filter(|g| framebuffer_gb % g == 0)
+        .filter(|g| framebuffer_gb.is_multiple_of(*g))
         .count();
     u32::try_from(sizes + b).unwrap_or(u32::MAX)
 }

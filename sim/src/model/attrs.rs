@@ -235,10 +235,9 @@ impl Model {
             }
             Attr::ModuleInitstate(_) => "live\n".to_string(),
             Attr::Events => self.events_text(),
-            Attr::MdevRemove(_)
-            | Attr::Driver(..)
-            | Attr::DriversProbe
-            | Attr::Control => return Err(libc::EIO),
+            Attr::MdevRemove(_) | Attr::Driver(..) | Attr::DriversProbe | Attr::Control => {
+                return Err(libc::EIO)
+            }
         })
     }
 

@@ -40,9 +40,7 @@ impl Model {
         let my_pf = pf_of(parent);
         self.mdevs
             .values()
-            .filter(|d| {
-                d.parent == parent || (my_pf.is_some() && pf_of(&d.parent) == my_pf)
-            })
+            .filter(|d| d.parent == parent || (my_pf.is_some() && pf_of(&d.parent) == my_pf))
             .filter_map(|d| self.type_of(&d.parent, &d.type_id))
             .map(|t| t.framebuffer_mb.unwrap_or(0))
             .collect()
@@ -76,7 +74,12 @@ impl Model {
     }
 
     /// A write to `mdev_supported_types/<type>/create`.
-    pub(super) fn write_create(&mut self, parent: &str, type_id: &str, data: &[u8]) -> WriteOutcome {
+    pub(super) fn write_create(
+        &mut self,
+        parent: &str,
+        type_id: &str,
+        data: &[u8],
+    ) -> WriteOutcome {
         match self.start_create(parent, type_id, data) {
             Ok((_, _, None)) => WriteOutcome::Done(Ok(())),
             Ok((uuid, serial, Some(delay))) => WriteOutcome::Delayed {
@@ -176,7 +179,11 @@ impl Model {
         if value == 0 {
             return WriteOutcome::Done(Ok(()));
         }
-        let Some(d) = self.mdevs.get(uuid).filter(|d| d.state != MdevState::Creating) else {
+        let Some(d) = self
+            .mdevs
+            .get(uuid)
+            .filter(|d| d.state != MdevState::Creating)
+        else {
             return WriteOutcome::Done(Err(libc::ENODEV));
         };
         if d.state == MdevState::Removing {

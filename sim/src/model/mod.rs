@@ -267,7 +267,11 @@ impl Model {
             released_at: None,
             vgpu: None,
         };
-        let numvfs = if spec.kind.has_sriov() { spec.numvfs } else { 0 };
+        let numvfs = if spec.kind.has_sriov() {
+            spec.numvfs
+        } else {
+            0
+        };
         let addr = addr.clone();
         self.pci.insert(addr.clone(), pf);
         if numvfs > 0 {
@@ -332,11 +336,11 @@ impl Model {
     fn gpu_of_parent(&self, parent: &str) -> Option<usize> {
         if let Some(dev) = self.pci.get(parent) {
             let kind = self.gpus[dev.gpu].spec.kind;
-            let is_parent = match (&dev.role, kind) {
-                (Role::Pf { .. }, Kind::NvidiaClassic | Kind::Mdev) => true,
-                (Role::Vf { .. }, Kind::NvidiaSriov) => true,
-                _ => false,
-            };
+            let is_parent = matches!(
+                (&dev.role, kind),
+                (Role::Pf { .. }, Kind::NvidiaClassic | Kind::Mdev)
+                    | (Role::Vf { .. }, Kind::NvidiaSriov)
+            );
             return is_parent.then_some(dev.gpu);
         }
         self.gpus.iter().position(|g| {

@@ -48,7 +48,13 @@ impl Model {
     pub(super) fn enable_vfs(&mut self, pf: &str, n: u16) {
         let Some(p) = self.pci.get(pf) else { return };
         let gi = p.gpu;
-        let autoprobe = matches!(p.role, Role::Pf { autoprobe: true, .. });
+        let autoprobe = matches!(
+            p.role,
+            Role::Pf {
+                autoprobe: true,
+                ..
+            }
+        );
         let numa = p.numa_node;
         let spec = self.gpus[gi].spec.clone();
         for index in 0..n {
@@ -221,9 +227,10 @@ impl Model {
             return Err(libc::EINVAL);
         };
         let id = ((vendor & 0xffff) as u16, (device & 0xffff) as u16);
-        let static_match = self.pci.values().any(|d| {
-            (d.vendor, d.device) == id && self.home_driver(d).as_deref() == Some(drv)
-        });
+        let static_match = self
+            .pci
+            .values()
+            .any(|d| (d.vendor, d.device) == id && self.home_driver(d).as_deref() == Some(drv));
         let ids = self.dyn_ids.entry(drv.to_string()).or_default();
         if static_match || !ids.insert(id) {
             return Err(libc::EEXIST);

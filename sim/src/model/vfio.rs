@@ -70,7 +70,11 @@ impl Model {
     pub fn creatable_text(&self, addr: &str) -> String {
         let mut s = format!("{CREATABLE_HEADER}\n");
         for t in self.creatable_types(addr) {
-            s.push_str(&format!("{:<6}: {}\n", t.id, t.name.as_deref().unwrap_or("")));
+            s.push_str(&format!(
+                "{:<6}: {}\n",
+                t.id,
+                t.name.as_deref().unwrap_or("")
+            ));
         }
         s
     }
@@ -84,10 +88,7 @@ impl Model {
             return Err(libc::EBUSY);
         }
         if value == 0 {
-            if dev
-                .released_at
-                .is_some_and(|t| self.now < t + busy_for)
-            {
+            if dev.released_at.is_some_and(|t| self.now < t + busy_for) {
                 return Err(libc::EBUSY);
             }
             if let Some(slot) = self.pci.get_mut(addr).and_then(|d| d.vgpu.as_mut()) {
