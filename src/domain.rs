@@ -422,21 +422,17 @@ impl Domain {
                         text_target = None;
                     }
                 }
-                Event::Text(t) => {
-                    if text_target.is_some() {
-                        text.push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0));
-                    }
+                Event::Text(t) if text_target.is_some() => {
+                    text.push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0));
                 }
-                Event::GeneralRef(r) => {
-                    if text_target.is_some() {
-                        let resolved = match r.resolve_char_ref() {
-                            Ok(Some(c)) => c.to_string(),
-                            _ => quick_xml::escape::resolve_predefined_entity(r.as_ref())
-                                .map(str::to_string)
-                                .unwrap_or_default(),
-                        };
-                        text.push_str(&resolved);
-                    }
+                Event::GeneralRef(r) if text_target.is_some() => {
+                    let resolved = match r.resolve_char_ref() {
+                        Ok(Some(c)) => c.to_string(),
+                        _ => quick_xml::escape::resolve_predefined_entity(r.as_ref())
+                            .map(str::to_string)
+                            .unwrap_or_default(),
+                    };
+                    text.push_str(&resolved);
                 }
                 Event::End(_) => {
                     if let Some(target) = text_target.take() {
