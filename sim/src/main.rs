@@ -28,9 +28,9 @@ fn main() -> ExitCode {
     match strs.as_slice() {
         [Some("mount"), _, _] => match mount(Path::new(&args[1]), Path::new(&args[2])) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("vgpu-sim: {e}");
-                ExitCode::FAILURE
+            Err(Failure { code, message }) => {
+                eprintln!("vgpu-sim: {message}");
+                ExitCode::from(code)
             }
         },
         [Some("-h" | "--help" | "help")] => {
@@ -41,6 +41,23 @@ fn main() -> ExitCode {
             eprintln!("{USAGE}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Why `mount` gave up, and the exit status that tells callers which kind of problem it was:
+/// 1 for a bad host file, 3 when the mount itself failed (no FUSE, no permission).
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn host(message: String) -> Failure {
+        Failure { code: 1, message }
+    }
+
+    fn mount(message: String) -> Failure {
+        Failure { code: 3, message }
     }
 }
 
@@ -70,8 +87,8 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> bool {
     r > 0
 }
 
-fn mount(host_file: &Path, mountpoint: &Path) -> Result<(), String> {
-    let host = host::load(host_file).map_err(|e| e.to_string())?;
+fn mount(host_file: &Path, mountpoint: &Path) -> Result<(), Failure> {
+    let host = host::load(host_file).map_err(|e| Failure::host(e.to_string()))?;
     let model = Model::new(host, Instant::now());
     let signals = termination_signals();
 
@@ -90,19 +107,19 @@ fn mount(host_file: &Path, mountpoint: &Path) -> Result<(), String> {
     config.clone_fd = true;
 
     let session = Session::new(SimFs::new(model), mountpoint, &config)
-        .map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display()))?;
+        .map_err(|e| Failure::mount(format!("cannot mount at {}: {e}", mountpoint.display())))?;
     let background = session
         .spawn()
-        .map_err(|e| format!("cannot start the FUSE session: {e}"))?;
+        .map_err(|e| Failure::mount(format!("cannot start the FUSE session: {e}")))?;
 
     let probe: PathBuf = mountpoint.join("sim/events");
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Err(e) = std::fs::metadata(&probe) {
         if Instant::now() > deadline {
-            return Err(format!(
+            return Err(Failure::mount(format!(
                 "the mount at {} does not answer: {e}",
                 mountpoint.display()
-            ));
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

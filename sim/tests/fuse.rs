@@ -1,0 +1,437 @@
+//! The simulator through the kernel: real file operations on a mounted host get the model's
+//! errno, devices appear, links resolve inside the mount, a blocked remove returns after
+//! `release`, the event log records every write. Uses the same harness as the hook's tests.
+//! Without FUSE these tests say why and return (with `CI=true` they fail instead).
+
+#[path = "../../tests/common/sim.rs"]
+mod sim;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sim::Sim;
+
+const P40: &str = r#"
+[[gpu]]
+address = "0000:82:00.0"
+kind = "nvidia-classic"
+board = "P40"
+framebuffer_mb = 24576
+"#;
+
+const MTTY: &str = r#"
+[[gpu]]
+kind = "mdev"
+name = "mtty"
+types = [{ id = "mtty-1", name = "Single port serial", max_instances = 64 },
+         { id = "mtty-2", name = "Dual port serial", max_instances = 1 }]
+"#;
+
+const HOST: &str = r#"
+[[gpu]]
+address = "0000:82:00.0"
+kind = "nvidia-classic"
+board = "P40"
+framebuffer_mb = 24576
+
+[[gpu]]
+address = "0000:04:00.0"
+kind = "amd-gim"
+numvfs = 2
+
+[[gpu]]
+address = "0000:05:00.0"
+kind = "sriov"
+totalvfs = 4
+
+[[gpu]]
+address = "0000:c1:00.0"
+kind = "nvidia-vfio"
+board = "L40S"
+framebuffer_mb = 49152
+numvfs = 2
+"#;
+
+const PF: &str = "0000:82:00.0";
+
+fn start(host: &str) -> Option<Sim> {
+    Sim::start_with(Path::new(env!("CARGO_BIN_EXE_vgpu-sim")), host)
+}
+
+fn uuid(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+fn errno(r: std::io::Result<()>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+fn read(p: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(p.as_ref())
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.as_ref().display()))
+}
+
+fn types_dir(sim: &Sim, parent: &str) -> PathBuf {
+    sim.root()
+        .join("sys/class/mdev_bus")
+        .join(parent)
+        .join("mdev_supported_types")
+}
+
+fn pci(sim: &Sim, addr: &str) -> PathBuf {
+    sim.root().join("sys/bus/pci/devices").join(addr)
+}
+
+#[test]
+fn create_errnos_come_back_through_the_kernel() {
+    let Some(sim) = start(&format!("{P40}{MTTY}")) else {
+        return;
+    };
+    let p40 = types_dir(&sim, PF);
+    let mtty = types_dir(&sim, "mtty");
+    let create = |dir: &PathBuf, ty: &str, v: &str| std::fs::write(dir.join(ty).join("create"), v);
+    assert_eq!(
+        errno(create(&p40, "nvidia-46", "bogus\n")),
+        Some(libc::EINVAL)
+    );
+    assert_eq!(errno(create(&p40, "nvidia-46", &uuid(1))), None);
+    assert_eq!(errno(create(&mtty, "mtty-1", &uuid(1))), Some(libc::EEXIST));
+    assert_eq!(
+        errno(create(&mtty, "mtty-2", &format!("{}\n", uuid(2)))),
+        None
+    );
+    assert_eq!(errno(create(&mtty, "mtty-2", &uuid(3))), Some(libc::EUSERS));
+    assert_eq!(
+        errno(create(&p40, "nvidia-53", &uuid(4))),
+        Some(libc::EINVAL)
+    );
+}
+
+#[test]
+fn created_device_appears_with_links_that_resolve_inside_the_mount() {
+    let Some(sim) = start(P40) else { return };
+    let ty = types_dir(&sim, PF).join("nvidia-49");
+    assert_eq!(read(ty.join("available_instances")), "6\n");
+    std::fs::write(ty.join("create"), uuid(7)).expect("create");
+    assert_eq!(read(ty.join("available_instances")), "5\n");
+
+    let root = std::fs::canonicalize(sim.root()).expect("mount point");
+    let dev = std::fs::canonicalize(sim.root().join("sys/bus/mdev/devices").join(uuid(7)))
+        .expect("the mdev link resolves");
+    assert!(
+        dev.starts_with(&root),
+        "{} escapes the mount",
+        dev.display()
+    );
+    assert!(
+        dev.ends_with(format!("{PF}/{}", uuid(7))),
+        "{}",
+        dev.display()
+    );
+    let ty_link = std::fs::read_link(dev.join("mdev_type")).expect("mdev_type link");
+    assert_eq!(
+        ty_link.file_name().and_then(|n| n.to_str()),
+        Some("nvidia-49")
+    );
+    assert_eq!(read(dev.join("mdev_type/name")), "GRID P40-4Q\n");
+    let listed: Vec<String> = std::fs::read_dir(ty.join("devices"))
+        .expect("devices dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, [uuid(7)]);
+    let parent =
+        std::fs::canonicalize(sim.root().join("sys/class/mdev_bus").join(PF)).expect("class link");
+    assert_eq!(dev.parent(), Some(parent.as_path()));
+    let group = std::fs::canonicalize(dev.join("iommu_group")).expect("iommu_group link");
+    assert!(group.starts_with(root.join("sys/kernel/iommu_groups")));
+}
+
+#[test]
+fn remove_through_the_bus_link_makes_the_device_vanish() {
+    let Some(sim) = start(P40) else { return };
+    let ty = types_dir(&sim, PF).join("nvidia-46");
+    std::fs::write(ty.join("create"), uuid(1)).expect("create");
+    let dev = sim.root().join("sys/bus/mdev/devices").join(uuid(1));
+    assert_eq!(
+        errno(std::fs::write(dev.join("remove"), "yes")),
+        Some(libc::EINVAL)
+    );
+    assert_eq!(errno(std::fs::write(dev.join("remove"), "1\n")), None);
+    assert!(!dev.exists());
+    assert_eq!(read(ty.join("available_instances")), "24\n");
+}
+
+#[test]
+fn attribute_reads_return_the_generated_length_whatever_st_size_says() {
+    let Some(sim) = start(P40) else { return };
+    let vendor = pci(&sim, PF).join("vendor");
+    assert_eq!(std::fs::metadata(&vendor).expect("stat").len(), 4096);
+    assert_eq!(read(&vendor), "0x10de\n");
+    assert_eq!(
+        read(types_dir(&sim, PF).join("nvidia-46/description"))
+            .lines()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn files_opened_against_their_direction_are_eacces() {
+    let Some(sim) = start(P40) else { return };
+    let create = types_dir(&sim, PF).join("nvidia-46/create");
+    assert_eq!(
+        std::fs::read(&create).err().and_then(|e| e.raw_os_error()),
+        Some(libc::EACCES)
+    );
+    assert_eq!(
+        errno(std::fs::write(pci(&sim, PF).join("vendor"), "0x1234")),
+        Some(libc::EACCES)
+    );
+}
+
+#[test]
+fn writing_to_an_attribute_of_a_vanished_device_is_enodev() {
+    use std::io::Write;
+    let Some(sim) = start(P40) else { return };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(types_dir(&sim, PF).join("nvidia-46/create"))
+        .expect("open create");
+    sim.control(&format!("unplug {PF}")).expect("unplug");
+    let r = f.write(uuid(1).as_bytes()).map(|_| ());
+    assert_eq!(errno(r), Some(libc::ENODEV));
+    assert!(!sim.root().join("sys/class/mdev_bus").join(PF).exists());
+    sim.control(&format!("plug {PF}")).expect("plug");
+    assert_eq!(
+        read(types_dir(&sim, PF).join("nvidia-46/available_instances")),
+        "24\n"
+    );
+}
+
+#[test]
+fn a_blocked_remove_returns_after_release_while_other_requests_are_served() {
+    let Some(sim) = start(MTTY) else { return };
+    let ty = types_dir(&sim, "mtty").join("mtty-2");
+    std::fs::write(ty.join("create"), uuid(1)).expect("create");
+    sim.control(&format!("hold {}", uuid(1))).expect("hold");
+    let remove = sim
+        .root()
+        .join("sys/bus/mdev/devices")
+        .join(uuid(1))
+        .join("remove");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::write(remove, "1"));
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "remove returned while held"
+    );
+    // The session keeps answering meanwhile.
+    assert_eq!(read(ty.join("available_instances")), "0\n");
+    assert_eq!(
+        errno(std::fs::write(
+            types_dir(&sim, "mtty").join("mtty-1/create"),
+            uuid(2)
+        )),
+        None
+    );
+    sim.control(&format!("release {}", uuid(1)))
+        .expect("release");
+    let result = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("remove returned after release");
+    assert_eq!(errno(result), None);
+    assert!(!sim
+        .root()
+        .join("sys/bus/mdev/devices")
+        .join(uuid(1))
+        .exists());
+    assert_eq!(read(ty.join("available_instances")), "1\n");
+}
+
+#[test]
+fn a_slow_create_replies_after_its_delay() {
+    let Some(sim) = start(MTTY) else { return };
+    sim.control("fault create-delay mtty 400").expect("fault");
+    let t = Instant::now();
+    std::fs::write(types_dir(&sim, "mtty").join("mtty-1/create"), uuid(1)).expect("create");
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(sim
+        .root()
+        .join("sys/bus/mdev/devices")
+        .join(uuid(1))
+        .exists());
+}
+
+#[test]
+fn create_eio_fault_fails_the_next_create_only() {
+    let Some(sim) = start(MTTY) else { return };
+    sim.control("fault create-eio mtty").expect("fault");
+    let create = types_dir(&sim, "mtty").join("mtty-1/create");
+    assert_eq!(errno(std::fs::write(&create, uuid(1))), Some(libc::EIO));
+    assert_eq!(errno(std::fs::write(&create, uuid(1))), None);
+}
+
+#[test]
+fn the_event_log_records_each_write_with_its_result() {
+    let Some(sim) = start(MTTY) else { return };
+    let create = types_dir(&sim, "mtty").join("mtty-2/create");
+    let _ = std::fs::write(&create, format!("{}\n", uuid(1)));
+    let _ = std::fs::write(&create, uuid(2));
+    let dir = "sys/devices/virtual/mtty/mtty";
+    assert_eq!(
+        sim.events(),
+        format!(
+            "{dir}/mdev_supported_types/mtty-2/create {} -> ok\n{dir}/mdev_supported_types/mtty-2/create {} -> EUSERS\n",
+            uuid(1),
+            uuid(2)
+        )
+    );
+}
+
+#[test]
+fn control_errors_come_back_as_errno() {
+    let Some(sim) = start(MTTY) else { return };
+    assert_eq!(errno(sim.control("explode")), Some(libc::EINVAL));
+    assert_eq!(
+        errno(sim.control(&format!("hold {}", uuid(9)))),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(sim.events(), "", "control writes are not sys/ writes");
+}
+
+#[test]
+fn sriov_numvfs_errnos_and_vf_links() {
+    let Some(sim) = start(HOST) else { return };
+    let pf = pci(&sim, "0000:05:00.0");
+    let numvfs = pf.join("sriov_numvfs");
+    assert_eq!(errno(std::fs::write(&numvfs, "5")), Some(libc::ERANGE));
+    assert_eq!(errno(std::fs::write(&numvfs, "2")), None);
+    assert_eq!(errno(std::fs::write(&numvfs, "3")), Some(libc::EBUSY));
+    let vf = std::fs::canonicalize(pf.join("virtfn1")).expect("virtfn1 resolves");
+    assert!(vf.ends_with("0000:05:00.5"), "{}", vf.display());
+    let back = std::fs::canonicalize(vf.join("physfn")).expect("physfn resolves");
+    assert_eq!(back, std::fs::canonicalize(&pf).expect("pf"));
+    let gim = pci(&sim, "0000:04:00.0").join("sriov_numvfs");
+    assert_eq!(read(&gim), "2\n");
+    assert_eq!(errno(std::fs::write(&gim, "0")), Some(libc::ENOENT));
+}
+
+#[test]
+fn driver_override_and_bind_move_the_driver_link() {
+    let Some(sim) = start(HOST) else { return };
+    let vf = "0000:04:00.4";
+    let drivers = sim.root().join("sys/bus/pci/drivers");
+    assert!(
+        std::fs::read_link(pci(&sim, vf).join("driver")).is_err(),
+        "GIM VFs start unbound"
+    );
+    assert_eq!(
+        errno(std::fs::write(drivers.join("vfio-pci/bind"), vf)),
+        Some(libc::ENODEV)
+    );
+    std::fs::write(pci(&sim, vf).join("driver_override"), "vfio-pci\n").expect("override");
+    std::fs::write(drivers.join("vfio-pci/bind"), vf).expect("bind");
+    let drv = std::fs::canonicalize(pci(&sim, vf).join("driver")).expect("driver link");
+    assert!(
+        drv.ends_with("sys/bus/pci/drivers/vfio-pci"),
+        "{}",
+        drv.display()
+    );
+    assert!(drivers.join("vfio-pci").join(vf).exists());
+}
+
+#[test]
+fn kernel_6_8_vfs_take_a_type_through_current_vgpu_type() {
+    let Some(sim) = start(HOST) else { return };
+    let nv = pci(&sim, "0000:c1:00.4").join("nvidia");
+    let creatable = read(nv.join("creatable_vgpu_types"));
+    assert!(
+        creatable.starts_with("ID    : vGPU Name\n964   : NVIDIA L40S-1Q\n"),
+        "{creatable}"
+    );
+    assert_eq!(
+        errno(std::fs::write(nv.join("current_vgpu_type"), "1")),
+        Some(libc::EINVAL)
+    );
+    assert_eq!(
+        errno(std::fs::write(nv.join("current_vgpu_type"), "973\n")),
+        None
+    );
+    assert_eq!(read(nv.join("current_vgpu_type")), "973\n");
+    let sibling = pci(&sim, "0000:c1:00.5").join("nvidia/creatable_vgpu_types");
+    assert_eq!(read(sibling), "ID    : vGPU Name\n");
+    sim.control("hold 0000:c1:00.4").expect("hold");
+    assert_eq!(
+        errno(std::fs::write(nv.join("current_vgpu_type"), "0")),
+        Some(libc::EBUSY)
+    );
+}
+
+#[test]
+fn sixty_four_processes_at_once_all_get_served() {
+    let Some(sim) = start(MTTY) else { return };
+    let ty = types_dir(&sim, "mtty").join("mtty-1");
+    let children: Vec<_> = (0..64)
+        .map(|n| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(
+                    "cat \"$1/available_instances\" \"$1/name\" >/dev/null && \
+                     ls \"$1/../..\" >/dev/null && printf %s \"$2\" > \"$1/create\"",
+                )
+                .arg("sh")
+                .arg(&ty)
+                .arg(uuid(n))
+                .spawn()
+                .expect("spawn sh")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("wait").success());
+    }
+    assert_eq!(read(ty.join("available_instances")), "0\n");
+    let live = std::fs::read_dir(sim.root().join("sys/bus/mdev/devices"))
+        .expect("bus")
+        .count();
+    assert_eq!(live, 64);
+}
+
+#[test]
+fn sigterm_unmounts_and_exits_zero() {
+    let Some(sim) = start(MTTY) else { return };
+    let root = sim.root().to_path_buf();
+    assert!(root.join("sys").exists());
+    let status = sim.stop().expect("exit status");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_bad_host_file_fails_naming_the_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = dir.path().join("host.toml");
+    std::fs::write(&host, "[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 1000\n")
+        .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_vgpu-sim"))
+        .arg("mount")
+        .arg(&host)
+        .arg(dir.path())
+        .output()
+        .expect("run vgpu-sim");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: gpu[0].framebuffer_mb: expected",
+            host.display()
+        )),
+        "{err}"
+    );
+}

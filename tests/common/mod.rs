@@ -1,0 +1,2 @@
+pub mod hook;
+pub mod sim;
