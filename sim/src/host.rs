@@ -502,11 +502,7 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
     }
 
     let totalvfs = g.totalvfs.unwrap_or(if kind.has_sriov() { 16 } else { 0 });
-    let mut numvfs = g.numvfs.unwrap_or(0);
-    if kind == Kind::AmdGim && numvfs == 0 {
-        // GIM's vf_num=0 means "as many as the card supports".
-        numvfs = totalvfs;
-    }
+    let numvfs = g.numvfs.unwrap_or(0);
     if numvfs > totalvfs {
         return Err(format!(
             "{}: expected at most totalvfs ({totalvfs}), got {numvfs}",
@@ -817,10 +813,10 @@ mod tests {
     }
 
     #[test]
-    fn amd_gim_zero_numvfs_means_all() {
+    fn amd_gim_is_never_sriov_configurable() {
         let h = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ntotalvfs = 8\n")
             .unwrap();
-        assert_eq!(h.gpus[0].numvfs, 8);
+        assert_eq!(h.gpus[0].numvfs, 0);
         assert!(!h.gpus[0].sriov_configurable);
         assert_eq!(h.modules, ["vfio", "vfio_pci", "vfio_iommu_type1"]);
     }

@@ -116,7 +116,7 @@ pub fn derive(
     out
 }
 
-/// How many ids [`derive`] uses for a framebuffer size, to check bases do not overlap.
+/// How many ids [`derive()`] uses for a framebuffer size, to check bases do not overlap.
 pub fn derived_count(framebuffer_gb: u64) -> u32 {
     let sizes = (1..=framebuffer_gb)
         .filter(|g| framebuffer_gb.is_multiple_of(*g))
