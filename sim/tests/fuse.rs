@@ -411,6 +411,44 @@ fn sigterm_unmounts_and_exits_zero() {
     assert!(root.join("sys").exists());
     let status = sim.stop().expect("exit status");
     assert!(status.success(), "{status:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&root.display().to_string()),
+        "still mounted: {}",
+        root.display()
+    );
+}
+
+#[test]
+fn the_harness_skips_when_the_mount_fails_and_fails_on_ci() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("vgpu-sim");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'vgpu-sim: cannot mount at x: Operation not permitted' >&2\nexit 3\n",
+    )
+    .expect("write fake binary");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    if !Path::new("/dev/fuse").exists() {
+        return;
+    }
+    let on_ci = std::env::var("CI").as_deref() == Ok("true");
+    let r = std::panic::catch_unwind(|| Sim::start_with(&fake, MTTY).is_none());
+    match r {
+        Ok(skipped) => assert!(skipped && !on_ci, "skipped={skipped} on_ci={on_ci}"),
+        Err(_) => assert!(on_ci, "panicked although CI is not true"),
+    }
+}
+
+#[test]
+fn the_harness_names_the_build_command_when_the_binary_is_missing() {
+    let r = std::panic::catch_unwind(|| Sim::start_with(Path::new("/nonexistent/vgpu-sim"), MTTY));
+    let msg = match r {
+        Ok(_) => panic!("a missing binary must panic"),
+        Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(msg.contains("cargo build -p vgpu-sim"), "{msg}");
 }
 
 #[test]
