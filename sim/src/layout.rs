@@ -56,10 +56,8 @@ pub fn lookup(m: &Model, path: &[&str]) -> Option<Node> {
 
 /// Lists a directory; `None` if `path` is not a directory.
 pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
-    // Every prefix must itself exist: walk it once, so stale paths never list.
-    if !path.is_empty() && lookup(m, path)? != Node::Dir {
-        return None;
-    }
+    // Each arm checks that the names it matches exist (devices, types, drivers, groups), so a
+    // stale path lists nothing without walking its ancestors again.
     Some(match path {
         [] => vec![dir("sim"), dir("sys")],
         ["sim"] => vec![file("control", Attr::Control), file("events", Attr::Events)],
@@ -80,8 +78,12 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
         ["sys", "devices", "pci0000:00"] => m.pci_devices().map(|d| dir(&d.address)).collect(),
         ["sys", "devices", "pci0000:00", addr, rest @ ..] => pci_children(m, path, addr, rest)?,
         ["sys", "devices", "virtual"] => m.virtual_devices().into_iter().map(dir).collect(),
-        ["sys", "devices", "virtual", name] => vec![dir(name)],
-        ["sys", "devices", "virtual", name, name2, rest @ ..] if name == name2 => {
+        ["sys", "devices", "virtual", name] if m.virtual_devices().contains(name) => {
+            vec![dir(name)]
+        }
+        ["sys", "devices", "virtual", name, name2, rest @ ..]
+            if name == name2 && m.virtual_devices().contains(name) =>
+        {
             if m.parent_registered(name) {
                 parent_children(m, path, name, rest)?
             } else if rest.is_empty() {
@@ -113,7 +115,7 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
             })
             .collect(),
         ["sys", "bus", "pci", "drivers"] => m.drivers().iter().map(|d| dir(d)).collect(),
-        ["sys", "bus", "pci", "drivers", drv] => {
+        ["sys", "bus", "pci", "drivers", drv] if m.drivers().contains(*drv) => {
             let drv = drv.to_string();
             let mut v = vec![
                 file("bind", Attr::Driver(drv.clone(), DriverAttr::Bind)),
@@ -154,7 +156,12 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
             .keys()
             .map(|g| dir(&g.to_string()))
             .collect(),
-        ["sys", "kernel", "iommu_groups", _] => vec![dir("devices")],
+        ["sys", "kernel", "iommu_groups", g]
+            if g.parse::<u32>()
+                .is_ok_and(|n| m.iommu_groups().contains_key(&n)) =>
+        {
+            vec![dir("devices")]
+        }
         ["sys", "kernel", "iommu_groups", g, "devices"] => {
             let n: u32 = g.parse().ok()?;
             m.iommu_groups()
@@ -164,7 +171,9 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
                 .collect()
         }
         ["sys", "module"] => m.modules().iter().map(|n| dir(n)).collect(),
-        ["sys", "module", name] => vec![file("initstate", Attr::ModuleInitstate(name.to_string()))],
+        ["sys", "module", name] if m.modules().iter().any(|x| x == name) => {
+            vec![file("initstate", Attr::ModuleInitstate(name.to_string()))]
+        }
         _ => return None,
     })
 }
@@ -321,6 +330,177 @@ fn parent_children(m: &Model, path: &[&str], parent: &str, rest: &[&str]) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host;
+    use crate::model::WriteOutcome;
+    use std::time::Instant;
+
+    const HOST: &str = r#"
+[[gpu]]
+address = "0000:82:00.0"
+kind = "nvidia-classic"
+board = "P40"
+framebuffer_mb = 24576
+[[gpu]]
+address = "0000:41:00.0"
+kind = "nvidia-sriov"
+board = "A10"
+framebuffer_mb = 24576
+numvfs = 2
+[[gpu]]
+address = "0000:c1:00.0"
+kind = "nvidia-vfio"
+board = "L40S"
+framebuffer_mb = 49152
+numvfs = 2
+[[gpu]]
+address = "0000:04:00.0"
+kind = "amd-gim"
+numvfs = 2
+[[gpu]]
+kind = "mdev"
+name = "mtty"
+types = [{ id = "mtty-1", max_instances = 2 }]
+"#;
+
+    fn populated() -> Model {
+        let h = host::parse(HOST, "t.toml").expect("valid host");
+        let mut m = Model::new(h, Instant::now());
+        for (parent, ty, u) in [
+            (
+                "0000:82:00.0",
+                "nvidia-46",
+                "00000000-0000-4000-8000-000000000001",
+            ),
+            (
+                "0000:41:00.4",
+                "nvidia-735",
+                "00000000-0000-4000-8000-000000000002",
+            ),
+            ("mtty", "mtty-1", "00000000-0000-4000-8000-000000000003"),
+        ] {
+            let attr = Attr::Type {
+                parent: parent.into(),
+                type_id: ty.into(),
+                attr: TypeAttr::Create,
+            };
+            assert_eq!(
+                m.write(&attr, u.as_bytes()),
+                WriteOutcome::Done(Ok(())),
+                "{parent} {ty}"
+            );
+        }
+        m
+    }
+
+    /// Walks the whole tree: every listed entry looks up to the same node, only directories
+    /// list, unknown names resolve to nothing; returns how many nodes were seen.
+    fn walk(m: &Model, path: &mut Vec<String>) -> usize {
+        let comps: Vec<&str> = path.iter().map(String::as_str).collect();
+        let entries = children(m, &comps).expect("a directory lists");
+        let mut seen = 1;
+        let mut probe = comps.clone();
+        probe.push("no-such-entry");
+        assert_eq!(lookup(m, &probe), None, "{probe:?}");
+        for (name, node) in entries {
+            path.push(name.clone());
+            let comps: Vec<&str> = path.iter().map(String::as_str).collect();
+            assert_eq!(lookup(m, &comps).as_ref(), Some(&node), "{comps:?}");
+            if node == Node::Dir {
+                seen += walk(m, path);
+            } else {
+                assert_eq!(children(m, &comps), None, "{comps:?} is not a directory");
+                seen += 1;
+            }
+            path.pop();
+        }
+        seen
+    }
+
+    #[test]
+    fn listings_and_lookups_agree_everywhere() {
+        let m = populated();
+        assert!(walk(&m, &mut Vec::new()) > 200);
+    }
+
+    #[test]
+    fn stale_names_under_every_keyed_directory_resolve_to_nothing() {
+        let m = populated();
+        for p in [
+            "sys/devices/virtual/nosuch",
+            "sys/devices/virtual/nosuch/nosuch",
+            "sys/devices/pci0000:00/0000:99:00.0",
+            "sys/devices/pci0000:00/0000:82:00.0/mdev_supported_types/nvidia-9999",
+            "sys/devices/pci0000:00/0000:82:00.0/00000000-0000-4000-8000-000000000009",
+            "sys/devices/pci0000:00/0000:82:00.0/nvidia",
+            "sys/bus/pci/drivers/nosuch",
+            "sys/kernel/iommu_groups/9999",
+            "sys/module/nosuch",
+        ] {
+            let comps: Vec<&str> = p.split('/').collect();
+            assert_eq!(lookup(&m, &comps), None, "{p}");
+            assert_eq!(children(&m, &comps), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn links_point_where_the_readme_says() {
+        let m = populated();
+        let u = "00000000-0000-4000-8000-000000000001";
+        let at = |p: &str| lookup(&m, &p.split('/').collect::<Vec<_>>());
+        assert_eq!(
+            at(&format!("sys/bus/mdev/devices/{u}")),
+            Some(Node::Link(format!(
+                "../../../devices/pci0000:00/0000:82:00.0/{u}"
+            )))
+        );
+        assert_eq!(
+            at(&format!(
+                "sys/devices/pci0000:00/0000:82:00.0/{u}/mdev_type"
+            )),
+            Some(Node::Link("../mdev_supported_types/nvidia-46".into()))
+        );
+        assert_eq!(
+            at("sys/class/mdev_bus/mtty"),
+            Some(Node::Link("../../devices/virtual/mtty/mtty".into()))
+        );
+        assert_eq!(
+            at("sys/devices/pci0000:00/0000:41:00.0/virtfn1"),
+            Some(Node::Link("../0000:41:00.5".into()))
+        );
+        assert_eq!(
+            at("sys/devices/pci0000:00/0000:41:00.5/physfn"),
+            Some(Node::Link("../0000:41:00.0".into()))
+        );
+        assert_eq!(
+            at("sys/devices/pci0000:00/0000:82:00.0/driver"),
+            Some(Node::Link("../../../bus/pci/drivers/nvidia".into()))
+        );
+        assert_eq!(
+            at("sys/bus/pci/drivers/nvidia/0000:82:00.0"),
+            Some(Node::Link(
+                "../../../../devices/pci0000:00/0000:82:00.0".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn kernel_6_8_host_has_no_mdev_class_without_the_module() {
+        let h = host::parse(
+            "modules = [\"vfio\", \"vfio_pci\"]\n[[gpu]]\naddress = \"0000:c1:00.0\"\nkind = \"nvidia-vfio\"\nboard = \"L40S\"\nframebuffer_mb = 49152\nnumvfs = 1\n",
+            "t.toml",
+        )
+        .expect("valid host");
+        let m = Model::new(h, Instant::now());
+        assert_eq!(children(&m, &["sys", "class"]), Some(vec![]));
+        assert_eq!(lookup(&m, &["sys", "bus", "mdev"]), None);
+        assert_eq!(
+            lookup(
+                &m,
+                &["sys", "devices", "pci0000:00", "0000:c1:00.4", "nvidia"]
+            ),
+            Some(Node::Dir)
+        );
+    }
 
     #[test]
     fn rel_climbs_to_the_common_prefix() {
