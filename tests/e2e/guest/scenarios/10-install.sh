@@ -21,6 +21,12 @@ cat > "$CONFIG" <<CONF
 mdev_parents = ["mtty"]
 sriov_pfs = ["$PF"]
 CONF
+# installing again changes nothing and keeps the operator's config
+cp "$CONFIG" /tmp/config.toml.mine
+out=$(vgpuctl install 2>&1) || fail "a second vgpuctl install failed: $(oneline "$out")"
+check "a second install keeps the existing config" cmp -s "$CONFIG" /tmp/config.toml.mine
+check "hook file still in place and executable after a second install" test -x "$HOOK_FILE"
+
 # a domain without our metadata: the hook must do nothing, say nothing, succeed
 hook_quiet() {
     local o
