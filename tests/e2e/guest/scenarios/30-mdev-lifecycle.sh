@@ -18,6 +18,9 @@ check "mtty-2 available_instances dropped by one ($A0 -> $((A0 - 1)))" [ "$(avai
 check "QEMU was given the mdev (sysfsdev on its command line)" \
     grep -qaF "$MDEV_DEVICES/$U" "/proc/$(qemu_pid vm1)/cmdline"
 check "QEMU realized the mtty device (info pci: 4348:3253)" has_pci_device vm1 4348:3253
+out=$(vgpuctl list 2>&1) || fail "vgpuctl list failed: $(oneline "$out")"
+printf '%s\n' "$out" | sed 's/^/  > /'
+check "vgpuctl list shows vm1 holding $U" eval 'printf "%s\n" "$out" | grep "$U" | grep -q vm1'
 
 destroy vm1
 check "vm1 is shut off" is_shut_off vm1
