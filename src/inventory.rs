@@ -6,9 +6,10 @@
 //! drivers register parents late at boot and GPUs fall off the bus.
 
 use crate::config::Config;
+use crate::domain::MdevWant;
 use crate::names::ParentName;
 use crate::pci::PciAddress;
-use crate::sysfs::Sysfs;
+use crate::sysfs::{MdevType, Sysfs};
 
 /// Which interface a GPU offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,4 +142,40 @@ pub fn vf_pfs(config: &Config) -> Vec<(PciAddress, PfKind)> {
         }
     }
     out
+}
+
+/// The types of one parent that an mdev request means: an exact type id, or a profile matched by
+/// full name first and by short name only when no full name matches (the hook's rule). More
+/// than one result means the profile is ambiguous on that parent.
+pub fn matching_types<'a>(types: &'a [MdevType], want: &MdevWant) -> Vec<&'a MdevType> {
+    match want {
+        MdevWant::Type(t) => types.iter().filter(|ty| ty.id == t.as_str()).collect(),
+        MdevWant::Profile(p) => {
+            let full: Vec<&MdevType> = types
+                .iter()
+                .filter(|ty| {
+                    ty.name
+                        .as_deref()
+                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(p.as_str()))
+                })
+                .collect();
+            if full.is_empty() {
+                types
+                    .iter()
+                    .filter(|ty| ty.name.as_deref().is_some_and(|n| p.matches(n)))
+                    .collect()
+            } else {
+                full
+            }
+        }
+    }
+}
+
+/// The config key a PF kind comes from, for reports and messages.
+pub fn pf_kind_label(kind: PfKind) -> &'static str {
+    match kind {
+        PfKind::Amd => "amd_vgpu_pfs",
+        PfKind::Generic => "sriov_pfs",
+        PfKind::Nvidia => "nvidia_vgpu_pfs",
+    }
 }

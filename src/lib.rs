@@ -6,16 +6,25 @@
 //! libvirt: the hook runs five times per VM start/stop and must stay as cheap as a bare exec.
 
 pub mod config;
+pub mod daemon;
+pub mod doctor;
 pub mod domain;
 pub mod hook;
 pub mod host;
+pub mod install;
 pub mod inventory;
 pub mod logging;
 pub mod names;
 pub mod pci;
 pub mod placement;
+pub mod plan;
+pub mod procfs;
+pub mod reconcile;
+pub mod report;
+pub mod similar;
 pub mod state;
 pub mod sysfs;
+pub mod xmledit;
 
 /// Makes untrusted text safe to print in a one-line message: control characters escaped,
 /// length capped at `max` characters.

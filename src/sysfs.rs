@@ -430,6 +430,82 @@ impl Sysfs {
     }
 }
 
+impl Sysfs {
+    // ---- host-wide views (inventory, install, doctor) ----
+
+    /// Every PCI device, sorted by address.
+    pub fn pci_devices(&self) -> Vec<PciAddress> {
+        let mut out: Vec<PciAddress> = Self::list_dir(&self.sys.join("bus/pci/devices"))
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The PCI vendor id (`0x10de` NVIDIA, `0x1002` AMD), if readable.
+    pub fn pci_vendor(&self, addr: PciAddress) -> Option<u16> {
+        let v = self.read(&self.pci_dir(addr).join("vendor")).ok()?;
+        u16::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+    }
+
+    /// Whether `/sys/module/<name>` exists: the module is loaded (or built in with parameters).
+    pub fn module_loaded(&self, name: &str) -> bool {
+        self.sys.join("module").join(name).is_dir()
+    }
+
+    /// How many IOMMU groups exist; 0 means the IOMMU is off.
+    pub fn iommu_groups(&self) -> usize {
+        Self::list_dir(&self.sys.join("kernel/iommu_groups")).len()
+    }
+
+    /// The addresses the first `count` VFs of a PF will have once enabled, computed from the
+    /// SR-IOV capability in its config space (First VF Offset, VF Stride). `None` when the
+    /// config space cannot be read that far (it needs root) or has no SR-IOV capability.
+    pub fn future_vfs(&self, pf: PciAddress, count: u32) -> Option<Vec<PciAddress>> {
+        let config = fs::read(self.pci_dir(pf).join("config")).ok()?;
+        let u16_at = |o: usize| Some(u16::from_le_bytes([*config.get(o)?, *config.get(o + 1)?]));
+        let u32_at = |o: usize| {
+            Some(u32::from_le_bytes([
+                *config.get(o)?,
+                *config.get(o + 1)?,
+                *config.get(o + 2)?,
+                *config.get(o + 3)?,
+            ]))
+        };
+        let mut pos = 0x100usize;
+        for _ in 0..64 {
+            let header = u32_at(pos)?;
+            if header == 0 || header == u32::MAX {
+                return None;
+            }
+            if header & 0xffff == 0x0010 {
+                let offset = u32::from(u16_at(pos + 0x14)?);
+                let stride = u32::from(u16_at(pos + 0x16)?);
+                let rid =
+                    (u32::from(pf.bus) << 8) | (u32::from(pf.slot) << 3) | u32::from(pf.function);
+                return (0..count)
+                    .map(|i| {
+                        let r = rid + offset + i * stride;
+                        PciAddress::new(
+                            pf.domain,
+                            u8::try_from(r >> 8).ok()?,
+                            ((r >> 3) & 0x1f) as u8,
+                            (r & 7) as u8,
+                        )
+                    })
+                    .collect();
+            }
+            let next = ((header >> 20) & 0xffc) as usize;
+            if next < 0x100 {
+                return None;
+            }
+            pos = next;
+        }
+        None
+    }
+}
+
 /// One `write(2)` of `value` to an existing attribute.
 pub fn write_attr(path: &Path, value: &str) -> Result<(), SysfsError> {
     let fail = |e: io::Error| SysfsError::Write {
@@ -492,6 +568,35 @@ mod tests {
         let e = write_attr(&p, "x").unwrap_err();
         assert_eq!(e.errno(), Some(libc::ENOENT));
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn future_vfs_follow_offset_and_stride_of_the_sriov_capability() {
+        let dir = tempfile::tempdir().unwrap();
+        let pf_dir = dir.path().join("sys/bus/pci/devices/0000:04:00.0");
+        fs::create_dir_all(&pf_dir).unwrap();
+        let mut config = vec![0u8; 0x200];
+        // an AER capability at 0x100 pointing to SR-IOV at 0x140
+        config[0x100..0x104].copy_from_slice(&(0x0001u32 | (0x140 << 20)).to_le_bytes());
+        config[0x140..0x144].copy_from_slice(&0x0001_0010u32.to_le_bytes());
+        config[0x154..0x156].copy_from_slice(&0x80u16.to_le_bytes());
+        config[0x156..0x158].copy_from_slice(&2u16.to_le_bytes());
+        fs::write(pf_dir.join("config"), &config).unwrap();
+        let s = Sysfs::new(dir.path());
+        let got: Vec<String> = s
+            .future_vfs("04:00.0".parse().unwrap(), 3)
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(got, ["0000:04:10.0", "0000:04:10.2", "0000:04:10.4"]);
+    }
+
+    #[test]
+    fn future_vfs_need_a_readable_config_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sysfs::new(dir.path());
+        assert_eq!(s.future_vfs("04:00.0".parse().unwrap(), 1), None);
     }
 
     #[test]

@@ -1,0 +1,328 @@
+//! The command line, as clap sees it: every subcommand, option and help text. Completions and
+//! the man page are generated from this same definition.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success
+  1  the request cannot be met, or an operation failed (doctor: a check failed)
+  2  usage error
+  3  libvirt unreachable, or libvirt refused the operation
+  4  not found: domain, device, type/profile, parent or PF
+  5  config or state file missing or invalid
+  6  permission denied (most commands that change the host need root)
+
+Environment: VGPU_HOOK_CONFIG, VGPU_HOOK_SYSFS_ROOT, VGPU_HOOK_STATE_DIR and
+VGPU_HOOK_LIBVIRT_RUN_DIR move the config, sysfs, state and libvirt runtime paths
+(as for the hook). RUST_LOG or -v turn on diagnostics on stderr.";
+
+/// vgpuctl: give libvirt domains NVIDIA vGPUs, SR-IOV VFs and other mediated devices, through
+/// the vgpu-hook libvirt hook.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vgpuctl",
+    version,
+    about = "Give libvirt domains vGPUs and SR-IOV VFs through the vgpu-hook libvirt hook",
+    long_about = "vgpuctl edits domain definitions so that vgpu-hook creates a vGPU (NVIDIA mdev, \
+                  kernel-6.8+ NVIDIA VF, any mdev type) or claims an SR-IOV VF when the domain \
+                  starts; shows what the host offers and who holds what; installs the hook; and \
+                  diagnoses the host.",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// libvirt connection URI.
+    #[arg(
+        short = 'c',
+        long = "connect",
+        value_name = "URI",
+        global = true,
+        env = "LIBVIRT_DEFAULT_URI",
+        default_value = "qemu:///system"
+    )]
+    pub connect: String,
+
+    /// More diagnostics on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add a vGPU or VF to a domain's definition.
+    #[command(after_help = "\
+Examples:
+  vgpuctl attach win11 --profile 'GRID P40-2Q'        one vGPU of that profile, any GPU
+  vgpuctl attach win11 --profile P40-2Q --count 2     two, short profile name
+  vgpuctl attach win11 --type nvidia-47 --parent 83:00.0 --params frame_rate_limiter=0
+  vgpuctl attach win11 --vf                           a VF no other domain uses
+  vgpuctl attach win11 --vf --pf 04:00.0              ... of that PF
+  vgpuctl attach win11 --vf --address 0000:04:02.1    that VF
+  vgpuctl attach l40 --vf --profile L40S-4Q           kernel-6.8+ NVIDIA VF (managed='no')
+  vgpuctl attach win11 --profile P40-2Q --live        create it now and hot-plug it
+  vgpuctl attach --xml win11.xml --type mtty-2        offline: print the rewritten file
+
+The device is made by the hook when the domain starts; attach checks that some configured
+GPU offers the type, not that one has room now.")]
+    Attach(AttachArgs),
+
+    /// Remove vgpu-hook devices from a domain's definition.
+    #[command(after_help = "\
+Examples:
+  vgpuctl detach win11                       the domain's only vgpu-hook device
+  vgpuctl detach win11 --uuid 6f2e9a4c-8d1b-4c1e-9a41-0c2d3e4f5a6b
+  vgpuctl detach win11 --address 04:02.1
+  vgpuctl detach win11 --all
+  vgpuctl detach win11 --all --live          also unplug from the running domain
+  vgpuctl detach --xml win11.xml --all       offline: print the rewritten file
+
+Only devices listed in the vgpu-hook metadata are touched, with their <hostdev>;
+everything else in the definition stays as it is.")]
+    Detach(DetachArgs),
+
+    /// Show the configured GPUs, what they are and which types they offer.
+    #[command(after_help = "\
+Examples:
+  vgpuctl types
+  vgpuctl types --json | jq '.gpus[].types[] | select(.available_instances > 0)'")]
+    Types(JsonArg),
+
+    /// Show the devices that exist on configured GPUs and who holds them.
+    #[command(after_help = "\
+Examples:
+  vgpuctl list
+  vgpuctl list --json | jq '.devices[] | select(.state == \"stale\")'")]
+    List(JsonArg),
+
+    /// Show what a domain asks for and what it holds.
+    #[command(after_help = "\
+Examples:
+  vgpuctl status win11
+  vgpuctl status --xml win11.xml --json")]
+    Status(StatusArgs),
+
+    /// Remove devices that no running domain holds and drop stale ownership records.
+    #[command(after_help = "\
+Examples:
+  vgpuctl reconcile --dry-run     show what would be done
+  vgpuctl reconcile
+
+A device that a QEMU process still names on its command line is never removed.")]
+    Reconcile(ReconcileArgs),
+
+    /// Install the hook into libvirt's hooks directory and reload the libvirt daemon.
+    #[command(after_help = "\
+Examples:
+  vgpuctl install                        /etc/libvirt/hooks/qemu.d/50-vgpu-hook
+  vgpuctl install --as-qemu              /etc/libvirt/hooks/qemu (libvirt < 6.5)
+  vgpuctl install --hook-binary ./target/release/vgpu-hook
+
+Also writes a commented config skeleton listing this host's GPUs when none exists.")]
+    Install(InstallArgs),
+
+    /// Remove the hook (only files that are vgpu-hook) and reload the libvirt daemon.
+    #[command(after_help = "\
+Examples:
+  vgpuctl uninstall
+  vgpuctl uninstall --purge     also remove the config")]
+    Uninstall(UninstallArgs),
+
+    /// Check the host: IOMMU, vfio modules, vendor service, GPUs, config, hook, daemon, libvirt.
+    #[command(after_help = "\
+Examples:
+  vgpuctl doctor
+  vgpuctl doctor --json
+
+Each problem comes with the command that fixes it; the exit status is 1 when a check failed.")]
+    Doctor(DoctorArgs),
+
+    /// Print a shell completion script.
+    #[command(
+        hide = true,
+        after_help = "\
+Examples:
+  vgpuctl completions bash > /etc/bash_completion.d/vgpuctl
+  vgpuctl completions zsh > \"${fpath[1]}/_vgpuctl\""
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (or write one page per command into a directory).
+    #[command(hide = true)]
+    Man {
+        /// Write vgpuctl.1 and vgpuctl-COMMAND.1 files here instead of printing vgpuctl.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `--json`.
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON (shape: docs/json.md) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the definition comes from.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The domain (name or UUID); not needed with --xml.
+    #[arg(value_name = "DOMAIN", required_unless_present = "xml")]
+    pub domain: Option<String>,
+
+    /// Work offline on a domain XML file ('-' for stdin) and print the result; libvirt is not
+    /// contacted.
+    #[arg(long, value_name = "FILE")]
+    pub xml: Option<PathBuf>,
+}
+
+/// `attach`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["profile", "type_id", "vf"])))]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub target: Target,
+
+    /// vGPU profile name, full or short ('GRID P40-2Q', 'P40-2Q').
+    #[arg(long, value_name = "P", conflicts_with = "type_id")]
+    pub profile: Option<String>,
+
+    /// Exact type id ('nvidia-47', 'mtty-2'; numeric for kernel-6.8+ NVIDIA VFs).
+    #[arg(long = "type", value_name = "T")]
+    pub type_id: Option<String>,
+
+    /// A whole SR-IOV VF of a configured PF (with --profile/--type: a kernel-6.8+ NVIDIA VF).
+    #[arg(long, conflicts_with_all = ["parent", "params"])]
+    pub vf: bool,
+
+    /// With --vf: take the VF from this PF.
+    #[arg(long, value_name = "ADDR", requires = "vf")]
+    pub pf: Option<String>,
+
+    /// With --vf: this exact VF.
+    #[arg(long, value_name = "A", requires = "vf", conflicts_with = "pf")]
+    pub address: Option<String>,
+
+    /// How many devices.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub count: u32,
+
+    /// Only create the mdev on these parents (GPU address or parent name; repeat or comma
+    /// separate).
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    pub parent: Vec<String>,
+
+    /// NVIDIA vgpu_params written after creation ('frame_rate_limiter=0').
+    #[arg(long, value_name = "S")]
+    pub params: Option<String>,
+
+    /// Also create the device now and hot-plug it into the running domain.
+    #[arg(long, conflicts_with = "xml")]
+    pub live: bool,
+
+    /// Skip the checks against this host's config and GPUs (preparing a definition for
+    /// another host, or before the vendor driver is up).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `detach`.
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    #[command(flatten)]
+    pub target: Target,
+
+    /// The mdev with this UUID.
+    #[arg(long, value_name = "U", conflicts_with_all = ["address", "all"])]
+    pub uuid: Option<String>,
+
+    /// The VF at this address.
+    #[arg(long, value_name = "A", conflicts_with = "all")]
+    pub address: Option<String>,
+
+    /// Every vgpu-hook device of the domain.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Also unplug from the running domain and free the device now.
+    #[arg(long, conflicts_with = "xml")]
+    pub live: bool,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+
+    /// Print JSON (shape: docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Only show what would be done.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// libvirt's hooks directory.
+    #[arg(long, value_name = "DIR", default_value = vgpu_hook::install::DEFAULT_HOOKS_DIR)]
+    pub hooks_dir: PathBuf,
+
+    /// Install as DIR/qemu instead of DIR/qemu.d/50-vgpu-hook (never replaces another program).
+    #[arg(long)]
+    pub as_qemu: bool,
+
+    /// The vgpu-hook executable to install (default: the one next to vgpuctl).
+    #[arg(long, value_name = "PATH")]
+    pub hook_binary: Option<PathBuf>,
+
+    /// Do not signal the libvirt daemon; print how to.
+    #[arg(long)]
+    pub no_reload: bool,
+}
+
+/// `uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// libvirt's hooks directory.
+    #[arg(long, value_name = "DIR", default_value = vgpu_hook::install::DEFAULT_HOOKS_DIR)]
+    pub hooks_dir: PathBuf,
+
+    /// Also remove the config file.
+    #[arg(long)]
+    pub purge: bool,
+
+    /// Do not signal the libvirt daemon; print how to.
+    #[arg(long)]
+    pub no_reload: bool,
+}
+
+/// `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// libvirt's hooks directory.
+    #[arg(long, value_name = "DIR", default_value = vgpu_hook::install::DEFAULT_HOOKS_DIR)]
+    pub hooks_dir: PathBuf,
+
+    /// Print JSON (shape: docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,533 @@
+//! `attach` and `detach`: rewrite a domain's persistent definition (through libvirt, or offline
+//! on a file with `--xml`), and with `--live` make or free the device now and hot-plug it.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use vgpu_hook::config::{Config, Timing};
+use vgpu_hook::domain::{Domain, Hostdev, MdevWant, Request, VfWant};
+use vgpu_hook::host::Host;
+use vgpu_hook::names::{MdevUuid, Params, Profile, TypeId};
+use vgpu_hook::pci::PciAddress;
+use vgpu_hook::plan::{self, Ask, Taken};
+use vgpu_hook::state::{Device, Liveness};
+use vgpu_hook::xmledit::{self, DeviceKey, NewDevice, Selector};
+
+use super::{emit, load_config, note, read_xml};
+use crate::cli::{AttachArgs, DetachArgs, Target};
+use crate::error::{CtlError, Exit};
+use crate::libvirt::{Dom, Libvirt};
+
+/// How long `--live` waits for a guest to release an unplugged device.
+const UNPLUG_WAIT: Duration = Duration::from_secs(10);
+
+fn usage(e: impl std::fmt::Display) -> CtlError {
+    CtlError::new(Exit::Usage, e.to_string())
+}
+
+fn pci_arg(flag: &str, s: &str) -> Result<PciAddress, CtlError> {
+    s.parse().map_err(|e| usage(format!("{flag}: {e}")))
+}
+
+fn ask_from(args: &AttachArgs) -> Result<Ask, CtlError> {
+    if args.vf {
+        let want = match (&args.profile, &args.type_id) {
+            (Some(p), _) => Some(VfWant::Profile(
+                Profile::parse(p).map_err(|e| usage(format!("--profile: {e}")))?,
+            )),
+            (None, Some(t)) => Some(VfWant::Type(t.trim().parse().map_err(|_| {
+                usage(format!(
+                    "--type '{}' with --vf must be NVIDIA's numeric vGPU type id (like 1145, from creatable_vgpu_types)",
+                    vgpu_hook::printable(t, 40)
+                ))
+            })?)),
+            (None, None) => None,
+        };
+        return Ok(Ask::Vf {
+            count: args.count,
+            pf: args.pf.as_deref().map(|p| pci_arg("--pf", p)).transpose()?,
+            address: args
+                .address
+                .as_deref()
+                .map(|a| pci_arg("--address", a))
+                .transpose()?,
+            want,
+        });
+    }
+    let want = match (&args.profile, &args.type_id) {
+        (Some(p), _) => {
+            MdevWant::Profile(Profile::parse(p).map_err(|e| usage(format!("--profile: {e}")))?)
+        }
+        (None, Some(t)) => {
+            MdevWant::Type(TypeId::parse(t).map_err(|e| usage(format!("--type: {e}")))?)
+        }
+        (None, None) => return Err(usage("say what to attach: --profile P, --type T or --vf")),
+    };
+    Ok(Ask::Mdev {
+        want,
+        count: args.count,
+        parents: args.parent.clone(),
+        params: args
+            .params
+            .as_deref()
+            .map(|p| Params::parse(p).map_err(|e| usage(format!("--params: {e}"))))
+            .transpose()?,
+    })
+}
+
+fn describe(dev: &NewDevice) -> String {
+    match dev {
+        NewDevice::Mdev(m) => {
+            let mut s = format!(
+                "mdev {} ({}",
+                m.uuid,
+                match &m.want {
+                    MdevWant::Type(t) => format!("type {t}"),
+                    MdevWant::Profile(p) => format!("profile '{p}'"),
+                }
+            );
+            if !m.parents.is_empty() {
+                let ps: Vec<&str> = m.parents.iter().map(|p| p.as_str()).collect();
+                s.push_str(&format!(" on {}", ps.join(",")));
+            }
+            if let Some(p) = &m.params {
+                s.push_str(&format!(", params {p}"));
+            }
+            s.push(')');
+            s
+        }
+        NewDevice::Vf { request, managed } => {
+            let mut s = format!(
+                "VF {} (managed='{}'",
+                request.address,
+                if *managed { "yes" } else { "no" }
+            );
+            match &request.want {
+                Some(VfWant::Type(t)) => s.push_str(&format!(", vGPU type {t}")),
+                Some(VfWant::Profile(p)) => s.push_str(&format!(", profile '{p}'")),
+                None => {}
+            }
+            s.push(')');
+            s
+        }
+    }
+}
+
+/// VFs held right now according to the state.
+fn taken_from_state(host: &Host, grace: Duration) -> Taken {
+    let live = Liveness::new(&host.libvirt_run_dir, grace);
+    host.state
+        .peek()
+        .unwrap_or_default()
+        .records
+        .iter()
+        .filter(|r| live.holds(r))
+        .filter_map(|r| match r.device {
+            Device::Vf { address } => Some((address, r.domain_name.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// VFs named by any domain's definition (persistent or running).
+fn taken_from_libvirt(lv: &Libvirt) -> Result<Taken, CtlError> {
+    let mut taken = Taken::new();
+    for d in lv.all_definitions()? {
+        for xml in [&d.inactive, &d.live].into_iter().flatten() {
+            for a in xmledit::referenced_pci(xml).unwrap_or_default() {
+                taken.entry(a).or_insert_with(|| d.name.clone());
+            }
+        }
+    }
+    Ok(taken)
+}
+
+fn config_for_check(host: &Host, force: bool) -> Result<Option<Config>, CtlError> {
+    if force {
+        return Ok(Config::load(&host.config_path).ok());
+    }
+    load_config(host).map(Some).map_err(|e| {
+        CtlError::new(
+            e.exit,
+            format!("{}; or pass --force to skip the checks", e.message),
+        )
+    })
+}
+
+fn check_name(target: &Target, xml: &str) -> Result<(), CtlError> {
+    if let Some(want) = &target.domain {
+        let dom = Domain::parse(xml).ok();
+        let name = dom.as_ref().map_or("", |d| d.name.as_str());
+        if name != want && dom.as_ref().is_none_or(|d| &d.uuid != want) {
+            return Err(usage(format!(
+                "{} defines domain '{}', not '{}'",
+                target
+                    .xml
+                    .as_deref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                vgpu_hook::printable(name, 60),
+                vgpu_hook::printable(want, 60)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `vgpuctl attach`.
+pub fn attach(
+    uri: &str,
+    host: &Host,
+    args: &AttachArgs,
+    out: &mut dyn Write,
+) -> Result<ExitCode, CtlError> {
+    let ask = ask_from(args)?;
+    let config = config_for_check(host, args.force)?;
+    let grace = config.as_ref().map_or_else(
+        || Timing::default().prepare_grace,
+        |c| c.timing.prepare_grace,
+    );
+
+    if let Some(path) = &args.target.xml {
+        let xml = read_xml(path)?;
+        check_name(&args.target, &xml)?;
+        let mut taken = taken_from_state(host, grace);
+        for a in xmledit::referenced_pci(&xml)? {
+            taken.entry(a).or_insert_with(|| "this document".into());
+        }
+        let plan = plan::plan(config.as_ref(), &host.sysfs, &ask, &taken, !args.force)?;
+        for n in &plan.notes {
+            note(n);
+        }
+        if matches!(ask, Ask::Vf { address: None, .. }) {
+            note("offline: other domains' definitions were not checked for the VF");
+        }
+        let new = xmledit::attach(&xml, &plan.devices)?;
+        emit(out.write_all(new.as_bytes()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let name = args.target.domain.as_deref().unwrap_or_default();
+    let lv = Libvirt::open(uri)?;
+    let dom = lv.lookup(name)?;
+    let xml = dom.inactive_xml()?;
+    let mut taken = taken_from_libvirt(&lv)?;
+    for (a, n) in taken_from_state(host, grace) {
+        taken.entry(a).or_insert(n);
+    }
+    let plan = plan::plan(config.as_ref(), &host.sysfs, &ask, &taken, !args.force)?;
+    for n in &plan.notes {
+        note(n);
+    }
+    if args.live {
+        let config = config.ok_or_else(|| {
+            CtlError::new(Exit::Config, "--live needs the config to create the device")
+        })?;
+        return attach_live(&lv, host, &config, &dom, &plan.devices, out);
+    }
+    let new = xmledit::attach(&xml, &plan.devices)?;
+    lv.define(&dom.name, &new)?;
+    for d in &plan.devices {
+        emit(writeln!(
+            out,
+            "added {} to domain '{}'",
+            describe(d),
+            dom.name
+        ))?;
+    }
+    if dom.is_active()? {
+        note(&format!(
+            "'{}' is running: the device takes effect at its next start (or attach with --live to hot-plug it now)",
+            dom.name
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn request_of(dev: &NewDevice) -> (Request, Hostdev) {
+    match dev {
+        NewDevice::Mdev(m) => (
+            Request::Mdev(m.clone()),
+            Hostdev::Mdev {
+                uuid: m.uuid.to_string(),
+            },
+        ),
+        NewDevice::Vf { request, managed } => (
+            Request::Vf(request.clone()),
+            Hostdev::Pci {
+                address: request.address,
+                managed: *managed,
+                source_span: 0..0,
+            },
+        ),
+    }
+}
+
+fn attach_live(
+    lv: &Libvirt,
+    host: &Host,
+    config: &Config,
+    dom: &Dom,
+    devices: &[NewDevice],
+    out: &mut dyn Write,
+) -> Result<ExitCode, CtlError> {
+    if !dom.is_active()? {
+        return Err(CtlError::failed(format!(
+            "domain '{}' is not running; drop --live (the hook makes the device when the domain starts)",
+            dom.name
+        )));
+    }
+    let (requests, hostdevs) = devices.iter().map(request_of).unzip();
+    let partial = Domain {
+        name: dom.name.clone(),
+        uuid: dom.uuid.clone(),
+        has_metadata: true,
+        requests,
+        hostdevs,
+    };
+    vgpu_hook::hook::prepare(host, config, &partial)
+        .map_err(|e| CtlError::failed(format!("cannot create the device now: {e}")))?;
+    let keys: Vec<DeviceKey> = devices.iter().map(NewDevice::key).collect();
+    for (i, d) in devices.iter().enumerate() {
+        if let Err(e) = dom.attach_live_and_config(&xmledit::hostdev_xml(d)) {
+            // Unplug what was plugged, then free everything this call made.
+            for earlier in &devices[..i] {
+                let _ = dom.detach_live(&xmledit::hostdev_xml(earlier));
+            }
+            for p in free_now(host, &config.timing, &dom.uuid, &keys) {
+                note(&p);
+            }
+            return Err(e);
+        }
+    }
+    // libvirt added the <hostdev>s to both definitions; our metadata goes into both too, so the
+    // hook frees the devices when this run ends and makes them at the next start.
+    let inactive = dom.inactive_xml()?;
+    let new = xmledit::attach_parts(&inactive, devices, false, true)?;
+    lv.define(&dom.name, &new)?;
+    let live = dom.live_xml()?;
+    let live_new = xmledit::attach_parts(&live, devices, false, true)?;
+    if let Some(element) = xmledit::metadata_element(&live_new)? {
+        dom.set_live_metadata(Some(&element))?;
+    }
+    let state = host.state.peek().unwrap_or_default();
+    for d in devices {
+        let device = match d.key() {
+            DeviceKey::Mdev(u) => MdevUuid::parse(&u).ok().map(|uuid| Device::Mdev { uuid }),
+            DeviceKey::Vf(a) => Some(Device::Vf { address: a }),
+        };
+        let place = device
+            .and_then(|dv| state.owner(&dv).cloned())
+            .map(|r| {
+                format!(
+                    " on {}{}",
+                    r.parent,
+                    r.type_id.map(|t| format!(" as {t}")).unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        emit(writeln!(
+            out,
+            "added {} to domain '{}', created{place} and hot-plugged",
+            describe(d),
+            dom.name
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Frees devices of `dom_uuid` now (remove the mdev, reset an NVIDIA VF's type) and drops their
+/// records. Returns what could not be done.
+fn free_now(host: &Host, timing: &Timing, dom_uuid: &str, keys: &[DeviceKey]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let locked = match host.state.lock() {
+        Ok(l) => l,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut state = match locked.load() {
+        Ok(s) => s,
+        Err(e) => return vec![e.to_string()],
+    };
+    let sysfs = &host.sysfs;
+    for key in keys {
+        let device = match key {
+            DeviceKey::Mdev(u) => {
+                let Ok(uuid) = MdevUuid::parse(u) else {
+                    continue;
+                };
+                if sysfs.mdev_exists(&uuid) {
+                    if let Err(e) = sysfs.remove_mdev(&uuid, timing.remove_timeout) {
+                        if sysfs.mdev_exists(&uuid) {
+                            problems.push(format!(
+                                "mdev {uuid} could not be removed ({e}); run `vgpuctl reconcile` later"
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                Device::Mdev { uuid }
+            }
+            DeviceKey::Vf(a) => {
+                let device = Device::Vf { address: *a };
+                let ours = state
+                    .owner(&device)
+                    .is_some_and(|r| r.domain_uuid == dom_uuid && r.created);
+                if ours && sysfs.is_nvidia_vfio_vf(*a) {
+                    if let Err(e) = sysfs.set_current_vgpu_type(*a, 0, timing.remove_timeout) {
+                        problems.push(format!(
+                            "VF {a}: vGPU type could not be reset ({e}); run `vgpuctl reconcile` later"
+                        ));
+                        continue;
+                    }
+                }
+                device
+            }
+        };
+        if state
+            .owner(&device)
+            .is_some_and(|r| r.domain_uuid == dom_uuid)
+        {
+            state.remove(&device);
+        }
+    }
+    if let Err(e) = locked.save(&state) {
+        problems.push(e.to_string());
+    }
+    problems
+}
+
+fn selector_from(args: &DetachArgs) -> Result<Selector, CtlError> {
+    Ok(if args.all {
+        Selector::All
+    } else if let Some(u) = &args.uuid {
+        Selector::Uuid(MdevUuid::parse(u).map_err(|e| usage(format!("--uuid: {e}")))?)
+    } else if let Some(a) = &args.address {
+        Selector::Address(pci_arg("--address", a)?)
+    } else {
+        Selector::Only
+    })
+}
+
+fn key_selector(key: &DeviceKey) -> Option<Selector> {
+    match key {
+        DeviceKey::Mdev(u) => MdevUuid::parse(u).ok().map(Selector::Uuid),
+        DeviceKey::Vf(a) => Some(Selector::Address(*a)),
+    }
+}
+
+/// `vgpuctl detach`.
+pub fn detach(
+    uri: &str,
+    host: &Host,
+    args: &DetachArgs,
+    out: &mut dyn Write,
+) -> Result<ExitCode, CtlError> {
+    let selector = selector_from(args)?;
+    if let Some(path) = &args.target.xml {
+        let xml = read_xml(path)?;
+        check_name(&args.target, &xml)?;
+        let d = xmledit::detach(&xml, &selector)?;
+        emit(out.write_all(d.xml.as_bytes()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let name = args.target.domain.as_deref().unwrap_or_default();
+    let lv = Libvirt::open(uri)?;
+    let dom = lv.lookup(name)?;
+    let xml = dom.inactive_xml()?;
+    let detached = xmledit::detach(&xml, &selector)?;
+    let active = dom.is_active()?;
+    let mut freed: Vec<DeviceKey> = Vec::new();
+    if args.live && active {
+        freed = detach_live(host, &dom, &detached.removed)?;
+    } else if args.live {
+        note(&format!(
+            "'{}' is not running; --live has nothing to unplug",
+            dom.name
+        ));
+    }
+    lv.define(&dom.name, &detached.xml)?;
+    for r in &detached.removed {
+        let what = if r.hostdev {
+            "and its <hostdev>"
+        } else {
+            "(it had no <hostdev>)"
+        };
+        let live = if freed.contains(&r.key) {
+            ", unplugged and freed"
+        } else {
+            ""
+        };
+        emit(writeln!(
+            out,
+            "removed {} {what} from domain '{}'{live}",
+            r.key, dom.name
+        ))?;
+    }
+    if active && !args.live {
+        note(&format!(
+            "'{}' is running and keeps the device until it stops (or detach with --live)",
+            dom.name
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Unplugs the removed devices from the running domain, frees those the guest released and
+/// takes them out of the live metadata. Returns the freed ones.
+fn detach_live(
+    host: &Host,
+    dom: &Dom,
+    removed: &[xmledit::Removed],
+) -> Result<Vec<DeviceKey>, CtlError> {
+    let live = dom.live_xml()?;
+    let mut pending: Vec<DeviceKey> = Vec::new();
+    for r in removed {
+        if let Some(h) = xmledit::hostdev_element(&live, &r.key)? {
+            dom.detach_live(&h)?;
+            pending.push(r.key.clone());
+        }
+    }
+    let deadline = Instant::now() + UNPLUG_WAIT;
+    let mut gone: Vec<DeviceKey> = loop {
+        let now_live = dom.live_xml()?;
+        let released: Vec<DeviceKey> = pending
+            .iter()
+            .filter(|k| {
+                xmledit::hostdev_element(&now_live, k)
+                    .ok()
+                    .flatten()
+                    .is_none()
+            })
+            .cloned()
+            .collect();
+        if released.len() == pending.len() || Instant::now() >= deadline {
+            break released;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for k in pending.iter().filter(|k| !gone.contains(k)) {
+        note(&format!(
+            "the guest has not released {k} yet; it is freed when the domain stops"
+        ));
+    }
+    // Devices without a live <hostdev> (attached to the definition only) need no unplug.
+    for r in removed {
+        if !pending.contains(&r.key) {
+            gone.push(r.key.clone());
+        }
+    }
+    let timing = Config::load(&host.config_path).map_or_else(|_| Timing::default(), |c| c.timing);
+    for p in free_now(host, &timing, &dom.uuid, &gone) {
+        note(&p);
+    }
+    let mut live_xml = dom.live_xml()?;
+    for k in &gone {
+        if let Some(sel) = key_selector(k) {
+            if let Ok(d) = xmledit::detach_parts(&live_xml, &sel, false) {
+                live_xml = d.xml;
+            }
+        }
+    }
+    dom.set_live_metadata(xmledit::metadata_element(&live_xml)?.as_deref())?;
+    Ok(gone)
+}

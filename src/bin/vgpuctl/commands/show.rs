@@ -1,0 +1,75 @@
+//! `types`, `list` and `status`: the library's reports, as tables or JSON.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use vgpu_hook::config::Timing;
+use vgpu_hook::domain::Domain;
+use vgpu_hook::host::Host;
+use vgpu_hook::report;
+use vgpu_hook::state::Liveness;
+
+use super::{emit, load_config, read_xml};
+use crate::cli::StatusArgs;
+use crate::error::CtlError;
+use crate::libvirt::Libvirt;
+
+/// `vgpuctl types`.
+pub fn types(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
+    let config = load_config(host)?;
+    let state = host.state.peek()?;
+    let live = Liveness::new(&host.libvirt_run_dir, config.timing.prepare_grace);
+    let r = report::types_report(&config, &host.sysfs, &state, &live);
+    emit(if json {
+        report::write_json(out, &r)
+    } else {
+        r.write_table(out)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vgpuctl list`.
+pub fn list(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
+    let config = load_config(host)?;
+    let state = host.state.peek()?;
+    let live = Liveness::new(&host.libvirt_run_dir, config.timing.prepare_grace);
+    let r = report::list_report(&config, &host.sysfs, &state, &live);
+    emit(if json {
+        report::write_json(out, &r)
+    } else {
+        r.write_table(out)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vgpuctl status`.
+pub fn status(
+    uri: &str,
+    host: &Host,
+    args: &StatusArgs,
+    out: &mut dyn Write,
+) -> Result<ExitCode, CtlError> {
+    let (xml, running) = match &args.target.xml {
+        Some(path) => {
+            let xml = read_xml(path)?;
+            let name = Domain::parse(&xml)?.name;
+            let grace = Timing::default().prepare_grace;
+            let running = Liveness::new(&host.libvirt_run_dir, grace).running(&name);
+            (xml, running)
+        }
+        None => {
+            let lv = Libvirt::open(uri)?;
+            let dom = lv.lookup(args.target.domain.as_deref().unwrap_or_default())?;
+            (dom.inactive_xml()?, dom.is_active()?)
+        }
+    };
+    let dom = Domain::parse(&xml)?;
+    let state = host.state.peek()?;
+    let r = report::status_report(&dom, running, &host.sysfs, &state);
+    emit(if args.json {
+        report::write_json(out, &r)
+    } else {
+        r.write_table(out)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,530 @@
+//! Putting the hook where libvirt runs it, writing a first config, and taking the hook away again.
+//!
+//! The hook goes to `HOOKS/qemu.d/50-vgpu-hook` (libvirt 6.5+ runs every executable there), so an
+//! operator's own `HOOKS/qemu` dispatcher is never touched; `--as-qemu` installs as `HOOKS/qemu`
+//! for older setups, but only where no other program sits. Files are replaced atomically (a
+//! VM starting mid-install must see the old hook or the new one, never half a file), and "ours"
+//! is recognised by content: an ELF executable carrying our metadata namespace. The config
+//! skeleton is written only when there is none, listing what this host offers so the operator
+//! only has to uncomment lines.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::pci::PciAddress;
+use crate::sysfs::Sysfs;
+
+/// libvirt's hooks directory.
+pub const DEFAULT_HOOKS_DIR: &str = "/etc/libvirt/hooks";
+/// The hook's file name inside `qemu.d`.
+pub const QEMU_D_NAME: &str = "50-vgpu-hook";
+
+const NVIDIA: u16 = 0x10de;
+const AMD: u16 = 0x1002;
+
+/// What can go wrong installing; each names the path and the way out.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The file to install is not the vgpu-hook program.
+    #[error("{0} is not a vgpu-hook executable (build it with `cargo build --release`, or pass --hook-binary PATH)")]
+    NotHook(PathBuf),
+    /// `HOOKS/qemu` belongs to another program.
+    #[error("{0} is another program's hook; vgpuctl never replaces it: install into qemu.d instead (drop --as-qemu)")]
+    Foreign(PathBuf),
+    /// A filesystem operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
+    move |source| InstallError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the hook goes.
+pub fn hook_target(hooks_dir: &Path, as_qemu: bool) -> PathBuf {
+    if as_qemu {
+        hooks_dir.join("qemu")
+    } else {
+        hooks_dir.join("qemu.d").join(QEMU_D_NAME)
+    }
+}
+
+/// Whether `path` is a vgpu-hook executable: ELF, and carries our namespace string (every build
+/// of the hook does, it is how the hook recognises the domains it serves).
+pub fn is_our_hook(path: &Path) -> bool {
+    let Ok(bytes) = fs::read(path) else {
+        return false;
+    };
+    let needle = crate::domain::NAMESPACE.as_bytes();
+    bytes.starts_with(b"\x7fELF") && bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Writes `bytes` to `path` atomically with `mode`: a temp file in `tmp_dir` (same filesystem,
+/// somewhere libvirt does not look for hooks), fsync, rename, fsync of the directory.
+pub fn atomic_write(path: &Path, tmp_dir: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = tmp_dir.join(format!(".{name}.vgpuctl-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What `install` should do.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// libvirt's hooks directory.
+    pub hooks_dir: PathBuf,
+    /// Install as `HOOKS/qemu` instead of into `qemu.d`.
+    pub as_qemu: bool,
+    /// The vgpu-hook executable to copy.
+    pub hook_binary: PathBuf,
+    /// Where the config lives.
+    pub config_path: PathBuf,
+}
+
+/// What `install` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed {
+    /// Where the hook is now.
+    pub target: PathBuf,
+    /// Whether the hook file was written (false: it was already identical).
+    pub hook_changed: bool,
+    /// Whether a config skeleton was written.
+    pub config_written: bool,
+    /// One line per step, for the operator.
+    pub messages: Vec<String>,
+}
+
+fn mkdir(path: &Path) -> Result<(), InstallError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .map_err(io_err(path))
+}
+
+/// Installs the hook and, when absent, the config skeleton.
+pub fn install(opts: &InstallOptions, sysfs: &Sysfs) -> Result<Installed, InstallError> {
+    if !is_our_hook(&opts.hook_binary) {
+        return Err(InstallError::NotHook(opts.hook_binary.clone()));
+    }
+    let bytes = fs::read(&opts.hook_binary).map_err(io_err(&opts.hook_binary))?;
+    let target = hook_target(&opts.hooks_dir, opts.as_qemu);
+    let mut out = Installed {
+        target: target.clone(),
+        ..Installed::default()
+    };
+    if opts.as_qemu && target.exists() && !is_our_hook(&target) {
+        return Err(InstallError::Foreign(target));
+    }
+    mkdir(&opts.hooks_dir)?;
+    if let Some(dir) = target.parent() {
+        mkdir(dir)?;
+    }
+    let current = fs::read(&target).ok();
+    let executable = fs::metadata(&target).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111);
+    if current.as_deref() == Some(bytes.as_slice()) && executable {
+        out.messages.push(format!(
+            "hook {} is already installed and up to date",
+            target.display()
+        ));
+    } else {
+        let written = atomic_write(&target, &opts.hooks_dir, &bytes, 0o755).or_else(|e| {
+            if e.raw_os_error() == Some(libc::EXDEV) {
+                atomic_write(
+                    &target,
+                    target.parent().unwrap_or(&opts.hooks_dir),
+                    &bytes,
+                    0o755,
+                )
+            } else {
+                Err(e)
+            }
+        });
+        written.map_err(io_err(&target))?;
+        out.hook_changed = true;
+        out.messages.push(format!(
+            "{} hook {} (from {})",
+            if current.is_some() {
+                "updated"
+            } else {
+                "installed"
+            },
+            target.display(),
+            opts.hook_binary.display()
+        ));
+    }
+    if !opts.as_qemu {
+        let legacy = opts.hooks_dir.join("qemu");
+        if legacy.exists() && is_our_hook(&legacy) {
+            out.messages.push(format!(
+                "note: {} is also vgpu-hook, so it runs twice; remove it (vgpuctl uninstall --as-qemu)",
+                legacy.display()
+            ));
+        }
+    }
+
+    if opts.config_path.exists() {
+        out.messages.push(format!(
+            "kept the existing config {}",
+            opts.config_path.display()
+        ));
+    } else {
+        let dir = opts
+            .config_path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        mkdir(&dir)?;
+        atomic_write(
+            &opts.config_path,
+            &dir,
+            config_skeleton(sysfs).as_bytes(),
+            0o644,
+        )
+        .map_err(io_err(&opts.config_path))?;
+        out.config_written = true;
+        out.messages.push(format!(
+            "wrote config skeleton {} (uncomment the devices to hand out)",
+            opts.config_path.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// Removes our hook files from `hooks_dir` (never another program's), and the config when
+/// `purge`. Returns one line per step and whether a hook file was removed.
+pub fn uninstall(
+    hooks_dir: &Path,
+    config_path: &Path,
+    purge: bool,
+) -> Result<(Vec<String>, bool), InstallError> {
+    let mut messages = Vec::new();
+    let mut removed = false;
+    for target in [hook_target(hooks_dir, false), hook_target(hooks_dir, true)] {
+        if fs::symlink_metadata(&target).is_err() {
+            continue;
+        }
+        if is_our_hook(&target) {
+            fs::remove_file(&target).map_err(io_err(&target))?;
+            removed = true;
+            messages.push(format!("removed hook {}", target.display()));
+        } else {
+            messages.push(format!(
+                "left {} alone: it is not vgpu-hook",
+                target.display()
+            ));
+        }
+    }
+    if !removed {
+        messages.push(format!("no vgpu-hook found in {}", hooks_dir.display()));
+    }
+    if config_path.exists() {
+        if purge {
+            fs::remove_file(config_path).map_err(io_err(config_path))?;
+            messages.push(format!("removed config {}", config_path.display()));
+        } else {
+            messages.push(format!(
+                "kept config {} (remove it with --purge)",
+                config_path.display()
+            ));
+        }
+    }
+    Ok((messages, removed))
+}
+
+/// The devices of this host worth listing in a first config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// NVIDIA GPUs (PFs): classic mdev parents, PFs of VF parents, kernel-6.8+ PFs.
+    pub nvidia: Vec<(PciAddress, String)>,
+    /// AMD SR-IOV PFs.
+    pub amd: Vec<(PciAddress, String)>,
+    /// Other mdev parents by name.
+    pub mdev: Vec<(String, String)>,
+    /// Other SR-IOV PFs.
+    pub sriov: Vec<(PciAddress, String)>,
+}
+
+fn type_summary(sysfs: &Sysfs, parent: &str) -> String {
+    let Ok(p) = crate::names::ParentName::parse(parent) else {
+        return String::new();
+    };
+    let types = sysfs.mdev_types(&p);
+    let labels: Vec<String> = types
+        .iter()
+        .take(4)
+        .map(|t| match &t.name {
+            Some(n) => format!("{} ({})", n, t.id),
+            None => t.id.clone(),
+        })
+        .collect();
+    let more = if types.len() > labels.len() {
+        format!(", ... {} types in all", types.len())
+    } else {
+        String::new()
+    };
+    format!("types {}{more}", labels.join(", "))
+}
+
+fn vf_summary(sysfs: &Sysfs, pf: PciAddress) -> String {
+    format!(
+        "{} of {} VFs enabled",
+        sysfs.sriov_numvfs(pf).unwrap_or(0),
+        sysfs.sriov_totalvfs(pf)
+    )
+}
+
+/// Looks at this host the way `vgpuctl types` would, before any config exists.
+pub fn discover(sysfs: &Sysfs) -> Discovery {
+    let mut d = Discovery::default();
+    for name in sysfs.mdev_parents() {
+        match name.parse::<PciAddress>() {
+            Ok(addr) if sysfs.pci_vendor(addr) == Some(NVIDIA) => {
+                let pf = sysfs.physfn(addr).unwrap_or(addr);
+                if !d.nvidia.iter().any(|(a, _)| *a == pf) {
+                    let what = if pf == addr {
+                        format!("mdev parent, {}", type_summary(sysfs, &name))
+                    } else {
+                        format!("VFs are mdev parents, {}", type_summary(sysfs, &name))
+                    };
+                    d.nvidia.push((pf, what));
+                }
+            }
+            Ok(addr) if sysfs.physfn(addr).is_some() => {}
+            _ => {
+                let s = type_summary(sysfs, &name);
+                d.mdev.push((name, s));
+            }
+        }
+    }
+    for addr in sysfs.pci_devices() {
+        if sysfs.sriov_totalvfs(addr) == 0 {
+            continue;
+        }
+        let vendor = sysfs.pci_vendor(addr);
+        let summary = vf_summary(sysfs, addr);
+        match vendor {
+            Some(NVIDIA) => {
+                if let Some(e) = d.nvidia.iter_mut().find(|(a, _)| *a == addr) {
+                    e.1 = format!("{}; {summary}", e.1);
+                } else {
+                    let vfio = sysfs.vfs(addr).iter().any(|&v| sysfs.is_nvidia_vfio_vf(v));
+                    let what = if vfio {
+                        format!("kernel-6.8+ vGPU on VFs; {summary}")
+                    } else {
+                        summary
+                    };
+                    d.nvidia.push((addr, what));
+                }
+            }
+            Some(AMD) => d.amd.push((addr, summary)),
+            _ => d.sriov.push((addr, summary)),
+        }
+    }
+    d.nvidia.sort();
+    d
+}
+
+/// The commented first config: every key with its meaning, and what this host offers.
+pub fn config_skeleton(sysfs: &Sysfs) -> String {
+    let d = discover(sysfs);
+    let mut s = String::new();
+    s.push_str(
+        "# vgpu-hook configuration: which devices the hook may hand out to libvirt domains.\n\
+         # Written by `vgpuctl install` from what this host offered then; uncomment what applies.\n\
+         # Addresses may be written with or without the PCI domain (82:00.0 or 0000:82:00.0).\n\
+         # `vgpuctl types` shows what the listed devices offer; `vgpuctl doctor` checks the setup.\n",
+    );
+    let section = |s: &mut String, title: &str, key: &str, items: Vec<(String, String)>| {
+        s.push_str(&format!("\n# {title}\n"));
+        if items.is_empty() {
+            s.push_str("#   (none found)\n");
+        }
+        for (name, what) in &items {
+            s.push_str(&format!("#   {name}: {what}\n"));
+        }
+        let list: Vec<String> = items.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+        s.push_str(&format!("# {key} = [{}]\n", list.join(", ")));
+    };
+    section(
+        &mut s,
+        "NVIDIA GPUs (physical functions) that host vGPUs, any generation:",
+        "nvidia_vgpu_pfs",
+        d.nvidia
+            .iter()
+            .map(|(a, w)| (a.to_string(), w.clone()))
+            .collect(),
+    );
+    section(
+        &mut s,
+        "AMD MxGPU PFs whose SR-IOV VFs are handed out whole:",
+        "amd_vgpu_pfs",
+        d.amd
+            .iter()
+            .map(|(a, w)| (a.to_string(), w.clone()))
+            .collect(),
+    );
+    section(
+        &mut s,
+        "Other mdev parents, by their /sys/class/mdev_bus name:",
+        "mdev_parents",
+        d.mdev.clone(),
+    );
+    section(
+        &mut s,
+        "Other SR-IOV PFs whose VFs are handed out whole:",
+        "sriov_pfs",
+        d.sriov
+            .iter()
+            .map(|(a, w)| (a.to_string(), w.clone()))
+            .collect(),
+    );
+    s.push_str(
+        "\n# Where a vGPU goes when several GPUs can host it: \"pack\" fills one GPU first, \"spread\"\n\
+         # takes the one with the most room.\n\
+         # placement = \"pack\"\n\
+         \n\
+         # VFs to enable on a configured PF that has none, where the driver allows (0 = all).\n\
+         # vf_count = 0\n\
+         \n\
+         # Timing (defaults shown): waiting for a GPU's driver at boot, for a new device to appear,\n\
+         # for NVIDIA's own clean-up at stop, for one remove; retries and their interval; how long a\n\
+         # device prepared for a domain counts as taken before QEMU runs.\n\
+         # parent_wait_secs = 30\n\
+         # device_wait_secs = 5\n\
+         # cleanup_wait_secs = 10\n\
+         # remove_timeout_secs = 10\n\
+         # retries = 10\n\
+         # retry_interval_ms = 1000\n\
+         # prepare_grace_secs = 300\n",
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_hook(dir: &Path) -> PathBuf {
+        let p = dir.join("vgpu-hook");
+        let mut bytes = b"\x7fELF-fake-".to_vec();
+        bytes.extend_from_slice(crate::domain::NAMESPACE.as_bytes());
+        fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn opts(t: &Path, as_qemu: bool) -> InstallOptions {
+        InstallOptions {
+            hooks_dir: t.join("hooks"),
+            as_qemu,
+            hook_binary: fake_hook(t),
+            config_path: t.join("etc/vgpu-hook/config.toml"),
+        }
+    }
+
+    #[test]
+    fn install_places_an_executable_copy_in_qemu_d() {
+        let t = tempfile::tempdir().unwrap();
+        let sysfs = Sysfs::new(t.path());
+        let r = install(&opts(t.path(), false), &sysfs).unwrap();
+        let target = t.path().join("hooks/qemu.d/50-vgpu-hook");
+        assert_eq!(r.target, target);
+        assert!(is_our_hook(&target));
+        assert_eq!(
+            fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert!(r.config_written);
+        let leftovers: Vec<_> = fs::read_dir(t.path().join("hooks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("qemu.d")]);
+    }
+
+    #[test]
+    fn second_install_changes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let sysfs = Sysfs::new(t.path());
+        install(&opts(t.path(), false), &sysfs).unwrap();
+        let r = install(&opts(t.path(), false), &sysfs).unwrap();
+        assert!(!r.hook_changed && !r.config_written, "{r:?}");
+    }
+
+    #[test]
+    fn a_foreign_qemu_script_is_never_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let o = opts(t.path(), true);
+        fs::create_dir_all(&o.hooks_dir).unwrap();
+        fs::write(o.hooks_dir.join("qemu"), "#!/bin/sh\nexit 0\n").unwrap();
+        let e = install(&o, &Sysfs::new(t.path())).unwrap_err();
+        assert!(matches!(e, InstallError::Foreign(_)), "{e}");
+        assert_eq!(
+            fs::read_to_string(o.hooks_dir.join("qemu")).unwrap(),
+            "#!/bin/sh\nexit 0\n"
+        );
+    }
+
+    #[test]
+    fn uninstall_removes_only_our_files() {
+        let t = tempfile::tempdir().unwrap();
+        let o = opts(t.path(), false);
+        install(&o, &Sysfs::new(t.path())).unwrap();
+        fs::write(o.hooks_dir.join("qemu"), "#!/bin/sh\n").unwrap();
+        let (msgs, removed) = uninstall(&o.hooks_dir, &o.config_path, false).unwrap();
+        assert!(removed, "{msgs:?}");
+        assert!(!o.hooks_dir.join("qemu.d/50-vgpu-hook").exists());
+        assert!(o.hooks_dir.join("qemu").exists());
+        assert!(o.config_path.exists());
+    }
+
+    #[test]
+    fn a_non_hook_binary_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let mut o = opts(t.path(), false);
+        o.hook_binary = t.path().join("other");
+        fs::write(&o.hook_binary, "#!/bin/sh\n").unwrap();
+        assert!(matches!(
+            install(&o, &Sysfs::new(t.path())),
+            Err(InstallError::NotHook(_))
+        ));
+    }
+
+    #[test]
+    fn skeleton_is_a_valid_empty_config() {
+        let t = tempfile::tempdir().unwrap();
+        let text = config_skeleton(&Sysfs::new(t.path()));
+        let c = crate::config::Config::parse(&text, Path::new("x")).unwrap();
+        assert!(c.nvidia_vgpu_pfs.is_empty() && c.mdev_parents.is_empty());
+    }
+}

@@ -1,0 +1,1175 @@
+//! Rewriting a domain definition in place: adding and removing vgpu-hook's `<hostdev>` entries
+//! and `vgpu:*` metadata while every other byte of the document stays as it was.
+//!
+//! Operators keep domain XML under version control, annotate it with comments and carry other
+//! tools' metadata in it; a round trip through a serialiser would reorder attributes, change
+//! quotes, expand entities and drop comments. So the document is only read (quick-xml events give
+//! each element's byte span) and the original string is spliced: new snippets (rendered from
+//! `xml-templates/`, values escaped) go in at the end of the container they belong to, indented
+//! and line-ended like their neighbours; removed elements take the whitespace before them along.
+//! Removal is the exact inverse of insertion, so attaching then detaching gives back the input
+//! byte for byte. The one deliberate exception: a `<devices>`, `<metadata>` or `vgpu:vgpu`
+//! element that a detach leaves with nothing but whitespace is removed as well (libvirt treats
+//! an empty one as absent), which is also what undoes an attach that had to create it.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::NsReader;
+
+use crate::domain::{MdevRequest, MdevWant, VfRequest, VfWant, NAMESPACE};
+use crate::names::MdevUuid;
+use crate::pci::PciAddress;
+
+const TPL_HOSTDEV_MDEV: &str = include_str!("../xml-templates/hostdev-mdev.xml");
+const TPL_HOSTDEV_PCI: &str = include_str!("../xml-templates/hostdev-pci.xml");
+const TPL_DEVICES: &str = include_str!("../xml-templates/devices.xml");
+const TPL_METADATA: &str = include_str!("../xml-templates/metadata.xml");
+const TPL_VGPU: &str = include_str!("../xml-templates/vgpu.xml");
+const TPL_VGPU_MDEV: &str = include_str!("../xml-templates/vgpu-mdev.xml");
+const TPL_VGPU_VF: &str = include_str!("../xml-templates/vgpu-vf.xml");
+
+/// Top-level elements libvirt puts before `<metadata>`; a new `<metadata>` goes after the last
+/// of them, where `virsh dumpxml` would show it.
+const BEFORE_METADATA: [&str; 5] = ["name", "uuid", "genid", "title", "description"];
+
+/// A device to add to a definition: its `<hostdev>` and its metadata entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewDevice {
+    /// A mediated device (`<hostdev type='mdev'>` + `vgpu:mdev`).
+    Mdev(MdevRequest),
+    /// A whole VF (`<hostdev type='pci'>` + `vgpu:vf`).
+    Vf {
+        /// The metadata entry.
+        request: VfRequest,
+        /// `managed='yes'` (libvirt binds vfio-pci) or `'no'` (NVIDIA kernel-6.8+ VFs stay on
+        /// the nvidia driver).
+        managed: bool,
+    },
+}
+
+impl NewDevice {
+    /// The key that identifies the device in the domain.
+    pub fn key(&self) -> DeviceKey {
+        match self {
+            NewDevice::Mdev(m) => DeviceKey::Mdev(m.uuid.to_string()),
+            NewDevice::Vf { request, .. } => DeviceKey::Vf(request.address),
+        }
+    }
+}
+
+/// Identifies one of our devices inside a definition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeviceKey {
+    /// An mdev by UUID (lower case when it parsed as one, else as written).
+    Mdev(String),
+    /// A VF by host address.
+    Vf(PciAddress),
+}
+
+impl std::fmt::Display for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceKey::Mdev(u) => write!(f, "mdev {u}"),
+            DeviceKey::Vf(a) => write!(f, "VF {a}"),
+        }
+    }
+}
+
+/// Which of our devices a detach removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// The mdev with this UUID.
+    Uuid(MdevUuid),
+    /// The VF at this address.
+    Address(PciAddress),
+    /// Every device vgpu-hook manages in this domain.
+    All,
+    /// The domain's only device; an error when it has several.
+    Only,
+}
+
+/// One device a detach removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// Which device.
+    pub key: DeviceKey,
+    /// Whether its `<hostdev>` was found and removed too.
+    pub hostdev: bool,
+}
+
+/// The result of a detach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detached {
+    /// The rewritten document.
+    pub xml: String,
+    /// What was removed, in document order.
+    pub removed: Vec<Removed>,
+}
+
+/// Why a document could not be rewritten; shown to the operator as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// Not well-formed XML.
+    #[error("domain XML is not well-formed near byte {position}: {message}")]
+    Syntax {
+        /// Byte offset of the problem.
+        position: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The root element is not `<domain>`.
+    #[error(
+        "the document's root element is <{0}>, not <domain>; pass a libvirt domain definition"
+    )]
+    NotDomain(String),
+    /// The device is already in the definition.
+    #[error("{0}")]
+    Duplicate(String),
+    /// The selector matches nothing of ours.
+    #[error("{0}")]
+    NotFound(String),
+    /// No selector, and the domain has several devices.
+    #[error("{0}")]
+    Ambiguous(String),
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document as a tree of element spans.
+
+#[derive(Debug)]
+struct Elem {
+    /// The name as written (`vgpu:mdev`).
+    qname: String,
+    local: String,
+    /// In our namespace.
+    ours: bool,
+    attrs: Vec<(String, String)>,
+    /// The start tag, or the whole element when self-closing.
+    start: Range<usize>,
+    /// The end tag; `None` for `<x/>`.
+    end: Option<Range<usize>>,
+    children: Vec<usize>,
+}
+
+impl Elem {
+    fn span(&self) -> Range<usize> {
+        self.start.start..self.end.as_ref().map_or(self.start.end, |e| e.end)
+    }
+
+    fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct Doc<'a> {
+    xml: &'a str,
+    elems: Vec<Elem>,
+    root: usize,
+}
+
+fn syntax(position: u64, message: impl Into<String>) -> EditError {
+    EditError::Syntax {
+        position,
+        message: message.into(),
+    }
+}
+
+fn decode_attrs(e: &BytesStart<'_>, pos: u64) -> Result<Vec<(String, String)>, EditError> {
+    let mut out = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(|err| syntax(pos, err.to_string()))?;
+        let value = quick_xml::escape::unescape(&a.value)
+            .map_err(|err| syntax(pos, format!("attribute {}: {err}", a.key.as_ref())))?;
+        out.push((a.key.as_ref().to_string(), value.into_owned()));
+    }
+    Ok(out)
+}
+
+impl<'a> Doc<'a> {
+    fn parse(xml: &'a str) -> Result<Doc<'a>, EditError> {
+        let mut reader = NsReader::from_str(xml);
+        let mut elems: Vec<Elem> = Vec::new();
+        let mut stack: Vec<usize> = Vec::new();
+        let mut root: Option<usize> = None;
+        loop {
+            let before = reader.buffer_position();
+            let (ours, event) = match reader.read_resolved_event() {
+                Ok((ns, ev)) => (
+                    matches!(ns, ResolveResult::Bound(n) if n.0 == NAMESPACE),
+                    ev,
+                ),
+                Err(e) => return Err(syntax(reader.error_position(), e.to_string())),
+            };
+            let after = reader.buffer_position();
+            let range = before as usize..after as usize;
+            match event {
+                Event::Start(ref e) | Event::Empty(ref e) => {
+                    let empty = matches!(event, Event::Empty(_));
+                    if stack.is_empty() && root.is_some() {
+                        return Err(syntax(before, "more than one root element"));
+                    }
+                    let idx = elems.len();
+                    elems.push(Elem {
+                        qname: e.name().as_ref().to_string(),
+                        local: e.local_name().as_ref().to_string(),
+                        ours,
+                        attrs: decode_attrs(e, before)?,
+                        start: range,
+                        end: None,
+                        children: Vec::new(),
+                    });
+                    match stack.last() {
+                        Some(&p) => elems[p].children.push(idx),
+                        None => root = Some(idx),
+                    }
+                    if !empty {
+                        stack.push(idx);
+                    }
+                }
+                Event::End(_) => {
+                    if let Some(idx) = stack.pop() {
+                        elems[idx].end = Some(range);
+                    }
+                }
+                Event::Text(ref t) if stack.is_empty() => {
+                    if !t.as_ref().bytes().all(|b| b.is_ascii_whitespace()) {
+                        return Err(syntax(before, "text outside the root element"));
+                    }
+                }
+                Event::Eof => {
+                    if let Some(&open) = stack.last() {
+                        return Err(syntax(
+                            after,
+                            format!(
+                                "document ends inside <{}>",
+                                crate::printable(&elems[open].qname, 40)
+                            ),
+                        ));
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let root = root.ok_or_else(|| syntax(0, "no root element"))?;
+        if elems[root].local != "domain" {
+            return Err(EditError::NotDomain(crate::printable(
+                &elems[root].qname,
+                40,
+            )));
+        }
+        Ok(Doc { xml, elems, root })
+    }
+
+    fn child(&self, parent: usize, local: &str) -> Option<usize> {
+        self.elems[parent]
+            .children
+            .iter()
+            .copied()
+            .find(|&c| !self.elems[c].ours && self.elems[c].local == local)
+    }
+
+    fn metadata(&self) -> Option<usize> {
+        self.child(self.root, "metadata")
+    }
+
+    fn devices(&self) -> Option<usize> {
+        self.child(self.root, "devices")
+    }
+
+    /// Our `vgpu:vgpu` element inside `<metadata>`.
+    fn wrapper(&self) -> Option<usize> {
+        let m = self.metadata()?;
+        self.elems[m]
+            .children
+            .iter()
+            .copied()
+            .find(|&c| self.elems[c].ours && self.elems[c].local == "vgpu")
+    }
+
+    /// Our entries (`vgpu:mdev`, `vgpu:vf`) with their keys.
+    fn entries(&self) -> Vec<(usize, DeviceKey)> {
+        let Some(w) = self.wrapper() else {
+            return Vec::new();
+        };
+        self.elems[w]
+            .children
+            .iter()
+            .filter_map(|&c| {
+                let e = &self.elems[c];
+                if !e.ours {
+                    return None;
+                }
+                match e.local.as_str() {
+                    "mdev" => Some((c, DeviceKey::Mdev(uuid_key(e.attr("uuid")?)))),
+                    "vf" => Some((c, DeviceKey::Vf(e.attr("address")?.parse().ok()?))),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// `<hostdev>` elements of type mdev or pci with the key of their source.
+    fn hostdevs(&self) -> Vec<(usize, DeviceKey)> {
+        let Some(d) = self.devices() else {
+            return Vec::new();
+        };
+        self.elems[d]
+            .children
+            .iter()
+            .filter_map(|&h| {
+                let e = &self.elems[h];
+                if e.ours || e.local != "hostdev" {
+                    return None;
+                }
+                let src = self.child(h, "source")?;
+                let addr = &self.elems[self.child(src, "address")?];
+                match e.attr("type")? {
+                    "mdev" => Some((h, DeviceKey::Mdev(uuid_key(addr.attr("uuid")?)))),
+                    "pci" => {
+                        let get = |k| addr.attr(k).unwrap_or("0");
+                        let a = PciAddress::from_libvirt(
+                            get("domain"),
+                            get("bus"),
+                            get("slot"),
+                            get("function"),
+                        )?;
+                        Some((h, DeviceKey::Vf(a)))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// The indentation of the line an element starts on, when only whitespace precedes it.
+    fn indent_at(&self, pos: usize) -> Option<&'a str> {
+        let line_start = self.xml[..pos].rfind('\n').map_or(0, |i| i + 1);
+        let s = &self.xml[line_start..pos];
+        s.bytes().all(|b| b == b' ' || b == b'\t').then_some(s)
+    }
+
+    fn indent(&self, idx: usize) -> &'a str {
+        self.indent_at(self.elems[idx].start.start).unwrap_or("")
+    }
+}
+
+fn uuid_key(raw: &str) -> String {
+    MdevUuid::parse(raw.trim()).map_or_else(|_| raw.trim().to_ascii_lowercase(), |u| u.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout and templates.
+
+/// How the document is laid out, so inserted text looks like its neighbours.
+struct Layout {
+    nl: &'static str,
+    unit: String,
+    /// Whether the document uses line breaks at all; a one-line document gets one-line snippets.
+    pretty: bool,
+}
+
+impl Layout {
+    fn of(doc: &Doc<'_>) -> Layout {
+        let xml = doc.xml;
+        let nl = match xml.find('\n') {
+            Some(i) if i > 0 && xml.as_bytes()[i - 1] == b'\r' => "\r\n",
+            _ => "\n",
+        };
+        let root = &doc.elems[doc.root];
+        let pretty = root
+            .end
+            .as_ref()
+            .is_some_and(|end| xml[root.start.end..end.start].contains('\n'));
+        let root_indent = doc.indent(doc.root);
+        let unit = root
+            .children
+            .first()
+            .and_then(|&c| doc.indent_at(doc.elems[c].start.start))
+            .and_then(|ci| ci.strip_prefix(root_indent))
+            .filter(|u| !u.is_empty())
+            .unwrap_or("  ")
+            .to_string();
+        Layout { nl, unit, pretty }
+    }
+
+    /// Indentation for a new child of `container`: like its last indented child, else one unit
+    /// deeper than the container.
+    fn child_indent(&self, doc: &Doc<'_>, container: usize) -> String {
+        doc.elems[container]
+            .children
+            .iter()
+            .rev()
+            .find_map(|&c| doc.indent_at(doc.elems[c].start.start))
+            .map_or_else(
+                || format!("{}{}", doc.indent(container), self.unit),
+                str::to_string,
+            )
+    }
+}
+
+/// A rendered snippet: lines with their nesting depth.
+#[derive(Debug, Clone)]
+struct Snippet {
+    lines: Vec<(usize, String)>,
+}
+
+/// Renders a template: `{key}` placeholders replaced by (already escaped) values, a line holding
+/// only `{children}` replaced by the children's lines one level deeper than that line.
+fn render(template: &str, vars: &[(&str, &str)], children: &[Snippet]) -> Snippet {
+    let mut lines = Vec::new();
+    for line in template.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let spaces = line.len() - line.trim_start_matches(' ').len();
+        let depth = spaces / 2;
+        let text = line.trim();
+        if text == "{children}" {
+            for child in children {
+                lines.extend(child.lines.iter().map(|(d, t)| (d + depth, t.clone())));
+            }
+            continue;
+        }
+        lines.push((depth, substitute(text, vars)));
+    }
+    Snippet { lines }
+}
+
+fn substitute(text: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                let key = &after[..close];
+                match vars.iter().find(|(k, _)| *k == key) {
+                    Some((_, v)) => out.push_str(v),
+                    None => out.push_str(&rest[open..open + close + 2]),
+                }
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Snippet {
+    /// The text, continuation lines indented from `base`; the caller places the first line.
+    fn text(&self, base: &str, layout: &Layout) -> String {
+        let mut out = String::new();
+        for (i, (depth, line)) in self.lines.iter().enumerate() {
+            if i > 0 && layout.pretty {
+                out.push_str(layout.nl);
+                out.push_str(base);
+                for _ in 0..*depth {
+                    out.push_str(&layout.unit);
+                }
+            }
+            out.push_str(line);
+        }
+        out
+    }
+}
+
+fn esc(s: &str) -> String {
+    quick_xml::escape::escape(s).into_owned()
+}
+
+fn attrs_text(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!(" {k}='{}'", esc(v)))
+        .collect()
+}
+
+fn hostdev_snippet(dev: &NewDevice) -> Snippet {
+    match dev {
+        NewDevice::Mdev(m) => render(TPL_HOSTDEV_MDEV, &[("uuid", &esc(m.uuid.as_str()))], &[]),
+        NewDevice::Vf { request, managed } => {
+            let attrs = request.address.libvirt_attrs();
+            let get = |k: &str| {
+                attrs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| esc(v))
+                    .unwrap_or_default()
+            };
+            render(
+                TPL_HOSTDEV_PCI,
+                &[
+                    ("managed", if *managed { "yes" } else { "no" }),
+                    ("domain", &get("domain")),
+                    ("bus", &get("bus")),
+                    ("slot", &get("slot")),
+                    ("function", &get("function")),
+                ],
+                &[],
+            )
+        }
+    }
+}
+
+fn entry_snippet(dev: &NewDevice, prefix: &str) -> Snippet {
+    match dev {
+        NewDevice::Mdev(m) => {
+            let mut pairs: Vec<(&str, String)> = Vec::new();
+            match &m.want {
+                MdevWant::Type(t) => pairs.push(("type", t.to_string())),
+                MdevWant::Profile(p) => pairs.push(("profile", p.to_string())),
+            }
+            if !m.parents.is_empty() {
+                let list: Vec<&str> = m.parents.iter().map(|p| p.as_str()).collect();
+                pairs.push(("parent", list.join(",")));
+            }
+            if let Some(params) = &m.params {
+                pairs.push(("params", params.to_string()));
+            }
+            render(
+                TPL_VGPU_MDEV,
+                &[
+                    ("prefix", prefix),
+                    ("uuid", &esc(m.uuid.as_str())),
+                    ("attrs", &attrs_text(&pairs)),
+                ],
+                &[],
+            )
+        }
+        NewDevice::Vf { request, .. } => {
+            let pairs: Vec<(&str, String)> = match &request.want {
+                None => Vec::new(),
+                Some(VfWant::Type(t)) => vec![("type", t.to_string())],
+                Some(VfWant::Profile(p)) => vec![("profile", p.to_string())],
+            };
+            render(
+                TPL_VGPU_VF,
+                &[
+                    ("prefix", prefix),
+                    ("address", &esc(&request.address.to_string())),
+                    ("attrs", &attrs_text(&pairs)),
+                ],
+                &[],
+            )
+        }
+    }
+}
+
+/// The `<hostdev>` element for a device, as libvirt's attach-device API takes it.
+pub fn hostdev_xml(dev: &NewDevice) -> String {
+    hostdev_snippet(dev).text(
+        "",
+        &Layout {
+            nl: "\n",
+            unit: "  ".into(),
+            pretty: true,
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edits.
+
+struct Edit {
+    range: Range<usize>,
+    text: String,
+}
+
+fn apply(xml: &str, mut edits: Vec<Edit>) -> String {
+    // Stable sort keeps the order of insertions at the same point.
+    edits.sort_by_key(|e| e.range.start);
+    let mut out =
+        String::with_capacity(xml.len() + edits.iter().map(|e| e.text.len()).sum::<usize>());
+    let mut cursor = 0;
+    for e in edits {
+        let start = e.range.start.max(cursor);
+        out.push_str(&xml[cursor..start]);
+        out.push_str(&e.text);
+        cursor = e.range.end.max(start);
+    }
+    out.push_str(&xml[cursor..]);
+    out
+}
+
+fn last_non_ws(xml: &str, lo: usize, hi: usize) -> usize {
+    let b = xml.as_bytes();
+    let mut i = hi;
+    while i > lo && b[i - 1].is_ascii_whitespace() {
+        i -= 1;
+    }
+    i
+}
+
+/// Inserts snippets as the last children of `container` (expanding `<x/>` when needed).
+fn insert_into(doc: &Doc<'_>, layout: &Layout, container: usize, pieces: &[Snippet]) -> Edit {
+    let c = &doc.elems[container];
+    let child_indent = layout.child_indent(doc, container);
+    let mut body = String::new();
+    for s in pieces {
+        if layout.pretty {
+            body.push_str(layout.nl);
+            body.push_str(&child_indent);
+        }
+        body.push_str(&s.text(&child_indent, layout));
+    }
+    match &c.end {
+        Some(end) => {
+            let ip = last_non_ws(doc.xml, c.start.end, end.start);
+            Edit {
+                range: ip..ip,
+                text: body,
+            }
+        }
+        None => {
+            let raw = &doc.xml[c.start.clone()];
+            let open = raw.strip_suffix("/>").unwrap_or(raw);
+            let mut text = format!("{open}>{body}");
+            if layout.pretty {
+                text.push_str(layout.nl);
+                text.push_str(doc.indent(container));
+            }
+            text.push_str(&format!("</{}>", c.qname));
+            Edit {
+                range: c.start.clone(),
+                text,
+            }
+        }
+    }
+}
+
+/// Inserts a snippet right after the sibling `after`, on its own line at the sibling's indent.
+fn insert_after(doc: &Doc<'_>, layout: &Layout, after: usize, piece: &Snippet) -> Edit {
+    let indent = doc.indent(after).to_string();
+    let pos = doc.elems[after].span().end;
+    let mut text = String::new();
+    if layout.pretty {
+        text.push_str(layout.nl);
+        text.push_str(&indent);
+    }
+    text.push_str(&piece.text(&indent, layout));
+    Edit {
+        range: pos..pos,
+        text,
+    }
+}
+
+/// Inserts a snippet as the first child of `parent`.
+fn insert_first(doc: &Doc<'_>, layout: &Layout, parent: usize, piece: &Snippet) -> Edit {
+    if doc.elems[parent].end.is_none() {
+        return insert_into(doc, layout, parent, std::slice::from_ref(piece));
+    }
+    let indent = layout.child_indent(doc, parent);
+    let pos = doc.elems[parent].start.end;
+    let mut text = String::new();
+    if layout.pretty {
+        text.push_str(layout.nl);
+        text.push_str(&indent);
+    }
+    text.push_str(&piece.text(&indent, layout));
+    Edit {
+        range: pos..pos,
+        text,
+    }
+}
+
+fn prefix_of(qname: &str) -> String {
+    qname
+        .split_once(':')
+        .map(|(p, _)| format!("{p}:"))
+        .unwrap_or_default()
+}
+
+/// Adds the devices' `<hostdev>` elements and metadata entries.
+pub fn attach(xml: &str, devices: &[NewDevice]) -> Result<String, EditError> {
+    attach_parts(xml, devices, true, true)
+}
+
+/// [`attach`], choosing the parts: a live hot-plug lets libvirt add the `<hostdev>` to the
+/// persistent definition itself, and only the metadata is left to add.
+pub fn attach_parts(
+    xml: &str,
+    devices: &[NewDevice],
+    hostdevs: bool,
+    metadata: bool,
+) -> Result<String, EditError> {
+    let doc = Doc::parse(xml)?;
+    let layout = Layout::of(&doc);
+    let entries = doc.entries();
+    let present = doc.hostdevs();
+    let mut seen: BTreeSet<DeviceKey> = BTreeSet::new();
+    for dev in devices {
+        let key = dev.key();
+        if metadata && entries.iter().any(|(_, k)| *k == key) {
+            return Err(EditError::Duplicate(format!(
+                "{key} is already in the domain's vgpu-hook metadata"
+            )));
+        }
+        if hostdevs && present.iter().any(|(_, k)| *k == key) {
+            return Err(EditError::Duplicate(format!(
+                "{key} already has a <hostdev> in the domain (remove it first, or add the matching vgpu metadata by hand)"
+            )));
+        }
+        if !seen.insert(key.clone()) {
+            return Err(EditError::Duplicate(format!("{key} is asked for twice")));
+        }
+    }
+    if devices.is_empty() {
+        return Ok(xml.to_string());
+    }
+    let mut edits = Vec::new();
+
+    if metadata {
+        match doc.wrapper() {
+            Some(w) => {
+                let prefix = prefix_of(&doc.elems[w].qname);
+                let pieces: Vec<Snippet> =
+                    devices.iter().map(|d| entry_snippet(d, &prefix)).collect();
+                edits.push(insert_into(&doc, &layout, w, &pieces));
+            }
+            None => {
+                let pieces: Vec<Snippet> =
+                    devices.iter().map(|d| entry_snippet(d, "vgpu:")).collect();
+                let wrapper = render(TPL_VGPU, &[("namespace", &esc(NAMESPACE))], &pieces);
+                match doc.metadata() {
+                    Some(m) => edits.push(insert_into(&doc, &layout, m, &[wrapper])),
+                    None => {
+                        let meta = render(TPL_METADATA, &[], &[wrapper]);
+                        let after = doc.elems[doc.root]
+                            .children
+                            .iter()
+                            .copied()
+                            .filter(|&c| {
+                                !doc.elems[c].ours
+                                    && BEFORE_METADATA.contains(&doc.elems[c].local.as_str())
+                            })
+                            .last();
+                        edits.push(match after {
+                            Some(a) => insert_after(&doc, &layout, a, &meta),
+                            None => insert_first(&doc, &layout, doc.root, &meta),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    if hostdevs {
+        let pieces: Vec<Snippet> = devices.iter().map(hostdev_snippet).collect();
+        match doc.devices() {
+            Some(d) => edits.push(insert_into(&doc, &layout, d, &pieces)),
+            None => {
+                let devs = render(TPL_DEVICES, &[], &pieces);
+                edits.push(insert_into(&doc, &layout, doc.root, &[devs]));
+            }
+        }
+    }
+    Ok(apply(xml, edits))
+}
+
+/// Removes our devices (metadata entries and their `<hostdev>` elements).
+pub fn detach(xml: &str, selector: &Selector) -> Result<Detached, EditError> {
+    detach_parts(xml, selector, true)
+}
+
+/// [`detach`], optionally leaving the `<hostdev>` elements (after a live unplug libvirt has
+/// already removed them from the persistent definition).
+pub fn detach_parts(xml: &str, selector: &Selector, hostdevs: bool) -> Result<Detached, EditError> {
+    let doc = Doc::parse(xml)?;
+    let entries = doc.entries();
+    let present = doc.hostdevs();
+    let listing = || {
+        entries
+            .iter()
+            .map(|(_, k)| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let selected: Vec<&(usize, DeviceKey)> = match selector {
+        Selector::All => entries.iter().collect(),
+        Selector::Only => match entries.as_slice() {
+            [one] => vec![one],
+            [] => Vec::new(),
+            _ => {
+                return Err(EditError::Ambiguous(format!(
+                    "the domain has {} vgpu-hook devices ({}); say which with --uuid or --address, or use --all",
+                    entries.len(),
+                    listing()
+                )))
+            }
+        },
+        Selector::Uuid(u) => entries
+            .iter()
+            .filter(|(_, k)| *k == DeviceKey::Mdev(u.to_string()))
+            .collect(),
+        Selector::Address(a) => entries
+            .iter()
+            .filter(|(_, k)| *k == DeviceKey::Vf(*a))
+            .collect(),
+    };
+    if selected.is_empty() {
+        let wanted = match selector {
+            Selector::Uuid(u) => Some(DeviceKey::Mdev(u.to_string())),
+            Selector::Address(a) => Some(DeviceKey::Vf(*a)),
+            _ => None,
+        };
+        let message = match wanted {
+            Some(k) if present.iter().any(|(_, p)| *p == k) => format!(
+                "{k} has a <hostdev> but no vgpu-hook metadata: it is not managed by vgpu-hook (remove it with virsh detach-device)"
+            ),
+            Some(k) if entries.is_empty() => {
+                format!("{k} is not in the domain, which has no vgpu-hook devices")
+            }
+            Some(k) => format!("{k} is not in the domain (its vgpu-hook devices: {})", listing()),
+            None => "the domain has no vgpu-hook devices".to_string(),
+        };
+        return Err(EditError::NotFound(message));
+    }
+
+    let mut removed_set: BTreeSet<usize> = BTreeSet::new();
+    let mut removed = Vec::new();
+    for (idx, key) in &selected {
+        removed_set.insert(*idx);
+        let mut had = false;
+        for (h, k) in &present {
+            if k == key {
+                had = true;
+                if hostdevs {
+                    removed_set.insert(*h);
+                }
+            }
+        }
+        removed.push(Removed {
+            key: key.clone(),
+            hostdev: had,
+        });
+    }
+    // Containers left with nothing but whitespace go too, innermost first.
+    let containers = [doc.wrapper(), doc.metadata(), doc.devices()];
+    for c in containers.into_iter().flatten() {
+        let e = &doc.elems[c];
+        let Some(end) = &e.end else { continue };
+        let kids: Vec<usize> = e
+            .children
+            .iter()
+            .copied()
+            .filter(|k| removed_set.contains(k))
+            .collect();
+        if kids.is_empty() {
+            continue;
+        }
+        let mut rest = String::new();
+        let mut cursor = e.start.end;
+        for &k in &kids {
+            let span = doc.elems[k].span();
+            rest.push_str(&doc.xml[cursor..span.start]);
+            cursor = span.end;
+        }
+        rest.push_str(&doc.xml[cursor..end.start]);
+        if rest.bytes().all(|b| b.is_ascii_whitespace()) {
+            for k in kids {
+                removed_set.remove(&k);
+            }
+            removed_set.insert(c);
+        }
+    }
+    let edits = removed_set
+        .into_iter()
+        .map(|idx| {
+            let span = doc.elems[idx].span();
+            let start = last_non_ws(xml, 0, span.start);
+            Edit {
+                range: start..span.end,
+                text: String::new(),
+            }
+        })
+        .collect();
+    Ok(Detached {
+        xml: apply(xml, edits),
+        removed,
+    })
+}
+
+/// The text of our `vgpu:vgpu` element, as libvirt's metadata API takes it; `None` when absent.
+pub fn metadata_element(xml: &str) -> Result<Option<String>, EditError> {
+    let doc = Doc::parse(xml)?;
+    Ok(doc.wrapper().map(|w| {
+        let e = &doc.elems[w];
+        let text = &xml[e.span()];
+        // libvirt takes the element on its own: it must declare our namespace itself.
+        if e.attrs
+            .iter()
+            .any(|(k, v)| k.starts_with("xmlns") && v == NAMESPACE)
+        {
+            text.to_string()
+        } else {
+            let p = prefix_of(&e.qname);
+            let decl = match p.strip_suffix(':') {
+                Some(p) => format!(" xmlns:{p}='{}'", esc(NAMESPACE)),
+                None => format!(" xmlns='{}'", esc(NAMESPACE)),
+            };
+            let name_end = 1 + e.qname.len();
+            format!("{}{decl}{}", &text[..name_end], &text[name_end..])
+        }
+    }))
+}
+
+/// The `<hostdev>` element text of one of the domain's devices, if present.
+pub fn hostdev_element(xml: &str, key: &DeviceKey) -> Result<Option<String>, EditError> {
+    let doc = Doc::parse(xml)?;
+    Ok(doc
+        .hostdevs()
+        .into_iter()
+        .find(|(_, k)| k == key)
+        .map(|(h, _)| xml[doc.elems[h].span()].to_string()))
+}
+
+/// Every device key of our metadata, in document order.
+pub fn entries(xml: &str) -> Result<Vec<DeviceKey>, EditError> {
+    Ok(Doc::parse(xml)?
+        .entries()
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect())
+}
+
+/// Every host PCI address the definition refers to: PCI `<hostdev>` sources and `vgpu:vf`
+/// entries. Lenient about our metadata (it is not validated), so a domain with a broken entry
+/// still counts as using its VFs.
+pub fn referenced_pci(xml: &str) -> Result<Vec<PciAddress>, EditError> {
+    let doc = Doc::parse(xml)?;
+    let mut out: Vec<PciAddress> = Vec::new();
+    for (_, k) in doc.hostdevs().into_iter().chain(doc.entries()) {
+        if let DeviceKey::Vf(a) = k {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{ParentName, Profile, TypeId};
+
+    const U1: &str = "6f2e9a4c-8d1b-4c1e-9a41-0c2d3e4f5a6b";
+    const U2: &str = "9a41c0de-0000-4c1e-9a41-0c2d3e4f5a07";
+
+    fn mdev(uuid: &str, t: &str) -> NewDevice {
+        NewDevice::Mdev(MdevRequest {
+            uuid: MdevUuid::parse(uuid).unwrap(),
+            want: MdevWant::Type(TypeId::parse(t).unwrap()),
+            parents: vec![],
+            params: None,
+        })
+    }
+
+    fn vf(addr: &str, managed: bool) -> NewDevice {
+        NewDevice::Vf {
+            request: VfRequest {
+                address: addr.parse().unwrap(),
+                want: None,
+            },
+            managed,
+        }
+    }
+
+    const PLAIN: &str = "<domain type='kvm'>\n  <name>vm</name>\n  <uuid>ad7bc399-ee94-4664-814e-9f0650fb15c5</uuid>\n  <memory unit='KiB'>262144</memory>\n  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n  </devices>\n</domain>\n";
+
+    #[test]
+    fn attach_to_a_plain_domain_creates_metadata_after_uuid_and_appends_the_hostdev() {
+        let out = attach(PLAIN, &[mdev(U1, "mtty-2")]).unwrap();
+        let expected = format!(
+            "<domain type='kvm'>\n  <name>vm</name>\n  <uuid>ad7bc399-ee94-4664-814e-9f0650fb15c5</uuid>\n  <metadata>\n    <vgpu:vgpu xmlns:vgpu='urn:vgpu-hook:domain:1'>\n      <vgpu:mdev uuid='{U1}' type='mtty-2'/>\n    </vgpu:vgpu>\n  </metadata>\n  <memory unit='KiB'>262144</memory>\n  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    <hostdev mode='subsystem' type='mdev' model='vfio-pci'>\n      <source>\n        <address uuid='{U1}'/>\n      </source>\n    </hostdev>\n  </devices>\n</domain>\n"
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn attached_document_parses_to_the_request() {
+        let out = attach(PLAIN, &[mdev(U1, "mtty-2"), vf("04:02.1", true)]).unwrap();
+        let d = crate::domain::Domain::parse(&out).unwrap();
+        assert_eq!(d.requests.len(), 2);
+        assert!(d.has_mdev_hostdev(&MdevUuid::parse(U1).unwrap()));
+        assert!(d.pci_hostdev("0000:04:02.1".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn detach_after_attach_gives_back_the_input() {
+        let out = attach(PLAIN, &[mdev(U1, "mtty-2"), vf("04:02.1", false)]).unwrap();
+        let back = detach(&out, &Selector::All).unwrap();
+        assert_eq!(back.xml, PLAIN);
+        assert_eq!(back.removed.len(), 2);
+        assert!(back.removed.iter().all(|r| r.hostdev));
+    }
+
+    #[test]
+    fn existing_wrapper_is_extended_with_its_own_prefix() {
+        let xml = format!("<domain>\n  <name>x</name>\n  <metadata>\n    <g:vgpu xmlns:g=\"{NAMESPACE}\">\n      <g:mdev uuid=\"{U1}\" type=\"a\"/>\n    </g:vgpu>\n  </metadata>\n  <devices/>\n</domain>");
+        let out = attach(&xml, &[mdev(U2, "b")]).unwrap();
+        assert!(out.contains(&format!("      <g:mdev uuid=\"{U1}\" type=\"a\"/>\n      <g:mdev uuid='{U2}' type='b'/>\n    </g:vgpu>")), "{out}");
+        assert!(out.contains("  <devices>\n    <hostdev"), "{out}");
+        assert!(out.contains("</hostdev>\n  </devices>\n</domain>"), "{out}");
+    }
+
+    #[test]
+    fn default_namespace_wrapper_gets_unprefixed_entries() {
+        let xml = format!("<domain><metadata><vgpu xmlns='{NAMESPACE}'></vgpu></metadata><devices></devices></domain>");
+        let out = attach(&xml, &[mdev(U1, "a")]).unwrap();
+        assert!(
+            out.contains(&format!(
+                "<vgpu xmlns='{NAMESPACE}'><mdev uuid='{U1}' type='a'/></vgpu>"
+            )),
+            "{out}"
+        );
+        assert!(
+            !out.contains('\n'),
+            "one-line documents stay on one line: {out}"
+        );
+    }
+
+    #[test]
+    fn crlf_documents_get_crlf_lines() {
+        let xml = PLAIN.replace('\n', "\r\n");
+        let out = attach(&xml, &[mdev(U1, "a")]).unwrap();
+        assert!(!out.replace("\r\n", "").contains('\n'), "{out:?}");
+        assert_eq!(detach(&out, &Selector::All).unwrap().xml, xml);
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        let dev = NewDevice::Mdev(MdevRequest {
+            uuid: MdevUuid::parse(U1).unwrap(),
+            want: MdevWant::Profile(Profile::parse("A<B>&'\"").unwrap()),
+            parents: vec![ParentName::parse("mtty").unwrap()],
+            params: None,
+        });
+        let out = attach(PLAIN, &[dev]).unwrap();
+        assert!(
+            out.contains("profile='A&lt;B&gt;&amp;&apos;&quot;' parent='mtty'"),
+            "{out}"
+        );
+        let d = crate::domain::Domain::parse(&out).unwrap();
+        let crate::domain::Request::Mdev(m) = &d.requests[0] else {
+            panic!()
+        };
+        assert_eq!(
+            m.want,
+            MdevWant::Profile(Profile::parse("A<B>&'\"").unwrap())
+        );
+    }
+
+    #[test]
+    fn the_same_device_twice_is_refused() {
+        let out = attach(PLAIN, &[mdev(U1, "a")]).unwrap();
+        let e = attach(&out, &[mdev(U1, "a")]).unwrap_err();
+        assert!(matches!(e, EditError::Duplicate(_)), "{e}");
+    }
+
+    #[test]
+    fn a_foreign_pci_hostdev_at_the_address_is_a_duplicate() {
+        let out = attach(PLAIN, &[vf("04:02.1", true)]).unwrap();
+        let stripped = detach_parts(&out, &Selector::All, false).unwrap().xml;
+        let e = attach(&stripped, &[vf("04:02.1", true)]).unwrap_err();
+        assert!(e.to_string().contains("already has a <hostdev>"), "{e}");
+    }
+
+    #[test]
+    fn detach_by_uuid_leaves_the_other_device() {
+        let out = attach(PLAIN, &[mdev(U1, "a"), mdev(U2, "b")]).unwrap();
+        let one = detach(&out, &Selector::Uuid(MdevUuid::parse(U2).unwrap())).unwrap();
+        assert_eq!(one.xml, attach(PLAIN, &[mdev(U1, "a")]).unwrap());
+    }
+
+    #[test]
+    fn detach_without_selector_needs_a_single_device() {
+        let out = attach(PLAIN, &[mdev(U1, "a"), mdev(U2, "b")]).unwrap();
+        let e = detach(&out, &Selector::Only).unwrap_err();
+        assert!(e.to_string().contains("--all"), "{e}");
+    }
+
+    #[test]
+    fn detach_of_a_foreign_mdev_hostdev_is_refused() {
+        let out = attach(PLAIN, &[mdev(U1, "a")]).unwrap();
+        let foreign = detach_parts(&out, &Selector::All, false).unwrap().xml;
+        let e = detach(&foreign, &Selector::Uuid(MdevUuid::parse(U1).unwrap())).unwrap_err();
+        assert!(e.to_string().contains("not managed by vgpu-hook"), "{e}");
+    }
+
+    #[test]
+    fn metadata_with_other_content_is_kept_on_detach() {
+        let xml = "<domain>\n  <name>x</name>\n  <metadata>\n    <o:x xmlns:o='urn:other'/>\n  </metadata>\n  <devices>\n    <emulator>q</emulator>\n  </devices>\n</domain>";
+        let out = attach(xml, &[mdev(U1, "a")]).unwrap();
+        assert!(
+            out.contains("<o:x xmlns:o='urn:other'/>\n    <vgpu:vgpu"),
+            "{out}"
+        );
+        assert_eq!(detach(&out, &Selector::All).unwrap().xml, xml);
+    }
+
+    #[test]
+    fn metadata_element_declares_the_namespace() {
+        let xml = format!("<domain xmlns:v='{NAMESPACE}'><metadata><v:vgpu><v:mdev uuid='{U1}' type='a'/></v:vgpu></metadata></domain>");
+        let m = metadata_element(&xml).unwrap().unwrap();
+        assert_eq!(
+            m,
+            format!("<v:vgpu xmlns:v='{NAMESPACE}'><v:mdev uuid='{U1}' type='a'/></v:vgpu>")
+        );
+    }
+
+    #[test]
+    fn hostdev_xml_is_libvirt_shaped() {
+        assert_eq!(
+            hostdev_xml(&vf("0000:04:02.1", false)),
+            "<hostdev mode='subsystem' type='pci' managed='no'>\n  <source>\n    <address domain='0x0000' bus='0x04' slot='0x02' function='0x1'/>\n  </source>\n</hostdev>"
+        );
+    }
+
+    #[test]
+    fn referenced_pci_includes_hostdevs_and_entries() {
+        let out = attach(PLAIN, &[vf("04:02.1", true)]).unwrap();
+        assert_eq!(referenced_pci(&out).unwrap().len(), 1);
+        let hostdev_only = out.replace(NAMESPACE, "urn:other");
+        assert_eq!(
+            referenced_pci(&hostdev_only).unwrap(),
+            vec!["0000:04:02.1".parse::<PciAddress>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn non_domain_root_is_refused() {
+        assert!(matches!(
+            attach("<network/>", &[mdev(U1, "a")]),
+            Err(EditError::NotDomain(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_document_is_refused() {
+        assert!(matches!(
+            attach("<domain><devices>", &[mdev(U1, "a")]),
+            Err(EditError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn placeholder_like_values_are_not_expanded_twice() {
+        assert_eq!(
+            substitute("<{a} {b}/>", &[("a", "{b}"), ("b", "x")]),
+            "<{b} x/>"
+        );
+    }
+}
