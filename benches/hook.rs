@@ -25,14 +25,24 @@ fn floor_binary(dir: &Path) -> PathBuf {
     let src = dir.join("noop.c");
     let bin = dir.join("noop");
     std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
-    let st = Command::new("cc").args(["-O2", "-o"]).arg(&bin).arg(&src).status().expect("cc");
+    let st = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc");
     assert!(st.success(), "cc failed");
     bin
 }
 
 fn time_one(cmd: &mut Command, stdin: &[u8]) -> Duration {
     let t = Instant::now();
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut input = child.stdin.take().unwrap();
     let _ = input.write_all(stdin);
     drop(input);
@@ -49,7 +59,10 @@ struct Stats {
 
 fn stats(mut v: Vec<Duration>) -> Stats {
     v.sort();
-    Stats { median: v[v.len() / 2], p90: v[v.len() * 9 / 10] }
+    Stats {
+        median: v[v.len() / 2],
+        p90: v[v.len() * 9 / 10],
+    }
 }
 
 fn row(name: &str, s: &Stats, floor: &Stats) {
@@ -62,7 +75,10 @@ fn row(name: &str, s: &Stats, floor: &Stats) {
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
     let tmp = tempfile::tempdir().unwrap();
     let noop = floor_binary(tmp.path());
     let hook = PathBuf::from(env!("CARGO_BIN_EXE_vgpu-hook"));
@@ -70,19 +86,28 @@ fn main() {
     let host = common::hook::TestHost::new(Path::new("/nonexistent"), "");
 
     println!("{runs} runs each, interleaved; wall time per process");
-    println!("{:<34} {:>12} {:>12} {:>8}", "command", "median", "p90", "vs floor");
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "command", "median", "p90", "vs floor"
+    );
 
     let (mut f, mut h) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         f.push(time_one(&mut Command::new(&noop), fixture));
-        h.push(time_one(&mut host.command(&hook, &["tiny", "prepare", "begin", "-"]), fixture));
+        h.push(time_one(
+            &mut host.command(&hook, &["tiny", "prepare", "begin", "-"]),
+            fixture,
+        ));
     }
     let floor = stats(f);
     let fast = stats(h);
     row("exec floor (C, no-op)", &floor, &floor);
     row("vgpu-hook, domain w/o metadata", &fast, &floor);
     let ratio = fast.median.as_secs_f64() / floor.median.as_secs_f64();
-    println!("budget: no-metadata median <= 1.50x floor: {}", if ratio <= 1.5 { "met" } else { "NOT MET" });
+    println!(
+        "budget: no-metadata median <= 1.50x floor: {}",
+        if ratio <= 1.5 { "met" } else { "NOT MET" }
+    );
 
     sim_scenario(runs.min(100), &noop, &hook);
 }
@@ -92,21 +117,37 @@ fn sim_scenario(runs: usize, noop: &Path, hook: &Path) {
     for i in 0..8 {
         host_toml.push_str(&format!(
             "[[gpu]]\nkind = \"mdev\"\nname = \"par{i}\"\ntypes = [{}]\n",
-            (0..20).map(|t| format!("{{ id = \"par{i}-{t}\", name = \"Type {t}\", max_instances = 8 }}")).collect::<Vec<_>>().join(", ")
+            (0..20)
+                .map(|t| format!(
+                    "{{ id = \"par{i}-{t}\", name = \"Type {t}\", max_instances = 8 }}"
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     let Some(sim) = common::sim::Sim::start(&host_toml) else {
-        println!("prepare+release on simulated 8x20 host: not run (simulator unavailable, reason above)");
+        println!(
+            "prepare+release on simulated 8x20 host: not run (simulator unavailable, reason above)"
+        );
         return;
     };
     let parents: Vec<String> = (0..8).map(|i| format!("\"par{i}\"")).collect();
-    let host = common::hook::TestHost::new(sim.root(), &format!("mdev_parents = [{}]\n", parents.join(", ")));
+    let host = common::hook::TestHost::new(
+        sim.root(),
+        &format!("mdev_parents = [{}]\n", parents.join(", ")),
+    );
     let xml = common::hook::mdev_domain("bench", &[(1, "profile=\"Type 19\"")]);
     let (mut f, mut h) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         f.push(time_one(&mut Command::new(noop), xml.text.as_bytes()) * 2);
-        let a = time_one(&mut host.command(hook, &["bench", "prepare", "begin", "-"]), xml.text.as_bytes());
-        let b = time_one(&mut host.command(hook, &["bench", "release", "end", "-"]), xml.text.as_bytes());
+        let a = time_one(
+            &mut host.command(hook, &["bench", "prepare", "begin", "-"]),
+            xml.text.as_bytes(),
+        );
+        let b = time_one(
+            &mut host.command(hook, &["bench", "release", "end", "-"]),
+            xml.text.as_bytes(),
+        );
         h.push(a + b);
     }
     let floor = stats(f);
@@ -114,5 +155,8 @@ fn sim_scenario(runs: usize, noop: &Path, hook: &Path) {
     row("2 x exec floor", &floor, &floor);
     row("prepare+release, 8 parents x 20", &s, &floor);
     let ratio = s.median.as_secs_f64() / floor.median.as_secs_f64();
-    println!("budget: prepare+release median <= 3.00x floor: {}", if ratio <= 3.0 { "met" } else { "NOT MET" });
+    println!(
+        "budget: prepare+release median <= 3.00x floor: {}",
+        if ratio <= 3.0 { "met" } else { "NOT MET" }
+    );
 }

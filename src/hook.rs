@@ -134,7 +134,8 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
         let locked = host.state.lock()?;
         let mut state = locked.load()?;
         let live = Liveness::new(&host.libvirt_run_dir, timing.prepare_grace);
-        for r in state.drop_stale(&live) {
+        let stale = state.drop_stale(&live);
+        for r in &stale {
             log::info!(
                 "dropped stale record: {} of domain '{}' (not running)",
                 r.device,
@@ -173,7 +174,7 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
             }
             Err(failure) => {
                 txn.undo(&host.sysfs, timing);
-                if base != locked.load().unwrap_or_default() || state != base {
+                if !stale.is_empty() {
                     if let Err(e) = locked.save(&base) {
                         log::error!("could not save state: {e}");
                     }
@@ -892,6 +893,11 @@ fn release_mdev(
         match sysfs.remove_mdev(uuid, timing.remove_timeout) {
             Ok(()) => {}
             Err(e) if matches!(e.errno(), Some(libc::ENODEV) | Some(libc::ENOENT)) => {}
+            Err(e @ SysfsError::Timeout { .. }) => {
+                // The kernel waits for the holder; the pending write finishes the job then.
+                log::error!("mdev {uuid}: {e}: still in use; it is removed once its user lets go");
+                return false;
+            }
             Err(e) => log::warn!(
                 "mdev {uuid}: remove attempt {attempt}/{}: {e}",
                 timing.retries

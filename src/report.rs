@@ -58,11 +58,11 @@ impl Table {
         }
         let mut line = |cells: &[String]| -> io::Result<()> {
             let mut s = String::new();
-            for i in 0..n {
+            for (i, width) in widths.iter().enumerate() {
                 let c = cells.get(i).map(String::as_str).unwrap_or("");
                 s.push_str(c);
                 if i + 1 < n {
-                    s.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count() + 2));
+                    s.extend(std::iter::repeat_n(' ', width - c.chars().count() + 2));
                 }
             }
             writeln!(w, "{}", s.trim_end())
@@ -103,8 +103,9 @@ fn dash<T: ToString>(v: Option<T>) -> String {
 
 /// Writes any report as pretty JSON with a final newline.
 pub fn write_json<T: Serialize>(w: &mut dyn Write, value: &T) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *w, value).map_err(io::Error::other)?;
-    writeln!(w)
+    let mut text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+    text.push('\n');
+    w.write_all(text.as_bytes())
 }
 
 /// How a record's domain stands now.

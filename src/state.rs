@@ -295,8 +295,12 @@ impl Liveness {
     }
 
     /// Whether a record still holds its device: its domain runs, or it was made within the grace.
+    /// Without libvirt's runtime directory nothing can be judged, so every record holds (dropping
+    /// a running domain's record would let another domain take its device).
     pub fn holds(&self, r: &Record) -> bool {
-        self.running(&r.domain_name) || self.now.saturating_sub(r.since) < self.grace.as_secs()
+        !self.run_dir.is_dir()
+            || self.running(&r.domain_name)
+            || self.now.saturating_sub(r.since) < self.grace.as_secs()
     }
 }
 
@@ -374,6 +378,14 @@ mod tests {
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].domain_name, "gone");
         assert_eq!(s.records[0].domain_name, "fresh");
+    }
+
+    #[test]
+    fn without_libvirts_runtime_dir_every_record_holds() {
+        let live = Liveness::new(Path::new("/nonexistent/libvirt/qemu"), Duration::ZERO);
+        let mut s = State::default();
+        s.put(record("old", 1));
+        assert!(s.drop_stale(&live).is_empty());
     }
 
     #[test]

@@ -10,7 +10,6 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::names::{MdevUuid, ParentName, TypeId};
@@ -520,22 +519,72 @@ pub fn write_attr(path: &Path, value: &str) -> Result<(), SysfsError> {
     f.write_all(value.as_bytes()).map_err(fail)
 }
 
-/// [`write_attr`] that gives up waiting after `timeout`. The write itself runs on a helper thread;
-/// if it is still blocked when the bound passes, the thread is left behind (the process exits soon
-/// after, which ends the wait in the kernel).
+/// [`write_attr`] that gives up waiting after `timeout`.
+///
+/// Some writes block in the kernel until another process lets go of the device (`remove` while
+/// QEMU or the vGPU manager still holds it), and such a wait is not interruptible: even a killed
+/// process stays until the kernel is done. So the write runs in a forked child that owns nothing
+/// but the attribute (stdio on /dev/null, every other descriptor closed, so neither libvirt's
+/// pipes nor the state lock are held by it). The caller waits up to `timeout`; past that it goes
+/// on and the child finishes the write on its own whenever the device is released.
 pub fn write_bounded(path: &Path, value: &str, timeout: Duration) -> Result<(), SysfsError> {
-    let (tx, rx) = mpsc::channel();
-    let (p, v) = (path.to_path_buf(), value.to_string());
-    std::thread::spawn(move || {
-        let _ = tx.send(write_attr(&p, &v));
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(_) => Err(SysfsError::Timeout {
-            path: path.to_path_buf(),
-            value: crate::printable(value, 60),
-            secs: timeout.as_secs().max(1),
-        }),
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+
+    let fail = |errno: i32| SysfsError::Write {
+        path: path.to_path_buf(),
+        value: crate::printable(value, 60),
+        errno,
+    };
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| fail(libc::EINVAL))?;
+    let bytes = value.as_bytes();
+    // SAFETY: plain libc calls; the child only uses async-signal-safe calls on memory prepared
+    // before the fork, then `_exit`s.
+    unsafe {
+        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if devnull < 0 {
+            return write_attr(path, value);
+        }
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::dup2(devnull, 0);
+            libc::dup2(devnull, 1);
+            libc::dup2(devnull, 2);
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            let fd = libc::open(c_path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                libc::_exit(*libc::__errno_location() & 0xff);
+            }
+            let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+            if n < 0 {
+                libc::_exit(*libc::__errno_location() & 0xff);
+            }
+            libc::_exit(0);
+        }
+        libc::close(devnull);
+        if pid < 0 {
+            return write_attr(path, value);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(pid, &mut status, libc::WNOHANG);
+            if r == pid {
+                return match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+                    Some(0) => Ok(()),
+                    Some(errno) => Err(fail(errno)),
+                    None => Err(fail(libc::EINTR)),
+                };
+            }
+            if r < 0 || std::time::Instant::now() >= deadline {
+                return Err(SysfsError::Timeout {
+                    path: path.to_path_buf(),
+                    value: crate::printable(value, 60),
+                    secs: timeout.as_secs().max(1),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 

@@ -237,10 +237,10 @@ impl<'a> Doc<'a> {
                         elems[idx].end = Some(range);
                     }
                 }
-                Event::Text(ref t) if stack.is_empty() => {
-                    if !t.as_ref().bytes().all(|b| b.is_ascii_whitespace()) {
-                        return Err(syntax(before, "text outside the root element"));
-                    }
+                Event::Text(ref t)
+                    if stack.is_empty() && !t.as_ref().bytes().all(|b| b.is_ascii_whitespace()) =>
+                {
+                    return Err(syntax(before, "text outside the root element"));
                 }
                 Event::Eof => {
                     if let Some(&open) = stack.last() {
@@ -749,12 +749,12 @@ pub fn attach_parts(
                         let after = doc.elems[doc.root]
                             .children
                             .iter()
+                            .rev()
                             .copied()
-                            .filter(|&c| {
+                            .find(|&c| {
                                 !doc.elems[c].ours
                                     && BEFORE_METADATA.contains(&doc.elems[c].local.as_str())
-                            })
-                            .last();
+                            });
                         edits.push(match after {
                             Some(a) => insert_after(&doc, &layout, a, &meta),
                             None => insert_first(&doc, &layout, doc.root, &meta),

@@ -25,20 +25,30 @@ fn config() -> String {
 }
 
 fn available(sim: &Sim, i: usize) -> u32 {
-    let p = sim.root().join(format!("sys/class/mdev_bus/card{i}/mdev_supported_types/card{i}-a/available_instances"));
+    let p = sim.root().join(format!(
+        "sys/class/mdev_bus/card{i}/mdev_supported_types/card{i}-a/available_instances"
+    ));
     std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
 }
 
 #[test]
 fn concurrent_prepares_use_every_instance_once_and_refuse_the_rest_then_releases_restore_all() {
-    let Some(sim) = Sim::start(&host_toml()) else { return };
+    let Some(sim) = Sim::start(&host_toml()) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &config());
     let vms: Vec<DomainXml> = (0..DOMAINS)
         .map(|n| mdev_domain(&format!("vm{n}"), &[(n as u32, "profile=\"Slice\"")]))
         .collect();
 
-    let children: Vec<_> = vms.iter().map(|vm| h.spawn(&vm.name, "prepare", "begin", "-", &vm.text)).collect();
-    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let children: Vec<_> = vms
+        .iter()
+        .map(|vm| h.spawn(&vm.name, "prepare", "begin", "-", &vm.text))
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
 
     let ok = outputs.iter().filter(|o| o.status.success()).count();
     assert_eq!(ok, PARENTS * PER_PARENT, "every instance used");
@@ -52,18 +62,33 @@ fn concurrent_prepares_use_every_instance_once_and_refuse_the_rest_then_releases
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(live.len(), PARENTS * PER_PARENT, "no device leaked by refused calls");
+    assert_eq!(
+        live.len(),
+        PARENTS * PER_PARENT,
+        "no device leaked by refused calls"
+    );
     let records = h.records();
     assert_eq!(records.len(), live.len(), "one record per device");
     let mut per_parent: BTreeMap<String, usize> = BTreeMap::new();
     for r in &records {
         let uuid = r["device"]["uuid"].as_str().unwrap();
-        assert!(live.iter().any(|l| l == uuid), "record for a device that does not exist: {uuid}");
-        *per_parent.entry(r["parent"].as_str().unwrap().to_string()).or_default() += 1;
+        assert!(
+            live.iter().any(|l| l == uuid),
+            "record for a device that does not exist: {uuid}"
+        );
+        *per_parent
+            .entry(r["parent"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
-    assert!(per_parent.values().all(|&n| n == PER_PARENT), "{per_parent:?}");
+    assert!(
+        per_parent.values().all(|&n| n == PER_PARENT),
+        "{per_parent:?}"
+    );
 
-    let children: Vec<_> = vms.iter().map(|vm| h.spawn(&vm.name, "release", "end", "-", &vm.text)).collect();
+    let children: Vec<_> = vms
+        .iter()
+        .map(|vm| h.spawn(&vm.name, "release", "end", "-", &vm.text))
+        .collect();
     for c in children {
         assert_ok(&c.wait_with_output().unwrap());
     }
@@ -71,5 +96,10 @@ fn concurrent_prepares_use_every_instance_once_and_refuse_the_rest_then_releases
         assert_eq!(available(&sim, i), PER_PARENT as u32, "card{i} restored");
     }
     assert!(h.records().is_empty());
-    assert_eq!(std::fs::read_dir(sim.root().join("sys/bus/mdev/devices")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(sim.root().join("sys/bus/mdev/devices"))
+            .unwrap()
+            .count(),
+        0
+    );
 }

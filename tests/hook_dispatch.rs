@@ -17,11 +17,20 @@ fn fixture_tree() -> tempfile::TempDir {
     let dev = t.path().join("sys/devices/virtual/mtty/mtty");
     let ty = dev.join("mdev_supported_types/mtty-2");
     std::fs::create_dir_all(ty.join("devices")).unwrap();
-    for (f, v) in [("name", "Dual port serial\n"), ("available_instances", "12\n"), ("device_api", "vfio-pci\n"), ("create", "")] {
+    for (f, v) in [
+        ("name", "Dual port serial\n"),
+        ("available_instances", "12\n"),
+        ("device_api", "vfio-pci\n"),
+        ("create", ""),
+    ] {
         std::fs::write(ty.join(f), v).unwrap();
     }
     std::fs::create_dir_all(t.path().join("sys/class/mdev_bus")).unwrap();
-    std::os::unix::fs::symlink("../../devices/virtual/mtty/mtty", t.path().join("sys/class/mdev_bus/mtty")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/virtual/mtty/mtty",
+        t.path().join("sys/class/mdev_bus/mtty"),
+    )
+    .unwrap();
     std::fs::create_dir_all(t.path().join("sys/bus/mdev/devices")).unwrap();
     t
 }
@@ -36,7 +45,13 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let path = e.path();
             let ft = e.file_type().unwrap();
             if ft.is_symlink() {
-                out.insert(path.clone(), std::fs::read_link(&path).unwrap().into_os_string().into_encoded_bytes());
+                out.insert(
+                    path.clone(),
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                );
             } else if ft.is_dir() {
                 out.insert(path.clone(), b"<dir>".to_vec());
                 stack.push(path);
@@ -68,10 +83,22 @@ fn refused_without_a_write(meta: &str, needles: &[&str]) {
 #[test]
 fn domain_without_metadata_exits_0_silently_even_with_broken_config_and_no_sysfs() {
     let h = TestHost::new(Path::new("/nonexistent"), "this is [not toml");
-    for (op, sub) in [("prepare", "begin"), ("start", "begin"), ("started", "begin"), ("stopped", "end"), ("release", "end"), ("reconnect", "begin"), ("migrate", "begin"), ("restore", "begin")] {
+    for (op, sub) in [
+        ("prepare", "begin"),
+        ("start", "begin"),
+        ("started", "begin"),
+        ("stopped", "end"),
+        ("release", "end"),
+        ("reconnect", "begin"),
+        ("migrate", "begin"),
+        ("restore", "begin"),
+    ] {
         assert_ok(&h.call("tiny", op, sub, "-", FIXTURE));
     }
-    assert!(!h.state_dir().exists(), "no state for a domain that asks for nothing");
+    assert!(
+        !h.state_dir().exists(),
+        "no state for a domain that asks for nothing"
+    );
 }
 
 #[test]
@@ -105,7 +132,12 @@ fn calls_other_than_prepare_release_reconnect_and_filters_do_nothing_for_our_dom
     let (tree, h) = host();
     let before = snapshot(tree.path());
     let xml = mdev_domain("vm1", &[(1, "type=\"mtty-2\"")]);
-    for (op, sub) in [("start", "begin"), ("started", "begin"), ("stopped", "end"), ("attach", "begin")] {
+    for (op, sub) in [
+        ("start", "begin"),
+        ("started", "begin"),
+        ("stopped", "end"),
+        ("attach", "begin"),
+    ] {
         assert_ok(&h.call("vm1", op, sub, "-", &xml.text));
     }
     assert_eq!(snapshot(tree.path()), before);
@@ -119,7 +151,12 @@ fn program_called_qemu_dispatches_the_same_way() {
     let mut c = h.command(&h.hook_as("qemu"), &["vm1", "prepare", "begin", "-"]);
     let mut child = c.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(xml.text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(xml.text.as_bytes())
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert_refused(&o, &["domain 'vm1'", "mtty-9", "mtty (no such type)"]);
 }
@@ -138,13 +175,20 @@ fn too_few_arguments_print_usage_and_exit_2() {
     let (_tree, h) = host();
     let o = h.command(&h.hook_as("vgpu-hook"), &[]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("DOMAIN OPERATION SUB-OPERATION"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("DOMAIN OPERATION SUB-OPERATION"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn broken_config_at_prepare_names_file_line_and_key() {
     let tree = fixture_tree();
-    let h = TestHost::new(tree.path(), "placement = \"pack\"\nmdev_parents = [\"mtty\"]\nnvidia_vgpu_pfs = [\"82:00\"]\n");
+    let h = TestHost::new(
+        tree.path(),
+        "placement = \"pack\"\nmdev_parents = [\"mtty\"]\nnvidia_vgpu_pfs = [\"82:00\"]\n",
+    );
     let o = h.prepare(&mdev_domain("vm1", &[(1, "type=\"mtty-2\"")]));
     assert_refused(&o, &["config.toml", "line 3", "nvidia_vgpu_pfs", "'82:00'"]);
 }
@@ -154,7 +198,10 @@ fn missing_config_at_prepare_says_how_to_create_one() {
     let tree = fixture_tree();
     let h = TestHost::new(tree.path(), "");
     std::fs::remove_file(&h.config).unwrap();
-    assert_refused(&h.prepare(&mdev_domain("vm1", &[(1, "type=\"mtty-2\"")])), &["not found", "vgpuctl install"]);
+    assert_refused(
+        &h.prepare(&mdev_domain("vm1", &[(1, "type=\"mtty-2\"")])),
+        &["not found", "vgpuctl install"],
+    );
 }
 
 #[test]
@@ -170,20 +217,30 @@ fn broken_config_does_not_fail_release_or_reconnect() {
 fn no_configured_parent_is_explained() {
     let tree = fixture_tree();
     let h = TestHost::new(tree.path(), "");
-    assert_refused(&h.prepare(&mdev_domain("vm1", &[(1, "type=\"mtty-2\"")])), &["lists no mdev parents", "mdev_parents"]);
+    assert_refused(
+        &h.prepare(&mdev_domain("vm1", &[(1, "type=\"mtty-2\"")])),
+        &["lists no mdev parents", "mdev_parents"],
+    );
 }
 
 #[test]
 fn malformed_xml_with_our_metadata_is_refused_at_prepare() {
     let (_tree, h) = host();
-    let xml = mdev_domain("vm1", &[(1, "type=\"mtty-2\"")]).text.replace("</devices>", "</device>");
-    assert_refused(&h.call("vm1", "prepare", "begin", "-", &xml), &["not well-formed"]);
+    let xml = mdev_domain("vm1", &[(1, "type=\"mtty-2\"")])
+        .text
+        .replace("</devices>", "</device>");
+    assert_refused(
+        &h.call("vm1", "prepare", "begin", "-", &xml),
+        &["not well-formed"],
+    );
 }
 
 #[test]
 fn malformed_xml_with_our_metadata_still_exits_0_at_release() {
     let (_tree, h) = host();
-    let xml = mdev_domain("vm1", &[(1, "type=\"mtty-2\"")]).text.replace("</devices>", "</device>");
+    let xml = mdev_domain("vm1", &[(1, "type=\"mtty-2\"")])
+        .text
+        .replace("</devices>", "</device>");
     assert_ok(&h.call("vm1", "release", "end", "-", &xml));
 }
 
@@ -192,7 +249,10 @@ fn oversized_stdin_with_our_namespace_is_refused() {
     let (_tree, h) = host();
     let mut xml = mdev_domain("vm1", &[(1, "type=\"mtty-2\"")]).text;
     xml.push_str(&format!("<!--{}-->", "x".repeat(17 << 20)));
-    assert_refused(&h.call("vm1", "prepare", "begin", "-", &xml), &["exceeds 16 MiB"]);
+    assert_refused(
+        &h.call("vm1", "prepare", "begin", "-", &xml),
+        &["exceeds 16 MiB"],
+    );
 }
 
 #[test]
@@ -209,7 +269,10 @@ fn non_utf8_stdin_with_our_namespace_is_refused() {
     let mut bytes = xml.into_bytes();
     let at = bytes.windows(6).position(|w| w == b"mtty-2").unwrap();
     bytes[at + 4] = 0xff;
-    let mut c = h.command(&h.hook_as("50-vgpu-hook"), &["vm1", "prepare", "begin", "-"]);
+    let mut c = h.command(
+        &h.hook_as("50-vgpu-hook"),
+        &["vm1", "prepare", "begin", "-"],
+    );
     let mut child = c.spawn().unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(&bytes).unwrap();
@@ -219,44 +282,81 @@ fn non_utf8_stdin_with_our_namespace_is_refused() {
 #[test]
 fn type_with_path_traversal_is_refused_without_a_write() {
     refused_without_a_write(
-        &format!("<vgpu:mdev uuid=\"{}\" type=\"../../../../block\"/>", mdev_uuid(1)),
+        &format!(
+            "<vgpu:mdev uuid=\"{}\" type=\"../../../../block\"/>",
+            mdev_uuid(1)
+        ),
         &["vgpu:mdev #1", "type", "not a valid mdev type id"],
     );
 }
 
 #[test]
 fn type_with_a_slash_is_refused_without_a_write() {
-    refused_without_a_write(&format!("<vgpu:mdev uuid=\"{}\" type=\"mtty-2/create\"/>", mdev_uuid(1)), &["mdev type id"]);
+    refused_without_a_write(
+        &format!(
+            "<vgpu:mdev uuid=\"{}\" type=\"mtty-2/create\"/>",
+            mdev_uuid(1)
+        ),
+        &["mdev type id"],
+    );
 }
 
 #[test]
 fn uuid_with_path_traversal_is_refused_without_a_write() {
-    refused_without_a_write("<vgpu:mdev uuid=\"../../../devices/virtual/mtty/mtty/x\" type=\"mtty-2\"/>", &["uuid", "not a UUID"]);
+    refused_without_a_write(
+        "<vgpu:mdev uuid=\"../../../devices/virtual/mtty/mtty/x\" type=\"mtty-2\"/>",
+        &["uuid", "not a UUID"],
+    );
 }
 
 #[test]
 fn nul_character_in_uuid_is_refused_without_a_write() {
-    refused_without_a_write("<vgpu:mdev uuid=\"6f2e9a4c-8d1b-4c1e-9a41-&#0;00000000001\" type=\"mtty-2\"/>", &["uuid"]);
+    refused_without_a_write(
+        "<vgpu:mdev uuid=\"6f2e9a4c-8d1b-4c1e-9a41-&#0;00000000001\" type=\"mtty-2\"/>",
+        &["uuid"],
+    );
 }
 
 #[test]
 fn parent_with_path_traversal_is_refused_without_a_write() {
-    refused_without_a_write(&format!("<vgpu:mdev uuid=\"{}\" type=\"mtty-2\" parent=\"../../..\"/>", mdev_uuid(1)), &["parent", "mdev parent name"]);
+    refused_without_a_write(
+        &format!(
+            "<vgpu:mdev uuid=\"{}\" type=\"mtty-2\" parent=\"../../..\"/>",
+            mdev_uuid(1)
+        ),
+        &["parent", "mdev parent name"],
+    );
 }
 
 #[test]
 fn overlong_type_is_refused_without_a_write() {
-    refused_without_a_write(&format!("<vgpu:mdev uuid=\"{}\" type=\"{}\"/>", mdev_uuid(1), "a".repeat(300)), &["mdev type id"]);
+    refused_without_a_write(
+        &format!(
+            "<vgpu:mdev uuid=\"{}\" type=\"{}\"/>",
+            mdev_uuid(1),
+            "a".repeat(300)
+        ),
+        &["mdev type id"],
+    );
 }
 
 #[test]
 fn vf_address_that_is_not_pci_is_refused_without_a_write() {
-    refused_without_a_write("<vgpu:vf address=\"../../../0000:04:00.0\"/>", &["vgpu:vf #1", "not a PCI address"]);
+    refused_without_a_write(
+        "<vgpu:vf address=\"../../../0000:04:00.0\"/>",
+        &["vgpu:vf #1", "not a PCI address"],
+    );
 }
 
 #[test]
 fn params_with_a_newline_are_refused_without_a_write() {
-    refused_without_a_write(&format!("<vgpu:mdev uuid=\"{}\" type=\"mtty-2\" params=\"a=1&#10;b=2\"/>", mdev_uuid(1)), &["vgpu_params"]);
+    refused_without_a_write(
+        &format!(
+            "<vgpu:mdev uuid=\"{}\" type=\"mtty-2\" params=\"a=1&#10;b=2\"/>",
+            mdev_uuid(1)
+        ),
+        &["vgpu_params"],
+    );
 }
 
 #[test]
@@ -266,5 +366,8 @@ fn unknown_element_in_our_namespace_is_refused() {
 
 #[test]
 fn request_without_type_or_profile_is_refused() {
-    refused_without_a_write(&format!("<vgpu:mdev uuid=\"{}\"/>", mdev_uuid(1)), &["missing type or profile"]);
+    refused_without_a_write(
+        &format!("<vgpu:mdev uuid=\"{}\"/>", mdev_uuid(1)),
+        &["missing type or profile"],
+    );
 }

@@ -53,10 +53,18 @@ fn parent_of(sim: &Sim, n: u32) -> Option<String> {
 }
 
 fn type_dir_by_name(sim: &Sim, parent: &str, name: &str) -> PathBuf {
-    let dir = sim.root().join("sys/class/mdev_bus").join(parent).join("mdev_supported_types");
+    let dir = sim
+        .root()
+        .join("sys/class/mdev_bus")
+        .join(parent)
+        .join("mdev_supported_types");
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
-        if std::fs::read_to_string(p.join("name")).unwrap_or_default().trim() == name {
+        if std::fs::read_to_string(p.join("name"))
+            .unwrap_or_default()
+            .trim()
+            == name
+        {
             return p;
         }
     }
@@ -64,7 +72,11 @@ fn type_dir_by_name(sim: &Sim, parent: &str, name: &str) -> PathBuf {
 }
 
 fn avail_at(dir: &Path) -> u32 {
-    std::fs::read_to_string(dir.join("available_instances")).unwrap().trim().parse().unwrap()
+    std::fs::read_to_string(dir.join("available_instances"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn avail(sim: &Sim, parent: &str, name: &str) -> u32 {
@@ -72,7 +84,9 @@ fn avail(sim: &Sim, parent: &str, name: &str) -> u32 {
 }
 
 fn live_count(sim: &Sim) -> usize {
-    std::fs::read_dir(sim.root().join("sys/bus/mdev/devices")).unwrap().count()
+    std::fs::read_dir(sim.root().join("sys/bus/mdev/devices"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -92,7 +106,9 @@ fn prepare_creates_the_mdev_and_release_removes_it() {
 
 #[test]
 fn short_profile_name_selects_the_nvidia_type() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
     assert_ok(&h.prepare(&mdev_domain("vm1", &[(1, "profile=\"P40-2Q\"")])));
     assert_eq!(avail(&sim, "0000:82:00.0", "GRID P40-2Q"), 11);
@@ -100,7 +116,9 @@ fn short_profile_name_selects_the_nvidia_type() {
 
 #[test]
 fn full_profile_name_selects_the_nvidia_type() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
     assert_ok(&h.prepare(&mdev_domain("vm1", &[(1, "profile=\"GRID P40-4Q\"")])));
     assert_eq!(avail(&sim, "0000:82:00.0", "GRID P40-4Q"), 5);
@@ -116,7 +134,9 @@ fn exact_type_id_selects_the_type() {
 
 #[test]
 fn pack_puts_the_second_vgpu_on_the_gpu_already_hosting_the_profile() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config("placement = \"pack\"\n"));
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\"")])));
     assert_ok(&h.prepare(&mdev_domain("b", &[(2, "profile=\"P40-2Q\"")])));
@@ -125,7 +145,9 @@ fn pack_puts_the_second_vgpu_on_the_gpu_already_hosting_the_profile() {
 
 #[test]
 fn spread_puts_the_second_vgpu_on_the_gpu_with_most_room() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config("placement = \"spread\"\n"));
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\"")])));
     assert_ok(&h.prepare(&mdev_domain("b", &[(2, "profile=\"P40-2Q\"")])));
@@ -146,23 +168,35 @@ types = [{ id = "small-1", name = "Slice", max_instances = 4 }]
 
 #[test]
 fn pack_prefers_the_parent_with_the_fewest_free_when_none_hosts_the_profile() {
-    let Some(sim) = Sim::start(UNEVEN) else { return };
-    let h = TestHost::new(sim.root(), &format!("mdev_parents = [\"big\", \"small\"]\n{FAST}"));
+    let Some(sim) = Sim::start(UNEVEN) else {
+        return;
+    };
+    let h = TestHost::new(
+        sim.root(),
+        &format!("mdev_parents = [\"big\", \"small\"]\n{FAST}"),
+    );
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"Slice\"")])));
     assert_eq!(parent_of(&sim, 1).as_deref(), Some("small"));
 }
 
 #[test]
 fn spread_prefers_the_parent_with_the_most_free() {
-    let Some(sim) = Sim::start(UNEVEN) else { return };
-    let h = TestHost::new(sim.root(), &format!("mdev_parents = [\"big\", \"small\"]\nplacement = \"spread\"\n{FAST}"));
+    let Some(sim) = Sim::start(UNEVEN) else {
+        return;
+    };
+    let h = TestHost::new(
+        sim.root(),
+        &format!("mdev_parents = [\"big\", \"small\"]\nplacement = \"spread\"\n{FAST}"),
+    );
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"Slice\"")])));
     assert_eq!(parent_of(&sim, 1).as_deref(), Some("big"));
 }
 
 #[test]
 fn another_profile_size_goes_to_the_other_gpu() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\"")])));
     assert_ok(&h.prepare(&mdev_domain("b", &[(2, "profile=\"P40-4Q\"")])));
@@ -171,21 +205,30 @@ fn another_profile_size_goes_to_the_other_gpu() {
 
 #[test]
 fn third_size_is_refused_naming_the_profiles_each_gpu_hosts() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\"")])));
     assert_ok(&h.prepare(&mdev_domain("b", &[(2, "profile=\"P40-4Q\"")])));
     let o = h.prepare(&mdev_domain("c", &[(3, "profile=\"P40-8Q\"")]));
     assert_refused(
         &o,
-        &["domain 'c'", "no free 'P40-8Q'", "0000:82:00.0 (hosts 'GRID P40-2Q')", "0000:83:00.0 (hosts 'GRID P40-4Q')"],
+        &[
+            "domain 'c'",
+            "no free 'P40-8Q'",
+            "0000:82:00.0 (hosts 'GRID P40-2Q')",
+            "0000:83:00.0 (hosts 'GRID P40-4Q')",
+        ],
     );
     assert!(!dev_path(&sim, 3).exists());
 }
 
 #[test]
 fn exhaustion_names_the_domains_holding_each_gpu() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let mut h = TestHost::new(sim.root(), &p40_config(""));
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-24Q\"")])));
     h.start_qemu("a");
@@ -209,33 +252,63 @@ fn exhaustion_counts_devices_not_made_by_the_hook() {
 
 #[test]
 fn parent_attribute_restricts_where_the_vgpu_goes() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
-    assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\" parent=\"83:00.0\"")])));
+    assert_ok(&h.prepare(&mdev_domain(
+        "a",
+        &[(1, "profile=\"P40-2Q\" parent=\"83:00.0\"")],
+    )));
     assert_eq!(parent_of(&sim, 1).as_deref(), Some("0000:83:00.0"));
 }
 
 #[test]
 fn parent_attribute_naming_an_unconfigured_gpu_is_refused_with_the_configured_ones() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
-    let o = h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\" parent=\"0000:84:00.0\"")]));
-    assert_refused(&o, &["parent=0000:84:00.0", "configured: 0000:82:00.0, 0000:83:00.0"]);
+    let o = h.prepare(&mdev_domain(
+        "a",
+        &[(1, "profile=\"P40-2Q\" parent=\"0000:84:00.0\"")],
+    ));
+    assert_refused(
+        &o,
+        &[
+            "parent=0000:84:00.0",
+            "configured: 0000:82:00.0, 0000:83:00.0",
+        ],
+    );
 }
 
 #[test]
 fn unknown_profile_is_refused_per_gpu() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
     let o = h.prepare(&mdev_domain("a", &[(1, "profile=\"T4-2Q\"")]));
-    assert_refused(&o, &["no free 'T4-2Q'", "0000:82:00.0 (no such type)", "0000:83:00.0 (no such type)"]);
+    assert_refused(
+        &o,
+        &[
+            "no free 'T4-2Q'",
+            "0000:82:00.0 (no such type)",
+            "0000:83:00.0 (no such type)",
+        ],
+    );
 }
 
 #[test]
 fn params_are_written_to_vgpu_params() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
-    assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\" params=\"frame_rate_limiter=0\"")])));
+    assert_ok(&h.prepare(&mdev_domain(
+        "a",
+        &[(1, "profile=\"P40-2Q\" params=\"frame_rate_limiter=0\"")],
+    )));
     let got = std::fs::read_to_string(dev_path(&sim, 1).join("nvidia/vgpu_params")).unwrap();
     assert_eq!(got.trim(), "frame_rate_limiter=0");
 }
@@ -244,7 +317,10 @@ fn params_are_written_to_vgpu_params() {
 fn params_on_a_parent_without_vgpu_params_are_refused_and_the_device_rolled_back() {
     let Some(sim) = Sim::start(MTTY) else { return };
     let h = TestHost::new(sim.root(), &mtty_config(""));
-    let o = h.prepare(&mdev_domain("a", &[(1, "type=\"mtty-2\" params=\"frame_rate_limiter=0\"")]));
+    let o = h.prepare(&mdev_domain(
+        "a",
+        &[(1, "type=\"mtty-2\" params=\"frame_rate_limiter=0\"")],
+    ));
     assert_refused(&o, &["no nvidia/vgpu_params"]);
     assert!(!dev_path(&sim, 1).exists());
     assert_eq!(avail(&sim, "mtty", "Dual port serial"), 12);
@@ -255,7 +331,10 @@ fn params_on_a_parent_without_vgpu_params_are_refused_and_the_device_rolled_back
 fn a_failing_second_request_undoes_the_first() {
     let Some(sim) = Sim::start(MTTY) else { return };
     let h = TestHost::new(sim.root(), &mtty_config(""));
-    let o = h.prepare(&mdev_domain("a", &[(1, "type=\"mtty-2\""), (2, "type=\"mtty-7\"")]));
+    let o = h.prepare(&mdev_domain(
+        "a",
+        &[(1, "type=\"mtty-2\""), (2, "type=\"mtty-7\"")],
+    ));
     assert_refused(&o, &["'mtty-7'"]);
     assert!(!dev_path(&sim, 1).exists());
     assert_eq!(avail(&sim, "mtty", "Dual port serial"), 12);
@@ -264,7 +343,9 @@ fn a_failing_second_request_undoes_the_first() {
 
 #[test]
 fn create_eio_on_one_gpu_falls_back_to_the_next() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
     sim.control("fault create-eio 0000:82:00.0").unwrap();
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\"")])));
@@ -273,12 +354,20 @@ fn create_eio_on_one_gpu_falls_back_to_the_next() {
 
 #[test]
 fn create_eio_everywhere_is_reported_with_the_errno() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &p40_config(""));
     sim.control("fault create-eio 0000:82:00.0").unwrap();
     sim.control("fault create-eio 0000:83:00.0").unwrap();
     let o = h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]));
-    assert_refused(&o, &["0000:82:00.0 (create failed: EIO (Input/output error))", "0000:83:00.0 (create failed: EIO"]);
+    assert_refused(
+        &o,
+        &[
+            "0000:82:00.0 (create failed: EIO (Input/output error))",
+            "0000:83:00.0 (create failed: EIO",
+        ],
+    );
     assert_eq!(live_count(&sim), 0);
 }
 
@@ -297,10 +386,17 @@ fn an_existing_idle_mdev_of_the_right_type_is_reused() {
 fn an_existing_mdev_of_another_type_is_refused_with_the_fix() {
     let Some(sim) = Sim::start(MTTY) else { return };
     let h = TestHost::new(sim.root(), &mtty_config(""));
-    std::fs::write(type_dir_by_name(&sim, "mtty", "Single port serial").join("create"), mdev_uuid(1)).unwrap();
+    std::fs::write(
+        type_dir_by_name(&sim, "mtty", "Single port serial").join("create"),
+        mdev_uuid(1),
+    )
+    .unwrap();
     let o = h.prepare(&mdev_domain("a", &[(1, "type=\"mtty-2\"")]));
     assert_refused(&o, &["already exists as mtty-1 on mtty", "/remove"]);
-    assert!(dev_path(&sim, 1).exists(), "a device the hook did not make is left alone");
+    assert!(
+        dev_path(&sim, 1).exists(),
+        "a device the hook did not make is left alone"
+    );
 }
 
 #[test]
@@ -316,9 +412,16 @@ fn a_uuid_held_by_another_running_domain_is_refused_naming_it() {
 
 #[test]
 fn a_parent_that_registers_late_is_waited_for() {
-    let late = TWO_P40.replacen("framebuffer_mb = 24576", "framebuffer_mb = 24576\nappear_after_ms = 1500", 2);
+    let late = TWO_P40.replacen(
+        "framebuffer_mb = 24576",
+        "framebuffer_mb = 24576\nappear_after_ms = 1500",
+        2,
+    );
     let Some(sim) = Sim::start(&late) else { return };
-    let h = TestHost::new(sim.root(), &p40_config("").replace("parent_wait_secs = 0", "parent_wait_secs = 20"));
+    let h = TestHost::new(
+        sim.root(),
+        &p40_config("").replace("parent_wait_secs = 0", "parent_wait_secs = 20"),
+    );
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\"")])));
     assert!(dev_path(&sim, 1).exists());
 }
@@ -326,33 +429,58 @@ fn a_parent_that_registers_late_is_waited_for() {
 #[test]
 fn a_parent_that_never_appears_is_given_up_on_within_the_bound() {
     let Some(sim) = Sim::start(MTTY) else { return };
-    let h = TestHost::new(sim.root(), &format!("nvidia_vgpu_pfs = [\"99:00.0\"]\n{FAST}").replace("parent_wait_secs = 0", "parent_wait_secs = 1"));
+    let h = TestHost::new(
+        sim.root(),
+        &format!("nvidia_vgpu_pfs = [\"99:00.0\"]\n{FAST}")
+            .replace("parent_wait_secs = 0", "parent_wait_secs = 1"),
+    );
     let t = Instant::now();
     let o = h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]));
     assert_refused(&o, &["0000:99:00.0 (missing)"]);
     let took = t.elapsed();
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 }
 
 #[test]
 fn release_waits_for_nvidia_to_clean_up_by_itself() {
-    let cleaning = TWO_P40.replacen("framebuffer_mb = 24576", "framebuffer_mb = 24576\nself_cleanup_ms = 300", 2);
-    let Some(sim) = Sim::start(&cleaning) else { return };
-    let h = TestHost::new(sim.root(), &p40_config("").replace("cleanup_wait_secs = 0", "cleanup_wait_secs = 5"));
+    let cleaning = TWO_P40.replacen(
+        "framebuffer_mb = 24576",
+        "framebuffer_mb = 24576\nself_cleanup_ms = 300",
+        2,
+    );
+    let Some(sim) = Sim::start(&cleaning) else {
+        return;
+    };
+    let h = TestHost::new(
+        sim.root(),
+        &p40_config("").replace("cleanup_wait_secs = 0", "cleanup_wait_secs = 5"),
+    );
     let vm = mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]);
     assert_ok(&h.prepare(&vm));
     sim.control(&format!("hold {}", mdev_uuid(1))).unwrap();
     sim.control(&format!("release {}", mdev_uuid(1))).unwrap();
     assert_ok(&h.release(&vm));
     assert!(!dev_path(&sim, 1).exists());
-    assert!(!sim.events().contains("/remove"), "the hook removed it itself:\n{}", sim.events());
+    assert!(
+        !sim.events().contains("/remove"),
+        "the hook removed it itself:\n{}",
+        sim.events()
+    );
     assert!(h.records().is_empty());
 }
 
 #[test]
 fn release_removes_the_mdev_when_the_driver_does_not() {
-    let Some(sim) = Sim::start(TWO_P40) else { return };
-    let h = TestHost::new(sim.root(), &p40_config("").replace("cleanup_wait_secs = 0", "cleanup_wait_secs = 1"));
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
+    let h = TestHost::new(
+        sim.root(),
+        &p40_config("").replace("cleanup_wait_secs = 0", "cleanup_wait_secs = 1"),
+    );
     let vm = mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]);
     assert_ok(&h.prepare(&vm));
     assert_ok(&h.release(&vm));
@@ -371,8 +499,20 @@ fn a_remove_blocked_by_a_holder_ends_within_its_bound() {
     assert_ok(&h.release(&vm));
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     assert!(dev_path(&sim, 1).exists());
-    assert_eq!(h.owners(), ["a"], "the record stays while the device could not be removed");
+    assert_eq!(
+        h.owners(),
+        ["a"],
+        "the record stays while the device could not be removed"
+    );
     sim.control(&format!("release {}", mdev_uuid(1))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dev_path(&sim, 1).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !dev_path(&sim, 1).exists(),
+        "the pending remove completes once the holder lets go"
+    );
 }
 
 #[test]
@@ -425,7 +565,10 @@ fn a_stale_record_of_a_stopped_domain_is_dropped_when_met() {
 #[test]
 fn a_hook_killed_mid_prepare_does_not_block_the_next_run() {
     let Some(sim) = Sim::start(MTTY) else { return };
-    let h = TestHost::new(sim.root(), &mtty_config("").replace("device_wait_secs = 2", "device_wait_secs = 10"));
+    let h = TestHost::new(
+        sim.root(),
+        &mtty_config("").replace("device_wait_secs = 2", "device_wait_secs = 10"),
+    );
     sim.control("fault create-delay mtty 2000").unwrap();
     let vm = mdev_domain("a", &[(1, "type=\"mtty-2\"")]);
     let mut child = h.spawn("a", "prepare", "begin", "-", &vm.text);

@@ -73,7 +73,10 @@ impl TestHost {
     /// Starts the hook without waiting (for races and kills).
     pub fn spawn(&self, domain: &str, op: &str, sub: &str, extra: &str, stdin: &str) -> Child {
         let hook = self.hook_as("50-vgpu-hook");
-        let mut child = self.command(&hook, &[domain, op, sub, extra]).spawn().expect("spawn hook");
+        let mut child = self
+            .command(&hook, &[domain, op, sub, extra])
+            .spawn()
+            .expect("spawn hook");
         let mut input = child.stdin.take().unwrap();
         let data = stdin.as_bytes().to_vec();
         std::thread::spawn(move || {
@@ -84,7 +87,9 @@ impl TestHost {
 
     /// Runs one hook call to the end.
     pub fn call(&self, domain: &str, op: &str, sub: &str, extra: &str, stdin: &str) -> Output {
-        self.spawn(domain, op, sub, extra, stdin).wait_with_output().expect("hook output")
+        self.spawn(domain, op, sub, extra, stdin)
+            .wait_with_output()
+            .expect("hook output")
     }
 
     pub fn prepare(&self, xml: &DomainXml) -> Output {
@@ -103,7 +108,11 @@ impl TestHost {
             std::os::unix::fs::symlink("/bin/sleep", &fake).unwrap();
         }
         let child = Command::new(&fake).arg("3600").spawn().expect("fake qemu");
-        std::fs::write(self.run_dir().join(format!("{domain}.pid")), format!("{}\n", child.id())).unwrap();
+        std::fs::write(
+            self.run_dir().join(format!("{domain}.pid")),
+            format!("{}\n", child.id()),
+        )
+        .unwrap();
         self.qemus.push((domain.to_string(), child));
     }
 
@@ -171,7 +180,10 @@ pub fn domain(name: &str, metadata: Option<&str>, devices: &str) -> DomainXml {
             &format!("  <metadata>\n    <vgpu:vgpu xmlns:vgpu=\"{NS}\">\n{meta}\n    </vgpu:vgpu>\n  </metadata>\n  <memory unit='KiB'>"),
         );
     }
-    text = text.replace("    <memballoon model='none'/>", &format!("{devices}    <memballoon model='none'/>"));
+    text = text.replace(
+        "    <memballoon model='none'/>",
+        &format!("{devices}    <memballoon model='none'/>"),
+    );
     DomainXml {
         name: name.to_string(),
         uuid,
@@ -185,7 +197,14 @@ pub fn uuid_for(name: &str) -> String {
     for b in name.bytes() {
         h = (h ^ b as u64).wrapping_mul(1099511628211);
     }
-    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", h >> 32, (h >> 16) & 0xffff, h & 0xfff, (h >> 20) & 0xfff, h & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 20) & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
 }
 
 /// An mdev UUID numbered `n`.
@@ -238,8 +257,17 @@ pub fn stderr(o: &Output) -> String {
 /// and containing every `needle`.
 pub fn assert_refused(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected refusal, got {:?}; stderr: {err}", o.status);
-    assert!(o.stdout.is_empty(), "stdout must stay empty: {:?}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected refusal, got {:?}; stderr: {err}",
+        o.status
+    );
+    assert!(
+        o.stdout.is_empty(),
+        "stdout must stay empty: {:?}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
     assert!(err.starts_with("vgpu-hook: "), "{err}");
     for n in needles {
@@ -250,6 +278,10 @@ pub fn assert_refused(o: &Output, needles: &[&str]) {
 /// Asserts success: exit 0, nothing on stdout or stderr.
 pub fn assert_ok(o: &Output) {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
-    assert!(o.stdout.is_empty(), "stdout: {:?}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.stdout.is_empty(),
+        "stdout: {:?}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert!(o.stderr.is_empty(), "stderr: {}", stderr(o));
 }
