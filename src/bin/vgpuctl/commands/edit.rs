@@ -210,6 +210,12 @@ pub fn attach(
     let name = args.target.domain.as_deref().unwrap_or_default();
     let lv = Libvirt::open(uri)?;
     let dom = lv.lookup(name)?;
+    if args.live && !dom.is_active()? {
+        return Err(CtlError::failed(format!(
+            "domain '{}' is not running; drop --live (the hook makes the device when the domain starts)",
+            dom.name
+        )));
+    }
     let xml = dom.inactive_xml()?;
     let mut taken = taken_from_libvirt(&lv)?;
     for (a, n) in taken_from_state(host, grace) {
@@ -271,12 +277,6 @@ fn attach_live(
     devices: &[NewDevice],
     out: &mut dyn Write,
 ) -> Result<ExitCode, CtlError> {
-    if !dom.is_active()? {
-        return Err(CtlError::failed(format!(
-            "domain '{}' is not running; drop --live (the hook makes the device when the domain starts)",
-            dom.name
-        )));
-    }
     let (requests, hostdevs) = devices.iter().map(request_of).unzip();
     let partial = Domain {
         name: dom.name.clone(),

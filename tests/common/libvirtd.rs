@@ -1,0 +1,264 @@
+//! A real libvirt daemon for tests: makes sure `virtlogd` and `libvirtd` run (as on a host
+//! without systemd: `virtlogd -d; libvirtd -d`), defines throwaway TCG domains with unique names
+//! and undefines them when dropped, and serialises tests that change host-wide files
+//! (`/etc/libvirt/hooks`, `/etc/vgpu-hook/config.toml`) and puts those files back afterwards.
+//!
+//! Needs root and the libvirt-daemon-system / qemu-system-x86 packages. When they are missing,
+//! [`Libvirtd::ensure`] says why on stderr and returns `None`; with `CI=true` it panics instead,
+//! so a CI machine that lost libvirt fails loudly rather than passing empty tests.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The system URI every test uses.
+pub const URI: &str = "qemu:///system";
+const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
+const SOCKET: &str = "/var/run/libvirt/libvirt-sock";
+const HOST_LOCK: &str = "/run/lock/vgpu-hook-tests.lock";
+
+/// A daemon known to answer.
+#[derive(Debug)]
+pub struct Libvirtd(());
+
+fn unavailable(reason: &str) -> Option<Libvirtd> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("libvirtd unavailable on CI: {reason}");
+    }
+    eprintln!("skipped: this test needs a running libvirtd: {reason}");
+    None
+}
+
+fn running(comm: &str) -> bool {
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
+                .any(|e| {
+                    fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
+                })
+        })
+        .unwrap_or(false)
+}
+
+fn have(bin: &str) -> bool {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(bin).exists())
+}
+
+/// Adds `user = "root"` / `group = "root"` to qemu.conf when absent: without systemd and udev,
+/// /dev/kvm is 0600 and libvirt re-probes QEMU on every define (40 s each) otherwise.
+fn ensure_qemu_conf() -> std::io::Result<bool> {
+    let text = fs::read_to_string(QEMU_CONF).unwrap_or_default();
+    let has = |key: &str| {
+        text.lines()
+            .any(|l| l.trim_start().starts_with(key) && l.contains('='))
+    };
+    let mut add = String::new();
+    if !has("user") {
+        add.push_str("user = \"root\"\n");
+    }
+    if !has("group") {
+        add.push_str("group = \"root\"\n");
+    }
+    if add.is_empty() {
+        return Ok(false);
+    }
+    let mut new = text;
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    new.push_str(&add);
+    fs::write(QEMU_CONF, new)?;
+    Ok(true)
+}
+
+impl Libvirtd {
+    /// Makes sure the daemons run and answer; `None` (or a panic on CI) when they cannot.
+    pub fn ensure() -> Option<Libvirtd> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return unavailable("not running as root");
+        }
+        for bin in ["libvirtd", "virtlogd", "virsh", "qemu-system-x86_64"] {
+            if !have(bin) {
+                return unavailable(&format!(
+                    "{bin} is not installed (apt-get install libvirt-daemon-system qemu-system-x86)"
+                ));
+            }
+        }
+        if let Err(e) = ensure_qemu_conf() {
+            return unavailable(&format!("cannot update {QEMU_CONF}: {e}"));
+        }
+        if !running("virtlogd") {
+            let _ = Command::new("virtlogd").arg("-d").status();
+        }
+        if !running("libvirtd") {
+            let ok = Command::new("libvirtd")
+                .arg("-d")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return unavailable("libvirtd -d failed");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if Path::new(SOCKET).exists() && virsh(&["version"]).status.success() {
+                return Some(Libvirtd(()));
+            }
+            if Instant::now() > deadline {
+                return unavailable("libvirtd did not answer within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Runs `virsh -c qemu:///system ARGS` with a time limit.
+pub fn virsh(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("120")
+        .arg("virsh")
+        .arg("-c")
+        .arg(URI)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run virsh")
+}
+
+/// `virsh` that must succeed; returns stdout.
+pub fn virsh_ok(args: &[&str]) -> String {
+    let o = virsh(args);
+    assert!(
+        o.status.success(),
+        "virsh {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A defined domain, undefined (and destroyed) when dropped.
+#[derive(Debug)]
+pub struct TestDomain {
+    /// Its unique name.
+    pub name: String,
+}
+
+/// The XML of a minimal TCG domain with no disk: defines in well under a second and starts
+/// with `--paused` without running guest code.
+pub fn domain_xml(name: &str, metadata: &str, devices: &str) -> String {
+    let meta = if metadata.is_empty() {
+        String::new()
+    } else {
+        format!("  <metadata>{metadata}</metadata>\n")
+    };
+    format!(
+        "<domain type='qemu'>\n  <name>{name}</name>\n{meta}  <memory unit='MiB'>32</memory>\n  <vcpu>1</vcpu>\n  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n  </os>\n  <on_poweroff>destroy</on_poweroff>\n  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    <controller type='usb' model='none'/>\n    <memballoon model='none'/>\n{devices}  </devices>\n</domain>\n"
+    )
+}
+
+impl TestDomain {
+    /// Defines a domain named `PREFIX-<pid>-<n>` with optional metadata and devices.
+    pub fn define(prefix: &str, metadata: &str, devices: &str) -> TestDomain {
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("dom.xml");
+        fs::write(&file, domain_xml(&name, metadata, devices)).expect("write domain xml");
+        virsh_ok(&["define", file.to_str().expect("utf-8 path")]);
+        TestDomain { name }
+    }
+
+    /// `virsh dumpxml --inactive`.
+    pub fn inactive_xml(&self) -> String {
+        virsh_ok(&["dumpxml", "--inactive", &self.name])
+    }
+
+    /// `virsh domstate`.
+    pub fn state(&self) -> String {
+        String::from_utf8_lossy(&virsh(&["domstate", &self.name]).stdout)
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for TestDomain {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", &self.name]);
+        let _ = virsh(&["undefine", &self.name]);
+    }
+}
+
+/// Exclusive use of the host-wide files tests change; held across processes with flock.
+pub struct HostLock(fs::File);
+
+impl HostLock {
+    /// Waits for the lock.
+    pub fn take() -> HostLock {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(HOST_LOCK)
+            .expect("open the test lock file");
+        f.lock().expect("lock the test lock file");
+        HostLock(f)
+    }
+}
+
+/// A file put back as it was (content and mode, or absence) when dropped.
+pub struct Restore {
+    path: PathBuf,
+    saved: Option<(Vec<u8>, u32)>,
+}
+
+impl Restore {
+    /// Remembers `path` now.
+    pub fn new(path: &Path) -> Restore {
+        let saved = fs::read(path).ok().map(|b| {
+            let mode = fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+            (b, mode)
+        });
+        Restore {
+            path: path.to_path_buf(),
+            saved,
+        }
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        match &self.saved {
+            Some((bytes, mode)) => {
+                if let Some(d) = self.path.parent() {
+                    let _ = fs::create_dir_all(d);
+                }
+                let _ = fs::write(&self.path, bytes);
+                let _ = fs::set_permissions(&self.path, fs::Permissions::from_mode(*mode));
+            }
+            None => {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
