@@ -193,7 +193,14 @@ fn decode_attrs(e: &BytesStart<'_>, pos: u64) -> Result<Vec<(String, String)>, E
 
 impl<'a> Doc<'a> {
     fn parse(xml: &'a str) -> Result<Doc<'a>, EditError> {
-        let mut reader = NsReader::from_str(xml);
+        // The reader skips a byte-order mark without counting it: parse after it and shift
+        // every position back onto the original string.
+        let (body, base) = match xml.strip_prefix('\u{feff}') {
+            Some(rest) => (rest, xml.len() - rest.len()),
+            None => (xml, 0),
+        };
+        let syntax = |position: u64, message: &str| syntax(position + base as u64, message);
+        let mut reader = NsReader::from_str(body);
         let mut elems: Vec<Elem> = Vec::new();
         let mut stack: Vec<usize> = Vec::new();
         let mut root: Option<usize> = None;
@@ -204,10 +211,10 @@ impl<'a> Doc<'a> {
                     matches!(ns, ResolveResult::Bound(n) if n.0 == NAMESPACE),
                     ev,
                 ),
-                Err(e) => return Err(syntax(reader.error_position(), e.to_string())),
+                Err(e) => return Err(syntax(reader.error_position(), &e.to_string())),
             };
             let after = reader.buffer_position();
-            let range = before as usize..after as usize;
+            let range = base + before as usize..base + after as usize;
             match event {
                 Event::Start(ref e) | Event::Empty(ref e) => {
                     let empty = matches!(event, Event::Empty(_));
@@ -219,7 +226,7 @@ impl<'a> Doc<'a> {
                         qname: e.name().as_ref().to_string(),
                         local: e.local_name().as_ref().to_string(),
                         ours,
-                        attrs: decode_attrs(e, before)?,
+                        attrs: decode_attrs(e, before + base as u64)?,
                         start: range,
                         end: None,
                         children: Vec::new(),
@@ -246,7 +253,7 @@ impl<'a> Doc<'a> {
                     if let Some(&open) = stack.last() {
                         return Err(syntax(
                             after,
-                            format!(
+                            &format!(
                                 "document ends inside <{}>",
                                 crate::printable(&elems[open].qname, 40)
                             ),

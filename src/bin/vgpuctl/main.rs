@@ -6,6 +6,8 @@ mod cli;
 mod commands;
 mod error;
 mod libvirt;
+#[cfg(test)]
+mod tests;
 
 use std::process::ExitCode;
 
@@ -23,7 +25,7 @@ fn main() -> ExitCode {
         .init();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match commands::run(&cli, &mut out) {
+    match commands::run(&cli, &vgpu_hook::host::Host::from_env(), &mut out) {
         Ok(code) => code,
         Err(e) if e.message.is_empty() => ExitCode::from(e.exit as u8),
         Err(e) => {

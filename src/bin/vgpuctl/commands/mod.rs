@@ -17,9 +17,9 @@ use vgpu_hook::host::Host;
 use crate::cli::{Cli, Command};
 use crate::error::{CtlError, Exit};
 
-/// Runs the parsed command line.
-pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
-    let host = Host::from_env();
+/// Runs the parsed command line on `host` (the real one, or a test's).
+pub fn run(cli: &Cli, host: &Host, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
+    let host = host.clone();
     match &cli.command {
         Command::Attach(a) => edit::attach(&cli.connect, &host, a, out),
         Command::Detach(a) => edit::detach(&cli.connect, &host, a, out),
