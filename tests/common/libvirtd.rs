@@ -226,10 +226,12 @@ impl HostLock {
     }
 }
 
-/// A file put back as it was (content and mode, or absence) when dropped.
+/// A file put back as it was (content and mode, or absence) when dropped; its directory is
+/// removed again when it did not exist before and is empty.
 pub struct Restore {
     path: PathBuf,
     saved: Option<(Vec<u8>, u32)>,
+    dir_existed: bool,
 }
 
 impl Restore {
@@ -242,6 +244,7 @@ impl Restore {
         Restore {
             path: path.to_path_buf(),
             saved,
+            dir_existed: path.parent().is_some_and(Path::exists),
         }
     }
 }
@@ -258,6 +261,11 @@ impl Drop for Restore {
             }
             None => {
                 let _ = fs::remove_file(&self.path);
+                if !self.dir_existed {
+                    if let Some(d) = self.path.parent() {
+                        let _ = fs::remove_dir(d);
+                    }
+                }
             }
         }
     }
