@@ -30,6 +30,14 @@ pub enum InstallError {
     /// The file to install is not the vgpu-hook program.
     #[error("{0} is not a vgpu-hook executable (build it with `cargo build --release`, or pass --hook-binary PATH)")]
     NotHook(PathBuf),
+    /// The file is ours by content but does not behave like the hook (vgpuctl itself, say).
+    #[error("{path} does not behave like vgpu-hook ({why}); pass the vgpu-hook executable with --hook-binary PATH")]
+    Probe {
+        /// The file.
+        path: PathBuf,
+        /// What it did.
+        why: String,
+    },
     /// `HOOKS/qemu` belongs to another program.
     #[error("{0} is another program's hook; vgpuctl never replaces it: install into qemu.d instead (drop --as-qemu)")]
     Foreign(PathBuf),
@@ -67,6 +75,48 @@ pub fn is_our_hook(path: &Path) -> bool {
     };
     let needle = crate::domain::NAMESPACE.as_bytes();
     bytes.starts_with(b"\x7fELF") && bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Runs the executable the way libvirt runs a hook for a call vgpu-hook ignores (`started begin`,
+/// empty XML) and checks that it exits 0 silently, as the hook contract demands. This tells the
+/// hook from vgpuctl and other builds that carry the same strings, without trusting names.
+pub fn probe_hook(path: &Path) -> Result<(), String> {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(path)
+        .args(["vgpuctl-probe", "started", "begin", "-"])
+        .env_clear()
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("it did not exit within 10 s".into());
+            }
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() && out.stdout.is_empty() && out.stderr.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "called as a hook it exited with {} and printed '{}'",
+            out.status,
+            crate::printable(
+                String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).trim(),
+                80
+            )
+        ))
+    }
 }
 
 /// Writes `bytes` to `path` atomically with `mode`: a temp file in `tmp_dir` (same filesystem,
@@ -110,6 +160,8 @@ pub struct InstallOptions {
     pub hook_binary: PathBuf,
     /// Where the config lives.
     pub config_path: PathBuf,
+    /// Run the executable once as libvirt would ([`probe_hook`]) before installing it.
+    pub probe: bool,
 }
 
 /// What `install` did.
@@ -137,6 +189,12 @@ fn mkdir(path: &Path) -> Result<(), InstallError> {
 pub fn install(opts: &InstallOptions, sysfs: &Sysfs) -> Result<Installed, InstallError> {
     if !is_our_hook(&opts.hook_binary) {
         return Err(InstallError::NotHook(opts.hook_binary.clone()));
+    }
+    if opts.probe {
+        probe_hook(&opts.hook_binary).map_err(|why| InstallError::Probe {
+            path: opts.hook_binary.clone(),
+            why,
+        })?;
     }
     let bytes = fs::read(&opts.hook_binary).map_err(io_err(&opts.hook_binary))?;
     let target = hook_target(&opts.hooks_dir, opts.as_qemu);
@@ -188,7 +246,7 @@ pub fn install(opts: &InstallOptions, sysfs: &Sysfs) -> Result<Installed, Instal
         let legacy = opts.hooks_dir.join("qemu");
         if legacy.exists() && is_our_hook(&legacy) {
             out.messages.push(format!(
-                "note: {} is also vgpu-hook, so it runs twice; remove it (vgpuctl uninstall --as-qemu)",
+                "note: {0} is also vgpu-hook, so it runs twice; remove it: rm {0}",
                 legacy.display()
             ));
         }
@@ -449,6 +507,7 @@ mod tests {
             as_qemu,
             hook_binary: fake_hook(t),
             config_path: t.join("etc/vgpu-hook/config.toml"),
+            probe: false,
         }
     }
 

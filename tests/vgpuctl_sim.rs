@@ -828,3 +828,20 @@ fn attach_more_vfs_than_free_says_who_uses_them() {
         "{err}"
     );
 }
+
+#[test]
+fn install_refuses_an_executable_that_does_not_behave_like_the_hook() {
+    let Some(h) = SimHost::bare() else { return };
+    let hooks = h.dir.path().join("hooks");
+    let (_, err, code) = h.run(&[
+        "install",
+        "--no-reload",
+        "--hooks-dir",
+        hooks.to_str().unwrap(),
+        "--hook-binary",
+        env!("CARGO_BIN_EXE_vgpuctl"),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not behave like vgpu-hook"), "{err}");
+    assert!(!hooks.join("qemu.d/50-vgpu-hook").exists());
+}

@@ -87,6 +87,7 @@ pub fn install(host: &Host, args: &InstallArgs, out: &mut dyn Write) -> Result<E
         as_qemu: args.as_qemu,
         hook_binary,
         config_path: host.config_path.clone(),
+        probe: true,
     };
     let done = install::install(&opts, &host.sysfs).map_err(install_error)?;
     for m in &done.messages {
