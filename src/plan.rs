@@ -312,7 +312,10 @@ fn check_mdev(
         msg.push_str(&format!("; available: {}", offered.join("; ")));
     }
     if !unavailable.is_empty() {
-        msg.push_str(&format!("; not available now: {}", unavailable.join(", ")));
+        msg.push_str(&format!(
+            "; not available now, so not checked: {} (pass --force if one of those offers it)",
+            unavailable.join(", ")
+        ));
     }
     Err(PlanError::NotFound(msg))
 }

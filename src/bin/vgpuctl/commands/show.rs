@@ -7,9 +7,9 @@ use vgpu_hook::config::Timing;
 use vgpu_hook::domain::Domain;
 use vgpu_hook::host::Host;
 use vgpu_hook::report;
-use vgpu_hook::state::Liveness;
+use vgpu_hook::state::{Liveness, State};
 
-use super::{emit, load_config, read_xml};
+use super::{emit, load_config, note, read_xml};
 use crate::cli::StatusArgs;
 use crate::error::CtlError;
 use crate::libvirt::Libvirt;
@@ -17,7 +17,14 @@ use crate::libvirt::Libvirt;
 /// `vgpuctl types`.
 pub fn types(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
     let config = load_config(host)?;
-    let state = host.state.peek()?;
+    // Capacity comes from sysfs; the state only tells which VFs are held, so an unreadable
+    // state (not root) costs that column, not the whole report.
+    let state = host.state.peek().unwrap_or_else(|e| {
+        note(&format!(
+            "{e}; VFs held by running domains are counted as free"
+        ));
+        State::default()
+    });
     let live = Liveness::new(&host.libvirt_run_dir, config.timing.prepare_grace);
     let r = report::types_report(&config, &host.sysfs, &state, &live);
     emit(if json {
