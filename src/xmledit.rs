@@ -1157,6 +1157,17 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_kept_and_does_not_shift_the_edits() {
+        let xml = format!("\u{feff}{PLAIN}");
+        let out = attach(&xml, &[mdev(U1, "a")]).unwrap();
+        assert_eq!(
+            out,
+            format!("\u{feff}{}", attach(PLAIN, &[mdev(U1, "a")]).unwrap())
+        );
+        assert_eq!(detach(&out, &Selector::All).unwrap().xml, xml);
+    }
+
+    #[test]
     fn non_domain_root_is_refused() {
         assert!(matches!(
             attach("<network/>", &[mdev(U1, "a")]),
