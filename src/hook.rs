@@ -205,43 +205,58 @@ fn want_label(want: &MdevWant) -> String {
 }
 
 /// The type on `parent` that a request means: `Ok(None)` when absent, `Err` when ambiguous.
+/// The type on `parent` that a request means: `Ok(None)` when absent, `Err` when ambiguous.
+/// `hint` is the type id found on a previous GPU: identical boards share ids, so one read
+/// confirms it instead of reading every type's name.
 fn find_type(
     sysfs: &Sysfs,
     parent: &ParentName,
     want: &MdevWant,
+    hint: Option<&TypeId>,
 ) -> Result<Option<(TypeId, String)>, String> {
-    let types = sysfs.mdev_types(parent);
-    let matches: Vec<_> = match want {
-        MdevWant::Type(t) => types.iter().filter(|ty| ty.id == t.as_str()).collect(),
-        MdevWant::Profile(p) => {
-            let full: Vec<_> = types
-                .iter()
-                .filter(|ty| {
-                    ty.name
-                        .as_deref()
-                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(p.as_str()))
-                })
-                .collect();
-            if full.is_empty() {
-                types
-                    .iter()
-                    .filter(|ty| ty.name.as_deref().is_some_and(|n| p.matches(n)))
-                    .collect()
-            } else {
-                full
-            }
+    let p = match want {
+        MdevWant::Type(t) => {
+            return Ok(sysfs.has_type(parent, t).then(|| {
+                let label = sysfs.type_name(parent, t).unwrap_or_else(|| t.to_string());
+                (t.clone(), label)
+            }))
         }
+        MdevWant::Profile(p) => p,
     };
+    if let Some(h) = hint {
+        if let Some(name) = sysfs.type_name(parent, h).filter(|n| p.matches(n)) {
+            return Ok(Some((h.clone(), name)));
+        }
+    }
+    let types = sysfs.type_names(parent);
+    let named = |full: bool| -> Vec<&(String, Option<String>)> {
+        types
+            .iter()
+            .filter(|(_, n)| {
+                n.as_deref().is_some_and(|n| {
+                    if full {
+                        n.trim().eq_ignore_ascii_case(p.as_str())
+                    } else {
+                        p.matches(n)
+                    }
+                })
+            })
+            .collect()
+    };
+    let mut matches = named(true);
+    if matches.is_empty() {
+        matches = named(false);
+    }
     match matches.as_slice() {
         [] => Ok(None),
-        [one] => Ok(TypeId::parse(&one.id)
+        [(id, name)] => Ok(TypeId::parse(id)
             .ok()
-            .map(|id| (id, one.label().to_string()))),
+            .map(|id| (id, name.clone().unwrap_or_default()))),
         many => Err(format!(
             "'{}' matches {}; use type= instead",
             want_label(want),
             many.iter()
-                .map(|t| t.id.as_str())
+                .map(|(id, _)| id.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
@@ -340,7 +355,7 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
                 matches!(&g.state, MdevState::Parents(_, ps) if ps.contains(p)) && allows(g, p)
             });
             on_allowed
-                && matches!(find_type(&sysfs, p, &req.want), Ok(Some((id, _))) if id.as_str() == live.type_id)
+                && matches!(find_type(&sysfs, p, &req.want, None), Ok(Some((id, _))) if id.as_str() == live.type_id)
         });
         if !fits {
             return Err(refuse(format!(
@@ -362,6 +377,7 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
     let mut reasons: Vec<String> = Vec::new();
     let mut waitable = false;
     let mut candidates: Vec<Candidate> = Vec::new();
+    let mut hint: Option<TypeId> = None;
     for (index, gpu) in &gpus {
         let mut state = gpu.state.clone();
         if state == MdevState::VfsDisabled {
@@ -418,8 +434,9 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
         let mut found: Vec<(ParentName, TypeId, String, u32)> = Vec::new();
         let mut ambiguous = None;
         for p in &parents {
-            match find_type(&sysfs, p, &req.want) {
+            match find_type(&sysfs, p, &req.want, hint.as_ref()) {
                 Ok(Some((id, name))) => {
+                    hint = Some(id.clone());
                     let available = sysfs.available_instances(p, &id).unwrap_or(0);
                     found.push((p.clone(), id, name, available));
                 }

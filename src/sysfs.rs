@@ -247,6 +247,40 @@ impl Sysfs {
             .collect()
     }
 
+    /// The type ids of a parent with their `name` (only the name: matching a profile needs
+    /// nothing else). The directory is resolved once and every name read relative to it, which
+    /// keeps path walks (and, on the simulator, FUSE round trips) to a minimum.
+    pub fn type_names(&self, parent: &ParentName) -> Vec<(String, Option<String>)> {
+        use std::os::fd::AsRawFd;
+        let dir = self.mdev_parent_dir(parent).join("mdev_supported_types");
+        let Ok(handle) = fs::File::open(&dir) else {
+            return Vec::new();
+        };
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+        let mut ids = Self::list_dir(&fd_path);
+        if ids.is_empty() {
+            ids = Self::list_dir(&dir);
+        }
+        ids.into_iter()
+            .map(|id| {
+                let name = read_at(&handle, &format!("{id}/name")).filter(|n| !n.is_empty());
+                (id, name)
+            })
+            .collect()
+    }
+
+    /// One type's `name`, if the type exists and has one.
+    pub fn type_name(&self, parent: &ParentName, type_id: &TypeId) -> Option<String> {
+        self.read(&self.type_dir(parent, type_id).join("name"))
+            .ok()
+            .filter(|n| !n.is_empty())
+    }
+
+    /// Whether a parent offers a type id.
+    pub fn has_type(&self, parent: &ParentName, type_id: &TypeId) -> bool {
+        self.type_dir(parent, type_id).is_dir()
+    }
+
     /// A type's `available_instances`, read now.
     pub fn available_instances(
         &self,
@@ -505,6 +539,30 @@ impl Sysfs {
     }
 }
 
+/// Reads `rel` relative to an open directory, trimmed.
+fn read_at(dir: &fs::File, rel: &str) -> Option<String> {
+    use std::ffi::CString;
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = CString::new(rel).ok()?;
+    // SAFETY: openat on a descriptor we own; the new descriptor is handed to a File at once.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh, owned descriptor.
+    let mut f = unsafe { fs::File::from_raw_fd(fd) };
+    let mut s = String::new();
+    f.read_to_string(&mut s).ok()?;
+    Some(s.trim().to_string())
+}
+
 /// One `write(2)` of `value` to an existing attribute.
 pub fn write_attr(path: &Path, value: &str) -> Result<(), SysfsError> {
     let fail = |e: io::Error| SysfsError::Write {
@@ -565,25 +623,45 @@ pub fn write_bounded(path: &Path, value: &str, timeout: Duration) -> Result<(), 
         if pid < 0 {
             return write_attr(path, value);
         }
+        // Wait for the child: on a pidfd (readable at exit) where the kernel has them, else by
+        // polling with short sleeps.
         let deadline = std::time::Instant::now() + timeout;
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
         loop {
             let mut status = 0;
             let r = libc::waitpid(pid, &mut status, libc::WNOHANG);
             if r == pid {
+                if pidfd >= 0 {
+                    libc::close(pidfd);
+                }
                 return match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
                     Some(0) => Ok(()),
                     Some(errno) => Err(fail(errno)),
                     None => Err(fail(libc::EINTR)),
                 };
             }
-            if r < 0 || std::time::Instant::now() >= deadline {
+            let now = std::time::Instant::now();
+            if r < 0 || now >= deadline {
+                if pidfd >= 0 {
+                    libc::close(pidfd);
+                }
                 return Err(SysfsError::Timeout {
                     path: path.to_path_buf(),
                     value: crate::printable(value, 60),
                     secs: timeout.as_secs().max(1),
                 });
             }
-            std::thread::sleep(Duration::from_millis(2));
+            if pidfd >= 0 {
+                let mut pfd = libc::pollfd {
+                    fd: pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+                libc::poll(&mut pfd, 1, ms);
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
     }
 }

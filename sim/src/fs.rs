@@ -1,8 +1,8 @@
 //! The FUSE adapter: serves the layout over the kernel's FUSE protocol.
 //!
 //! Each request locks the shared model briefly, advances its clock, answers and unlocks, so many
-//! processes can hammer the mount at once. Nothing is cached by the kernel (entry and attribute
-//! TTL zero) because contents change under the reader, and attribute files are opened with
+//! processes can hammer the mount at once. Nothing that changes is cached by the kernel (entry
+//! and attribute TTL zero; see [`STATIC_TTL`] for the names that never change), and attribute files are opened with
 //! direct I/O so a read returns the generated text whatever `st_size` (4096, as sysfs) says.
 //! Writes that must wait, a remove of a held device or a slow create, hand their reply to a
 //! thread that finishes it later, so the session keeps serving other requests meanwhile.
@@ -24,8 +24,41 @@ use fuser::{
 use crate::layout::{self, Node};
 use crate::model::{Model, WriteOutcome};
 
-/// Nothing may be cached: every lookup and stat goes to the model.
+/// Nothing that can change may be cached: every lookup and stat goes to the model.
 const TTL: Duration = Duration::ZERO;
+
+/// How long the kernel may keep a lookup of a name that never changes while a parent is
+/// registered: the top directories and a parent's type directories with their attribute files
+/// (not the `devices/` links inside, which follow live mdevs). Real sysfs answers these from the
+/// dentry cache; without this every path walk would cost a round trip per component, which
+/// measures FUSE rather than the client. Contents are still never cached (direct I/O), and a
+/// name that goes away fails at open since its inode no longer resolves.
+const STATIC_TTL: Duration = Duration::from_secs(1);
+
+fn entry_ttl(path: &str) -> Duration {
+    const FIXED: &[&str] = &[
+        "sys",
+        "sys/class",
+        "sys/class/mdev_bus",
+        "sys/bus",
+        "sys/bus/mdev",
+        "sys/bus/mdev/devices",
+        "sys/bus/pci",
+        "sys/bus/pci/devices",
+        "sys/devices",
+        "sys/devices/virtual",
+        "sys/devices/pci0000:00",
+    ];
+    let p = path.trim_start_matches('/');
+    let in_types = p
+        .split_once("/mdev_supported_types/")
+        .is_some_and(|(_, rest)| !rest.contains("/devices/"));
+    if FIXED.contains(&p) || in_types {
+        STATIC_TTL
+    } else {
+        TTL
+    }
+}
 
 /// `st_size` of attribute files, as sysfs reports for every attribute.
 const ATTR_SIZE: u64 = 4096;
@@ -99,6 +132,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.model.advance(Instant::now());
+        st.model.requests += 1;
         st
     }
 }
@@ -186,7 +220,7 @@ impl Filesystem for SimFs {
         match layout::lookup(&st.model, &components(&path)) {
             Some(node) => {
                 let ino = st.inodes.intern(&path);
-                reply.entry(&TTL, &self.attr(ino, &node), Generation(0));
+                reply.entry(&entry_ttl(&path), &self.attr(ino, &node), Generation(0));
             }
             None => reply.error(Errno::ENOENT),
         }

@@ -60,7 +60,11 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
     // stale path lists nothing without walking its ancestors again.
     Some(match path {
         [] => vec![dir("sim"), dir("sys")],
-        ["sim"] => vec![file("control", Attr::Control), file("events", Attr::Events)],
+        ["sim"] => vec![
+            file("control", Attr::Control),
+            file("events", Attr::Events),
+            file("requests", Attr::Requests),
+        ],
         ["sys"] => vec![
             dir("bus"),
             dir("class"),

@@ -24,7 +24,18 @@ pub struct TestHost {
 impl TestHost {
     /// A host over `sysfs_root` with this config text.
     pub fn new(sysfs_root: &Path, config: &str) -> TestHost {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::with_dir(tempfile::tempdir().expect("tempdir"), sysfs_root, config)
+    }
+
+    /// The same with state on tmpfs, as `/run` is on a real host (fsync is free there).
+    pub fn on_tmpfs(sysfs_root: &Path, config: &str) -> TestHost {
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .expect("tempdir");
+        Self::with_dir(dir, sysfs_root, config)
+    }
+
+    fn with_dir(dir: tempfile::TempDir, sysfs_root: &Path, config: &str) -> TestHost {
         std::fs::create_dir_all(dir.path().join("libvirt-run")).unwrap();
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();

@@ -97,6 +97,9 @@ pub enum Attr {
     Control,
     /// `sim/events`.
     Events,
+    /// `sim/requests`: how many filesystem requests have been served, so a benchmark can tell
+    /// the simulator's own share of a measured time from its client's.
+    Requests,
 }
 
 impl Attr {
@@ -128,7 +131,7 @@ impl Attr {
             | Attr::DriversProbe
             | Attr::Control => true,
             Attr::Vfio(_, a) => *a != VfioAttr::Creatable,
-            Attr::ModuleInitstate(_) | Attr::Events => false,
+            Attr::ModuleInitstate(_) | Attr::Events | Attr::Requests => false,
         }
     }
 
@@ -235,6 +238,7 @@ impl Model {
             }
             Attr::ModuleInitstate(_) => "live\n".to_string(),
             Attr::Events => self.events_text(),
+            Attr::Requests => format!("{}\n", self.requests),
             Attr::MdevRemove(_) | Attr::Driver(..) | Attr::DriversProbe | Attr::Control => {
                 return Err(libc::EIO)
             }
@@ -288,7 +292,7 @@ impl Model {
             }),
             Attr::DriversProbe => done(self.write_drivers_probe(data)),
             Attr::Control => done(control::execute(self, data)),
-            Attr::ModuleInitstate(_) | Attr::Events => done(Err(libc::EACCES)),
+            Attr::ModuleInitstate(_) | Attr::Events | Attr::Requests => done(Err(libc::EACCES)),
         }
     }
 }

@@ -169,6 +169,8 @@ pub struct Model {
     create_delay: BTreeMap<String, Duration>,
     remove_eio: BTreeSet<String>,
     events: Vec<String>,
+    /// Filesystem requests served so far (`sim/requests`).
+    pub requests: u64,
     now: Instant,
 }
 
@@ -190,6 +192,7 @@ impl Model {
             create_delay: BTreeMap::new(),
             remove_eio: BTreeSet::new(),
             events: Vec::new(),
+            requests: 0,
             now,
         };
         for spec in host.gpus {
