@@ -168,8 +168,9 @@ hook_log() { grep -a 'vgpu-hook' /var/log/messages 2>/dev/null; }
 libvirtd_pid() { cat /run/libvirtd.pid 2>/dev/null; }
 start_libvirtd() {
     libvirtd -d
-    wait_for 60 virsh -q version >/dev/null 2>&1
+    wait_for 60 libvirtd_answers
 }
+libvirtd_answers() { virsh -q version >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------- runner (used by init.sh)
 # run_scenario NAME FILE: run one scenario in its own process with a time limit, then check

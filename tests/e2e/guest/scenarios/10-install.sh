@@ -12,7 +12,7 @@ check "hook file is the project's vgpu-hook" cmp -s "$HOOK_FILE" /usr/local/bin/
 check "config skeleton $CONFIG written" test -s "$CONFIG"
 libvirtd_same() { [ -n "$pid0" ] && [ "$(libvirtd_pid)" = "$pid0" ] && kill -0 "$pid0"; }
 check "libvirtd reloaded in place (same pid $pid0, still running)" libvirtd_same
-check "libvirtd answers after the reload" wait_for 20 virsh -q version
+check "libvirtd answers after the reload" wait_for 20 libvirtd_answers
 
 PF=$(nvme_pf) || fail "no SR-IOV capable NVMe controller in the guest"
 say "NVMe PF: $PF (sriov_totalvfs=$(cat /sys/bus/pci/devices/$PF/sriov_totalvfs))"
