@@ -229,24 +229,7 @@ fn find_type(
         }
     }
     let types = sysfs.type_names(parent);
-    let named = |full: bool| -> Vec<&(String, Option<String>)> {
-        types
-            .iter()
-            .filter(|(_, n)| {
-                n.as_deref().is_some_and(|n| {
-                    if full {
-                        n.trim().eq_ignore_ascii_case(p.as_str())
-                    } else {
-                        p.matches(n)
-                    }
-                })
-            })
-            .collect()
-    };
-    let mut matches = named(true);
-    if matches.is_empty() {
-        matches = named(false);
-    }
+    let matches = p.pick(&types, |(_, name)| name.as_deref());
     match matches.as_slice() {
         [] => Ok(None),
         [(id, name)] => Ok(TypeId::parse(id)

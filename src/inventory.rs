@@ -150,24 +150,7 @@ pub fn vf_pfs(config: &Config) -> Vec<(PciAddress, PfKind)> {
 pub fn matching_types<'a>(types: &'a [MdevType], want: &MdevWant) -> Vec<&'a MdevType> {
     match want {
         MdevWant::Type(t) => types.iter().filter(|ty| ty.id == t.as_str()).collect(),
-        MdevWant::Profile(p) => {
-            let full: Vec<&MdevType> = types
-                .iter()
-                .filter(|ty| {
-                    ty.name
-                        .as_deref()
-                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(p.as_str()))
-                })
-                .collect();
-            if full.is_empty() {
-                types
-                    .iter()
-                    .filter(|ty| ty.name.as_deref().is_some_and(|n| p.matches(n)))
-                    .collect()
-            } else {
-                full
-            }
-        }
+        MdevWant::Profile(p) => p.pick(types, |ty| ty.name.as_deref()),
     }
 }
 

@@ -164,6 +164,25 @@ impl Profile {
     }
 }
 
+impl Profile {
+    /// The items whose name is this profile: full names first; only when none matches in full,
+    /// short names. More than one result means the profile is ambiguous among them. This is the
+    /// one matching rule, shared by the hook and vgpuctl.
+    pub fn pick<'a, T>(&self, items: &'a [T], name_of: impl Fn(&T) -> Option<&str>) -> Vec<&'a T> {
+        let full: Vec<&T> = items
+            .iter()
+            .filter(|t| name_of(t).is_some_and(|n| n.trim().eq_ignore_ascii_case(&self.0)))
+            .collect();
+        if !full.is_empty() {
+            return full;
+        }
+        items
+            .iter()
+            .filter(|t| name_of(t).is_some_and(|n| self.matches(n)))
+            .collect()
+    }
+}
+
 impl Params {
     /// Accepts `key=value` pairs separated by commas, printable, without newlines.
     pub fn parse(s: &str) -> Result<Self, NameError> {
