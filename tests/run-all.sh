@@ -49,6 +49,7 @@ else
 fi
 
 phase "benchmarks"
+cargo build --release -p vgpu-sim
 BENCH_RUNS=${BENCH_RUNS:-200} cargo bench --bench hook
 
 phase "all passed in $(( $(date +%s) - t0 ))s"
