@@ -584,3 +584,36 @@ fn a_hook_killed_mid_prepare_does_not_block_the_next_run() {
     owners.sort();
     assert_eq!(owners, ["a", "b"]);
 }
+
+#[test]
+fn a_gpu_that_fell_off_the_bus_is_skipped_and_named_missing() {
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &p40_config(""));
+    sim.control("unplug 0000:82:00.0").unwrap();
+    assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-24Q\"")])));
+    assert_eq!(parent_of(&sim, 1).as_deref(), Some("0000:83:00.0"));
+    let o = h.prepare(&mdev_domain("b", &[(2, "profile=\"P40-24Q\"")]));
+    assert_refused(
+        &o,
+        &[
+            "0000:82:00.0 (missing)",
+            "0000:83:00.0 (0 left, held by 'a')",
+        ],
+    );
+}
+
+#[test]
+fn release_after_the_gpu_vanished_exits_0_and_drops_the_record() {
+    let Some(sim) = Sim::start(TWO_P40) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &p40_config(""));
+    let vm = mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]);
+    assert_ok(&h.prepare(&vm));
+    let parent = parent_of(&sim, 1).unwrap();
+    sim.control(&format!("unplug {parent}")).unwrap();
+    assert_ok(&h.release(&vm));
+    assert!(h.records().is_empty());
+}
