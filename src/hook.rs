@@ -446,29 +446,32 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
             if !others.is_empty() {
                 reasons.push(format!("{} (hosts {})", gpu.key, quoted_list(others)));
             } else {
-                let holders: BTreeSet<String> = on_gpu
+                let owners: Vec<Option<&Record>> = on_gpu
                     .iter()
-                    .filter_map(|m| {
+                    .map(|m| {
                         ctx.state.owner(&Device::Mdev {
                             uuid: m.uuid.clone(),
                         })
                     })
+                    .collect();
+                let own = owners
+                    .iter()
+                    .flatten()
+                    .filter(|r| r.domain_uuid == ctx.dom.uuid)
+                    .count();
+                let holders: BTreeSet<String> = owners
+                    .iter()
+                    .flatten()
+                    .filter(|r| r.domain_uuid != ctx.dom.uuid)
                     .map(|r| r.domain_name.clone())
                     .collect();
-                let unowned = on_gpu.len()
-                    - on_gpu
-                        .iter()
-                        .filter(|m| {
-                            ctx.state
-                                .owner(&Device::Mdev {
-                                    uuid: m.uuid.clone(),
-                                })
-                                .is_some()
-                        })
-                        .count();
+                let unowned = owners.iter().filter(|o| o.is_none()).count();
                 let mut held = Vec::new();
                 if !holders.is_empty() {
                     held.push(format!("held by {}", quoted_list(holders)));
+                }
+                if own > 0 {
+                    held.push(format!("{own} taken by this domain's earlier requests"));
                 }
                 if unowned > 0 {
                     held.push(format!("{unowned} not made by vgpu-hook"));
@@ -757,8 +760,7 @@ fn reset_vf_type(sysfs: &Sysfs, vf: PciAddress, timing: &Timing) -> Result<(), S
     }))
 }
 
-/// Devices a stopping domain owns: its records, plus mdevs its metadata names that exist and
-/// that nobody else holds (their record may have been lost).
+/// Devices a stopping domain owns: its records.
 fn owned_devices(
     host: &Host,
     dom: &Domain,
@@ -773,26 +775,17 @@ fn owned_devices(
             r.domain_uuid == dom.uuid
         }
     };
-    let mut out: Vec<(Device, bool)> = state
+    // Only what the records say: a device the metadata names but that the hook never recorded
+    // (refused because it had the wrong type, or made by someone else) is not ours to remove.
+    Ok(state
         .records
         .iter()
         .filter(|r| mine(r))
         .map(|r| (r.device.clone(), r.created))
-        .collect();
-    for req in &dom.requests {
-        if let Request::Mdev(m) = req {
-            let d = Device::Mdev {
-                uuid: m.uuid.clone(),
-            };
-            if state.owner(&d).is_none() && host.sysfs.mdev_exists(&m.uuid) {
-                out.push((d, true));
-            }
-        }
-    }
-    Ok(out)
+        .collect())
 }
 
-/// Whether `device` is still recorded for this domain (or recorded for nobody).
+/// Whether `device` is still recorded for this domain.
 fn still_ours(host: &Host, dom: &Domain, domain_name: &str, device: &Device) -> bool {
     let Ok(locked) = host.state.lock() else {
         return false;
@@ -801,7 +794,7 @@ fn still_ours(host: &Host, dom: &Domain, domain_name: &str, device: &Device) -> 
         return false;
     };
     match state.owner(device) {
-        None => true,
+        None => false,
         Some(r) if dom.uuid.is_empty() => r.domain_name == domain_name,
         Some(r) => r.domain_uuid == dom.uuid,
     }

@@ -617,3 +617,40 @@ fn release_after_the_gpu_vanished_exits_0_and_drops_the_record() {
     assert_ok(&h.release(&vm));
     assert!(h.records().is_empty());
 }
+
+#[test]
+fn release_after_refusing_a_foreign_mdev_leaves_that_mdev_alone() {
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &mtty_config(""));
+    std::fs::write(
+        type_dir_by_name(&sim, "mtty", "Single port serial").join("create"),
+        mdev_uuid(1),
+    )
+    .unwrap();
+    let vm = mdev_domain("a", &[(1, "type=\"mtty-2\"")]);
+    assert_refused(&h.prepare(&vm), &["already exists as mtty-1"]);
+    assert_ok(&h.call("a", "stopped", "end", "-", &vm.text));
+    assert_ok(&h.release(&vm));
+    assert!(
+        dev_path(&sim, 1).exists(),
+        "the operator's mdev survives the failed start"
+    );
+}
+
+#[test]
+fn asking_for_more_than_a_parent_has_says_the_domain_took_the_rest_itself() {
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &mtty_config(""));
+    let reqs: Vec<(u32, &str)> = (1..=13).map(|n| (n, "type=\"mtty-2\"")).collect();
+    let o = h.prepare(&mdev_domain("big", &reqs));
+    assert_refused(
+        &o,
+        &["mtty (0 left, 12 taken by this domain's earlier requests)"],
+    );
+    assert_eq!(live_count(&sim), 0);
+    assert_eq!(avail(&sim, "mtty", "Dual port serial"), 12);
+}
