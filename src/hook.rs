@@ -58,18 +58,24 @@ fn refuse(message: impl Into<String>) -> Failure {
 #[derive(Default)]
 struct Txn {
     created_mdevs: Vec<MdevUuid>,
+    /// Creates that did not return in time: (writer pid, uuid). Undo waits for them, bounded.
+    pending_creates: Vec<(i32, MdevUuid)>,
     set_vf_types: Vec<PciAddress>,
+    /// PFs whose VFs this call enabled from zero.
+    enabled_vfs: Vec<PciAddress>,
 }
 
 impl Txn {
     fn undo(&self, sysfs: &Sysfs, timing: &Timing) {
-        for uuid in &self.created_mdevs {
-            match sysfs.remove_mdev(uuid, timing.remove_timeout) {
-                Ok(()) => log::info!("rolled back mdev {uuid}"),
-                Err(e) => {
-                    log::error!("rollback of mdev {uuid} failed: {e}; run `vgpuctl reconcile`")
-                }
+        for (pid, uuid) in &self.pending_creates {
+            if !crate::sysfs::wait_child(*pid, timing.device_wait) {
+                log::error!("create of mdev {uuid} still pending; if it appears, `vgpuctl reconcile` removes it");
+            } else if sysfs.mdev_exists(uuid) {
+                self.remove(sysfs, timing, uuid);
             }
+        }
+        for uuid in &self.created_mdevs {
+            self.remove(sysfs, timing, uuid);
         }
         for &vf in &self.set_vf_types {
             match sysfs.set_current_vgpu_type(vf, 0, timing.remove_timeout) {
@@ -79,11 +85,25 @@ impl Txn {
                 }
             }
         }
+        for &pf in &self.enabled_vfs {
+            match sysfs.set_sriov_numvfs(pf, 0, timing.remove_timeout) {
+                Ok(()) => log::info!("disabled the VFs of {pf} again"),
+                Err(e) => log::error!("could not disable the VFs of {pf} again: {e}"),
+            }
+        }
+    }
+
+    fn remove(&self, sysfs: &Sysfs, timing: &Timing, uuid: &MdevUuid) {
+        match sysfs.remove_mdev(uuid, timing.remove_timeout) {
+            Ok(()) => log::info!("rolled back mdev {uuid}"),
+            Err(e) => log::error!("rollback of mdev {uuid} failed: {e}; run `vgpuctl reconcile`"),
+        }
     }
 }
 
 struct Ctx<'a> {
     host: &'a Host,
+    live: &'a Liveness,
     config: &'a Config,
     dom: &'a Domain,
     state: &'a mut State,
@@ -108,10 +128,10 @@ impl Ctx<'_> {
         });
     }
 
-    /// The other domain holding a device, if any (records are already filtered for liveness).
+    /// The other domain holding a device, if any.
     fn other_owner(&self, device: &Device) -> Option<String> {
         self.state
-            .owner(device)
+            .holder(device, self.live)
             .filter(|r| r.domain_uuid != self.dom.uuid)
             .map(|r| r.domain_name.clone())
     }
@@ -134,7 +154,7 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
         let locked = host.state.lock()?;
         let mut state = locked.load()?;
         let live = Liveness::new(&host.libvirt_run_dir, timing.prepare_grace);
-        let stale = state.drop_stale(&live);
+        let stale = state.drop_stale(&live, |r| leaves_something(&host.sysfs, r));
         for r in &stale {
             log::info!(
                 "dropped stale record: {} of domain '{}' (not running)",
@@ -146,6 +166,7 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
         let mut txn = Txn::default();
         let mut ctx = Ctx {
             host,
+            live: &live,
             config,
             dom,
             state: &mut state,
@@ -193,6 +214,17 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
                 log::warn!("domain '{}': refused: {}", dom.name, failure.message);
                 return Err(HookError::Refused(failure.message));
             }
+        }
+    }
+}
+
+/// Whether a record's device still has something its owner's release must undo: the mdev
+/// exists, or the NVIDIA VF still has a vGPU type. A plain VF has nothing to undo.
+fn leaves_something(sysfs: &Sysfs, r: &Record) -> bool {
+    match &r.device {
+        Device::Mdev { uuid } => sysfs.mdev_exists(uuid),
+        Device::Vf { address } => {
+            r.type_id.is_some() && sysfs.current_vgpu_type(*address).is_ok_and(|t| t != 0)
         }
     }
 }
@@ -254,12 +286,12 @@ fn quoted_list(names: impl IntoIterator<Item = String>) -> String {
         .join(", ")
 }
 
-/// Tries to enable the VFs of an SR-IOV PF that has none; never touches a non-zero count.
-fn enable_vfs(sysfs: &Sysfs, config: &Config, pf: PciAddress) -> Result<u32, SysfsError> {
+/// Enables the VFs of an SR-IOV PF that has none; never touches a non-zero count. True when it
+/// changed the count (so a refused prepare can put it back to zero).
+fn enable_vfs(sysfs: &Sysfs, config: &Config, pf: PciAddress) -> Result<bool, SysfsError> {
     let total = sysfs.sriov_totalvfs(pf);
-    let current = sysfs.sriov_numvfs(pf)?;
-    if current != 0 {
-        return Ok(current);
+    if sysfs.sriov_numvfs(pf)? != 0 {
+        return Ok(false);
     }
     let want = match config.vf_count {
         0 => total,
@@ -267,7 +299,7 @@ fn enable_vfs(sysfs: &Sysfs, config: &Config, pf: PciAddress) -> Result<u32, Sys
     };
     sysfs.set_sriov_numvfs(pf, want, config.timing.device_wait)?;
     log::info!("enabled {want} VFs on {pf}");
-    Ok(want)
+    Ok(true)
 }
 
 fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
@@ -346,7 +378,7 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
                 req.uuid, live.type_id, live.parent, req.uuid
             )));
         }
-        write_params(&sysfs, req)?;
+        write_params(&sysfs, &timing, req)?;
         log::info!(
             "domain '{}': reusing existing mdev {}",
             ctx.dom.name,
@@ -366,7 +398,12 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
         if state == MdevState::VfsDisabled {
             if let Some(pf) = gpu.pf {
                 match enable_vfs(&sysfs, ctx.config, pf) {
-                    Ok(_) => state = inventory::classify_nvidia(&sysfs, pf),
+                    Ok(changed) => {
+                        if changed {
+                            ctx.txn.enabled_vfs.push(pf);
+                        }
+                        state = inventory::classify_nvidia(&sysfs, pf);
+                    }
                     Err(e) if e.errno() == Some(libc::ENOENT) => {
                         reasons.push(format!(
                             "{} (SR-IOV VFs not enabled and the driver refuses sysfs; run /usr/lib/nvidia/sriov-manage -e {pf})",
@@ -385,7 +422,10 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
             MdevState::Parents(_, ps) => ps,
             MdevState::Missing => {
                 waitable = true;
-                reasons.push(format!("{} (missing)", gpu.key));
+                reasons.push(format!(
+                    "{} (missing: not on the PCI bus, see lspci; or drop it from the config)",
+                    gpu.key
+                ));
                 continue;
             }
             MdevState::Unregistered | MdevState::VfsDisabled => {
@@ -459,12 +499,17 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
                     .flatten()
                     .filter(|r| r.domain_uuid == ctx.dom.uuid)
                     .count();
-                let holders: BTreeSet<String> = owners
-                    .iter()
-                    .flatten()
-                    .filter(|r| r.domain_uuid != ctx.dom.uuid)
+                let others = || {
+                    owners
+                        .iter()
+                        .flatten()
+                        .filter(|r| r.domain_uuid != ctx.dom.uuid)
+                };
+                let holders: BTreeSet<String> = others()
+                    .filter(|r| ctx.live.holds(r))
                     .map(|r| r.domain_name.clone())
                     .collect();
+                let stopped = others().filter(|r| !ctx.live.holds(r)).count();
                 let unowned = owners.iter().filter(|o| o.is_none()).count();
                 let mut held = Vec::new();
                 if !holders.is_empty() {
@@ -472,6 +517,9 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
                 }
                 if own > 0 {
                     held.push(format!("{own} taken by this domain's earlier requests"));
+                }
+                if stopped > 0 {
+                    held.push(format!("{stopped} of stopped domains, being released"));
                 }
                 if unowned > 0 {
                     held.push(format!("{unowned} not made by vgpu-hook"));
@@ -503,6 +551,10 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
             Ok(()) => {}
             Err(e) => {
                 let why = match &e {
+                    SysfsError::Write { errno, .. } if *errno == libc::EINVAL && sysfs.is_nvidia_parent(&c.parent) => format!(
+                        "create failed: {}; the NVIDIA driver refused it: see journalctl -u nvidia-vgpu-mgr (ECC on, mixed sizes, licence)",
+                        errno_text(errno)
+                    ),
                     SysfsError::Write { errno, .. } => {
                         format!("create failed: {}", errno_text(errno))
                     }
@@ -514,11 +566,16 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
                     c.type_id,
                     c.parent
                 );
-                reasons.push(format!("{} ({why})", c.parent));
-                if matches!(e, SysfsError::Timeout { .. }) {
-                    ctx.txn.created_mdevs.push(req.uuid.clone());
+                if let SysfsError::Timeout { pid, .. } = e {
+                    ctx.txn.pending_creates.push((pid, req.uuid.clone()));
+                    reasons.push(format!(
+                        "{} (create did not return within {} s; raise device_wait_secs or check the vendor's manager service)",
+                        c.parent,
+                        timing.device_wait.as_secs()
+                    ));
                     return Err(refuse(format!("'{label}': {}", reasons.join(", "))));
                 }
+                reasons.push(format!("{} ({why})", c.parent));
                 continue;
             }
         }
@@ -535,7 +592,7 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
             }
             sleep(Duration::from_millis(10));
         }
-        write_params(&sysfs, req)?;
+        write_params(&sysfs, &timing, req)?;
         ctx.record(
             device,
             c.parent.to_string(),
@@ -558,7 +615,7 @@ fn type_label(sysfs: &Sysfs, parent: &str, type_id: &str) -> String {
         .unwrap_or_else(|| type_id.to_string())
 }
 
-fn write_params(sysfs: &Sysfs, req: &MdevRequest) -> Result<(), Failure> {
+fn write_params(sysfs: &Sysfs, timing: &Timing, req: &MdevRequest) -> Result<(), Failure> {
     let Some(params) = &req.params else {
         return Ok(());
     };
@@ -569,7 +626,7 @@ fn write_params(sysfs: &Sysfs, req: &MdevRequest) -> Result<(), Failure> {
             req.uuid
         )));
     }
-    crate::sysfs::write_attr(&path, params.as_str())
+    crate::sysfs::write_bounded(&path, params.as_str(), timing.device_wait)
         .map_err(|e| refuse(format!("mdev {}: {e}", req.uuid)))
 }
 
@@ -582,8 +639,8 @@ fn vf_want_label(want: &VfWant) -> String {
 
 /// Finds the configured PF a VF belongs to, enabling VFs on a configured PF that has none if
 /// needed (never changing a non-zero count).
-fn locate_vf(ctx: &Ctx<'_>, vf: PciAddress) -> Result<(PciAddress, PfKind), Failure> {
-    let sysfs = ctx.sysfs();
+fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<(PciAddress, PfKind), Failure> {
+    let sysfs = ctx.sysfs().clone();
     let pfs = inventory::vf_pfs(ctx.config);
     if let Some(pf) = sysfs.physfn(vf) {
         return pfs.into_iter().find(|(a, _)| *a == pf).ok_or_else(|| {
@@ -598,23 +655,36 @@ fn locate_vf(ctx: &Ctx<'_>, vf: PciAddress) -> Result<(PciAddress, PfKind), Fail
             "{vf} is not an SR-IOV VF (no physfn); use a plain PCI hostdev without vgpu:vf"
         )));
     }
-    // The VF does not exist: try PFs with no VFs yet, nearest bus first.
+    // The VF does not exist: try PFs with no VFs yet. Where the PF's config space tells where
+    // its VFs will be (First VF Offset, VF Stride), only the PF that will have it; otherwise
+    // nearest bus first, disabling again what turns out not to hold it.
     let mut dormant: Vec<(PciAddress, PfKind)> = pfs
         .into_iter()
         .filter(|(pf, _)| {
             pf.domain == vf.domain && pf.bus <= vf.bus && sysfs.sriov_totalvfs(*pf) > 0
         })
         .filter(|(pf, _)| sysfs.sriov_numvfs(*pf).is_ok_and(|n| n == 0))
+        .filter(|(pf, _)| {
+            sysfs
+                .future_vfs(*pf, sysfs.sriov_totalvfs(*pf))
+                .is_none_or(|future| future.contains(&vf))
+        })
         .collect();
     dormant.sort_by_key(|(pf, _)| (vf.bus - pf.bus, std::cmp::Reverse(*pf)));
     let mut tried = Vec::new();
     for (pf, kind) in dormant {
-        match enable_vfs(sysfs, ctx.config, pf) {
-            Ok(_) if sysfs.physfn(vf) == Some(pf) => return Ok((pf, kind)),
-            Ok(_) => {
+        match enable_vfs(&sysfs, ctx.config, pf) {
+            Ok(changed) if sysfs.physfn(vf) == Some(pf) => {
+                if changed {
+                    ctx.txn.enabled_vfs.push(pf);
+                }
+                return Ok((pf, kind));
+            }
+            Ok(true) => {
                 let _ = sysfs.set_sriov_numvfs(pf, 0, ctx.config.timing.device_wait);
                 tried.push(format!("{pf} (enabled VFs, {vf} not among them; disabled again)"));
             }
+            Ok(false) => tried.push(format!("{pf} (its VFs were enabled meanwhile, {vf} not among them)")),
             Err(e) if e.errno() == Some(libc::ENOENT) => tried.push(match kind {
                 PfKind::Amd => format!("{pf} (VF count is fixed by the gim driver: set vf_num, e.g. modprobe gim vf_num=4)"),
                 PfKind::Nvidia => format!("{pf} (run /usr/lib/nvidia/sriov-manage -e {pf})"),
@@ -684,17 +754,14 @@ fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
     let current = sysfs
         .current_vgpu_type(vf)
         .map_err(|e| refuse(format!("VF {vf}: {e}")))?;
-    let ours = ctx
-        .state
-        .owner(&device)
-        .is_some_and(|r| r.domain_uuid == ctx.dom.uuid);
+    // Another domain holding the VF was refused above: a record here is ours or a stopped one's.
     let recorded_type = ctx.state.owner(&device).and_then(|r| r.type_id.clone());
     if current != 0 {
         let same = match want {
             VfWant::Type(id) => *id == current,
             VfWant::Profile(_) => recorded_type.as_deref() == Some(current.to_string().as_str()),
         };
-        if same && (ours || ctx.state.owner(&device).is_none()) {
+        if same {
             log::info!(
                 "domain '{}': VF {vf} already has vGPU type {current}",
                 ctx.dom.name
@@ -702,20 +769,33 @@ fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
             ctx.record(device, pf.to_string(), Some(current.to_string()), true);
             return Ok(());
         }
-        // A leftover type nobody running holds: clear it first.
-        reset_vf_type(&sysfs, vf, &timing).map_err(|e| {
+        // A leftover of a stopped domain or of someone else: one bounded try to clear it (a VF
+        // still in use answers EBUSY, and retrying here would hold every other start).
+        sysfs.set_current_vgpu_type(vf, 0, timing.remove_timeout).map_err(|e| {
             refuse(format!(
-                "VF {vf} has leftover vGPU type {current} that could not be cleared: {e}"
+                "VF {vf} still has vGPU type {current} from an earlier user and it could not be cleared ({e}); stop whatever uses the VF or run `vgpuctl reconcile`"
             ))
         })?;
     }
     let creatable = sysfs
         .creatable_vgpu_types(vf)
         .map_err(|e| refuse(format!("VF {vf}: {e}")))?;
-    let chosen = creatable.iter().find(|(id, name)| match want {
-        VfWant::Type(t) => t == id,
-        VfWant::Profile(p) => p.matches(name),
-    });
+    let chosen = match want {
+        VfWant::Type(t) => creatable.iter().find(|(id, _)| id == t),
+        VfWant::Profile(p) => match p.pick(&creatable, |(_, n)| Some(n.as_str())).as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            many => {
+                return Err(refuse(format!(
+                    "'{p}' matches {} on VF {vf}; use type= with one of those ids",
+                    many.iter()
+                        .map(|(i, n)| format!("{i} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        },
+    };
     let Some((id, _)) = chosen else {
         let list = if creatable.is_empty() {
             "nothing: the GPU is full or hosts another size".to_string()
@@ -739,71 +819,34 @@ fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
     Ok(())
 }
 
-fn reset_vf_type(sysfs: &Sysfs, vf: PciAddress, timing: &Timing) -> Result<(), SysfsError> {
-    let mut last = None;
-    for attempt in 1..=timing.retries {
-        match sysfs.set_current_vgpu_type(vf, 0, timing.remove_timeout) {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                log::warn!("VF {vf}: reset attempt {attempt}/{}: {e}", timing.retries);
-                last = Some(e);
-            }
-        }
-        if attempt < timing.retries {
-            sleep(timing.retry_interval);
-        }
+/// Whether a record belongs to the stopping domain: by UUID, or by name when the XML could not
+/// be read (release then works from argv's domain name).
+fn is_mine(r: &Record, dom: &Domain, domain_name: &str) -> bool {
+    if dom.uuid.is_empty() {
+        r.domain_name == domain_name
+    } else {
+        r.domain_uuid == dom.uuid
     }
-    Err(last.unwrap_or(SysfsError::Malformed {
-        path: sysfs.nvidia_vf_dir(vf),
-        content: String::new(),
-        expected: "a reset to succeed",
-    }))
-}
-
-/// Devices a stopping domain owns: its records.
-fn owned_devices(
-    host: &Host,
-    dom: &Domain,
-    domain_name: &str,
-) -> Result<Vec<(Device, bool)>, StateError> {
-    let locked = host.state.lock()?;
-    let state = locked.load()?;
-    let mine = |r: &Record| {
-        if dom.uuid.is_empty() {
-            r.domain_name == domain_name
-        } else {
-            r.domain_uuid == dom.uuid
-        }
-    };
-    // Only what the records say: a device the metadata names but that the hook never recorded
-    // (refused because it had the wrong type, or made by someone else) is not ours to remove.
-    Ok(state
-        .records
-        .iter()
-        .filter(|r| mine(r))
-        .map(|r| (r.device.clone(), r.created))
-        .collect())
 }
 
 /// Whether `device` is still recorded for this domain.
-fn still_ours(host: &Host, dom: &Domain, domain_name: &str, device: &Device) -> bool {
-    let Ok(locked) = host.state.lock() else {
-        return false;
-    };
-    let Ok(state) = locked.load() else {
-        return false;
-    };
-    match state.owner(device) {
-        None => false,
-        Some(r) if dom.uuid.is_empty() => r.domain_name == domain_name,
-        Some(r) => r.domain_uuid == dom.uuid,
-    }
+fn still_ours(state: &State, dom: &Domain, domain_name: &str, device: &Device) -> bool {
+    state
+        .owner(device)
+        .is_some_and(|r| is_mine(r, dom, domain_name))
 }
 
-/// `release end`: tear down what the domain owned. Never fails; problems go to the log.
+/// `release end`: tear down what the domain's records say it owns. Never fails; problems go to
+/// the log. A device the metadata names but that the hook never recorded (refused because it
+/// had the wrong type, or made by someone else) is not ours to remove.
 pub fn release(host: &Host, timing: &Timing, dom: &Domain, domain_name: &str) {
-    let devices = match owned_devices(host, dom, domain_name) {
-        Ok(d) => d,
+    let devices: Vec<(Device, bool)> = match host.state.lock().and_then(|l| l.load()) {
+        Ok(state) => state
+            .records
+            .iter()
+            .filter(|r| is_mine(r, dom, domain_name))
+            .map(|r| (r.device.clone(), r.created))
+            .collect(),
         Err(e) => {
             log::error!("domain '{domain_name}': release: {e}");
             return;
@@ -812,38 +855,29 @@ pub fn release(host: &Host, timing: &Timing, dom: &Domain, domain_name: &str) {
     let sysfs = &host.sysfs;
     let mut done: Vec<Device> = Vec::new();
     for (device, created) in devices {
-        match &device {
-            Device::Mdev { uuid } => {
-                if release_mdev(sysfs, timing, uuid, || {
-                    still_ours(host, dom, domain_name, &device)
-                }) {
-                    done.push(device.clone());
-                }
+        let ours = |st: &State| still_ours(st, dom, domain_name, &device);
+        let gone = match &device {
+            Device::Mdev { uuid } => release_mdev(sysfs, timing, uuid, || {
+                host.state
+                    .lock()
+                    .and_then(|l| l.load())
+                    .is_ok_and(|st| ours(&st))
+            }),
+            Device::Vf { address } if created && sysfs.is_nvidia_vfio_vf(*address) => {
+                release_nvidia_vf(host, timing, *address, ours)
             }
-            Device::Vf { address } => {
-                if !created || !sysfs.is_nvidia_vfio_vf(*address) {
-                    done.push(device.clone());
-                    continue;
-                }
-                if release_nvidia_vf(sysfs, timing, *address, || {
-                    still_ours(host, dom, domain_name, &device)
-                }) {
-                    done.push(device.clone());
-                }
-            }
+            Device::Vf { .. } => true,
+        };
+        if gone {
+            done.push(device);
         }
     }
     let result = host.state.lock().and_then(|locked| {
         let mut state = locked.load()?;
         let before = state.records.len();
-        state.records.retain(|r| {
-            let mine = if dom.uuid.is_empty() {
-                r.domain_name == domain_name
-            } else {
-                r.domain_uuid == dom.uuid
-            };
-            !(mine && done.contains(&r.device))
-        });
+        state
+            .records
+            .retain(|r| !(is_mine(r, dom, domain_name) && done.contains(&r.device)));
         if state.records.len() != before {
             locked.save(&state)?;
         }
@@ -909,14 +943,21 @@ fn release_mdev(
 }
 
 /// Resets a kernel-6.8+ VF's vGPU type to 0 with bounded retries, only while it is still ours.
+/// Each try checks ownership and writes under the state lock, so a prepare that claims the VF
+/// for another domain cannot slip in between; a try that blocks is not repeated (its write is
+/// still pending in the kernel and lands once the VF is free).
 fn release_nvidia_vf(
-    sysfs: &Sysfs,
+    host: &Host,
     timing: &Timing,
     vf: PciAddress,
-    still_ours: impl Fn() -> bool,
+    ours: impl Fn(&State) -> bool,
 ) -> bool {
+    let sysfs = &host.sysfs;
     for attempt in 1..=timing.retries {
-        if !still_ours() {
+        let Ok(locked) = host.state.lock() else {
+            return false;
+        };
+        if !locked.load().is_ok_and(|st| ours(&st)) {
             log::info!("VF {vf} now belongs to another domain; its vGPU type is left alone");
             return true;
         }
@@ -933,8 +974,13 @@ fn release_nvidia_vf(
                 log::info!("reset vGPU type of VF {vf}");
                 return true;
             }
+            Err(e @ SysfsError::Timeout { .. }) => {
+                log::error!("VF {vf}: {e}; the reset lands once the VF is released");
+                return false;
+            }
             Err(e) => log::warn!("VF {vf}: reset attempt {attempt}/{}: {e}", timing.retries),
         }
+        drop(locked);
         if attempt < timing.retries {
             sleep(timing.retry_interval);
         }
@@ -951,7 +997,9 @@ pub fn reconnect(host: &Host, config: Option<&Config>, dom: &Domain) -> Result<(
     );
     let locked = host.state.lock()?;
     let mut state = locked.load()?;
-    state.drop_stale(&Liveness::new(&host.libvirt_run_dir, grace));
+    state.drop_stale(&Liveness::new(&host.libvirt_run_dir, grace), |r| {
+        leaves_something(&host.sysfs, r)
+    });
     for req in &dom.requests {
         let (device, parent, type_id) = match req {
             Request::Mdev(m) => match host.sysfs.mdev(&m.uuid) {
@@ -1034,68 +1082,97 @@ pub fn filter(
         return Ok(None);
     }
     let sysfs = &host.sysfs;
-    let locked = host.state.lock()?;
-    let mut state = locked.load()?;
-    drop(locked);
-    state.drop_stale(&Liveness::new(
-        &host.libvirt_run_dir,
-        config.timing.prepare_grace,
-    ));
-    let held_by_other = |vf: PciAddress| {
+    let state = host.state.lock()?.load()?;
+    let live = Liveness::new(&host.libvirt_run_dir, config.timing.prepare_grace);
+    let holder = |vf: PciAddress| {
         state
-            .owner(&Device::Vf { address: vf })
-            .is_some_and(|r| r.domain_uuid != dom.uuid)
+            .holder(&Device::Vf { address: vf }, &live)
+            .filter(|r| r.domain_uuid != dom.uuid)
+            .map(|r| r.domain_name.clone())
+    };
+    let pfs = inventory::vf_pfs(config);
+    let pci_id = |a: PciAddress| {
+        (
+            sysfs.pci_vendor(a),
+            sysfs.read(&sysfs.pci_dir(a).join("device")).ok(),
+        )
     };
     let referenced: Vec<PciAddress> = vf_requests.iter().map(|v| v.address).collect();
     let mut taken: Vec<PciAddress> = Vec::new();
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     for req in &vf_requests {
         let vf = req.address;
-        let usable = sysfs
+        let here = sysfs
             .physfn(vf)
-            .is_some_and(|pf| inventory::vf_pfs(config).iter().any(|(a, _)| *a == pf))
-            && !held_by_other(vf);
-        if usable {
+            .filter(|pf| pfs.iter().any(|(a, _)| a == pf));
+        let held = holder(vf);
+        if here.is_some() && held.is_none() {
             continue;
         }
-        let nvidia = req.want.is_some();
-        let replacement = inventory::vf_pfs(config)
-            .into_iter()
-            .flat_map(|(pf, _)| sysfs.vfs(pf))
-            .filter(|c| !held_by_other(*c) && !referenced.contains(c) && !taken.contains(c))
-            .find(|&c| {
-                if nvidia != sysfs.is_nvidia_vfio_vf(c) {
-                    return false;
+        // A replacement must be the same kind of device: a VF of a configured PF with the same
+        // vendor and device id as the named VF's PF (or, when the named VF does not exist here,
+        // as every configured PF of the request's kind, so a GPU VF never becomes a NIC's).
+        let same_kind: Vec<PciAddress> = match here {
+            Some(pf) => pfs
+                .iter()
+                .map(|(a, _)| *a)
+                .filter(|a| pci_id(*a) == pci_id(pf))
+                .collect(),
+            None => {
+                let kind: Vec<PciAddress> = pfs
+                    .iter()
+                    .filter(|(a, k)| {
+                        (*k == PfKind::Nvidia) == req.want.is_some() && sysfs.pci_exists(*a)
+                    })
+                    .map(|(a, _)| *a)
+                    .collect();
+                let ids: BTreeSet<_> = kind.iter().map(|a| pci_id(*a)).collect();
+                if ids.len() > 1 {
+                    return Err(HookError::Refused(format!(
+                        "VF {vf} does not exist on this host and the configured PFs are of {} different models, so which one replaces it cannot be told; give the domain a VF of this host (vgpuctl attach --vf)",
+                        ids.len()
+                    )));
                 }
-                match &req.want {
-                    None => true,
-                    Some(want) => {
-                        sysfs.current_vgpu_type(c).is_ok_and(|t| t == 0)
-                            && sysfs.creatable_vgpu_types(c).is_ok_and(|list| {
-                                list.iter().any(|(id, name)| match want {
-                                    VfWant::Type(t) => t == id,
-                                    VfWant::Profile(p) => p.matches(name),
-                                })
+                kind
+            }
+        };
+        let replacement = same_kind
+            .into_iter()
+            .flat_map(|pf| sysfs.vfs(pf))
+            .filter(|c| holder(*c).is_none() && !referenced.contains(c) && !taken.contains(c))
+            .find(|&c| match &req.want {
+                None => !sysfs.is_nvidia_vfio_vf(c),
+                Some(want) => {
+                    sysfs.current_vgpu_type(c).is_ok_and(|t| t == 0)
+                        && sysfs.creatable_vgpu_types(c).is_ok_and(|list| {
+                            list.iter().any(|(id, name)| match want {
+                                VfWant::Type(t) => t == id,
+                                VfWant::Profile(p) => p.matches(name),
                             })
-                    }
+                        })
                 }
             });
         let Some(new) = replacement else {
+            let why = match (&held, sysfs.pci_exists(vf)) {
+                (Some(d), _) => format!("held by domain '{d}'"),
+                (None, true) => "not a VF of a configured PF".to_string(),
+                (None, false) => "absent".to_string(),
+            };
             return Err(HookError::Refused(format!(
-                "VF {vf} is {} on this host and no free VF of a configured PF can replace it",
-                if sysfs.pci_exists(vf) {
-                    "held by another domain"
-                } else {
-                    "absent"
-                }
+                "VF {vf} is {why} on this host and no free VF of the same model can replace it; free one (virsh destroy) or add its PF to the config"
             )));
         };
         taken.push(new);
         log::info!("domain '{}': VF {vf} becomes {new} on this host", dom.name);
         if let Some(Hostdev::Pci { source_span, .. }) = dom.pci_hostdev(vf) {
             let attrs = new.libvirt_attrs();
+            let close = if xml[source_span.clone()].ends_with("/>") {
+                "/>"
+            } else {
+                ">"
+            };
             let element = format!(
-                "<address {}/>",
+                "<address {}{close}",
                 attrs
                     .iter()
                     .map(|(k, v)| format!("{k}='{v}'"))
@@ -1141,7 +1218,11 @@ fn metadata_address_edit(
                 }
                 let end = reader.buffer_position() as usize;
                 let raw = &xml[before..end];
-                let key_at = raw.find("address")?;
+                // The attribute named exactly `address` (not `xmlns:address`, not `x:address`).
+                let key_at = raw.match_indices("address").map(|(i, _)| i).find(|&i| {
+                    raw[..i].ends_with(|c: char| c.is_ascii_whitespace())
+                        && raw[i + 7..].trim_start().starts_with('=')
+                })?;
                 let after_key = &raw[key_at..];
                 let quote_at = after_key.find(['"', '\''])?;
                 let quote = after_key.as_bytes()[quote_at] as char;

@@ -102,13 +102,22 @@ impl State {
         self.records.retain(|r| &r.device != device);
     }
 
-    /// Drops records that `live` says are stale; returns them.
-    pub fn drop_stale(&mut self, live: &Liveness) -> Vec<Record> {
+    /// Drops records that no longer hold anything: the domain is not running (per `live`) and
+    /// the device is gone (`exists` says there is nothing left to undo). A stopped domain's record whose device still
+    /// exists stays until its own `release` runs (which may be seconds away, waiting for the
+    /// driver's clean-up) or another domain claims the device; until then it no longer counts
+    /// as holding (see [`Liveness::holds`]). Returns what was dropped.
+    pub fn drop_stale(&mut self, live: &Liveness, exists: impl Fn(&Record) -> bool) -> Vec<Record> {
         let (keep, stale): (Vec<Record>, Vec<Record>) = std::mem::take(&mut self.records)
             .into_iter()
-            .partition(|r| live.holds(r));
+            .partition(|r| live.holds(r) || exists(r));
         self.records = keep;
         stale
+    }
+
+    /// The record of a device if its domain still holds it.
+    pub fn holder<'a>(&'a self, device: &Device, live: &Liveness) -> Option<&'a Record> {
+        self.owner(device).filter(|r| live.holds(r))
     }
 }
 
@@ -374,10 +383,20 @@ mod tests {
         let mut s = State::default();
         s.put(record("gone", 1));
         s.put(record("fresh", now_secs()));
-        let stale = s.drop_stale(&live);
+        let stale = s.drop_stale(&live, |_| false);
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].domain_name, "gone");
         assert_eq!(s.records[0].domain_name, "fresh");
+    }
+
+    #[test]
+    fn a_stopped_domains_record_stays_while_its_device_exists() {
+        let t = tempfile::tempdir().unwrap();
+        let live = Liveness::new(t.path(), Duration::ZERO);
+        let mut s = State::default();
+        s.put(record("stopping", 1));
+        assert!(s.drop_stale(&live, |_| true).is_empty());
+        assert!(s.holder(&s.records[0].device.clone(), &live).is_none());
     }
 
     #[test]
@@ -385,7 +404,7 @@ mod tests {
         let live = Liveness::new(Path::new("/nonexistent/libvirt/qemu"), Duration::ZERO);
         let mut s = State::default();
         s.put(record("old", 1));
-        assert!(s.drop_stale(&live).is_empty());
+        assert!(s.drop_stale(&live, |_| false).is_empty());
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub enum SysfsError {
         value: String,
         /// The bound.
         secs: u64,
+        /// The child still doing the write (0 when none), for [`wait_child`].
+        pid: i32,
     },
     /// An attribute holds something unexpected.
     #[error("{path} holds '{content}', expected {expected}")]
@@ -215,6 +217,12 @@ impl Sysfs {
         self.mdev_parent_dir(parent)
             .join("mdev_supported_types")
             .is_dir()
+    }
+
+    /// Whether a parent is an NVIDIA GPU (PCI vendor 10de), for NVIDIA-specific guidance.
+    pub fn is_nvidia_parent(&self, parent: &ParentName) -> bool {
+        self.read(&self.mdev_parent_dir(parent).join("vendor"))
+            .is_ok_and(|v| v.eq_ignore_ascii_case("0x10de"))
     }
 
     /// Every registered mdev parent.
@@ -608,7 +616,16 @@ pub fn write_bounded(path: &Path, value: &str, timeout: Duration) -> Result<(), 
             libc::dup2(devnull, 0);
             libc::dup2(devnull, 1);
             libc::dup2(devnull, 2);
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                // Kernels before 5.9: close one by one (the state lock must not stay with us).
+                let max = match libc::sysconf(libc::_SC_OPEN_MAX) {
+                    n if n > 0 => n.min(65_536) as i32,
+                    _ => 4096,
+                };
+                for fd in 3..max {
+                    libc::close(fd);
+                }
+            }
             let fd = libc::open(c_path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 {
                 libc::_exit(*libc::__errno_location() & 0xff);
@@ -649,6 +666,7 @@ pub fn write_bounded(path: &Path, value: &str, timeout: Duration) -> Result<(), 
                     path: path.to_path_buf(),
                     value: crate::printable(value, 60),
                     secs: timeout.as_secs().max(1),
+                    pid: if r < 0 { 0 } else { pid },
                 });
             }
             if pidfd >= 0 {
@@ -663,6 +681,27 @@ pub fn write_bounded(path: &Path, value: &str, timeout: Duration) -> Result<(), 
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
+    }
+}
+
+/// Waits up to `timeout` for the child of a timed-out [`write_bounded`] to finish its write.
+/// True when it has (whatever the outcome).
+pub fn wait_child(pid: i32, timeout: Duration) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: reaps our own child, if it has exited.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r != 0 {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -119,12 +119,40 @@ fn every_real_libvirt_capture_without_metadata_is_a_no_op() {
 
 #[test]
 fn metadata_under_another_namespace_with_our_prefix_is_not_ours() {
-    let (_tree, h) = host();
+    let (tree, h) = host();
+    let before = snapshot(tree.path());
+    // Our namespace is declared (so the document is parsed), but the vgpu: prefix is another's.
     let xml = FIXTURE.replace(
         "  <memory unit='KiB'>",
-        "  <metadata><vgpu:vgpu xmlns:vgpu='urn:someone-else'><vgpu:mdev uuid='x' type='../../x'/></vgpu:vgpu></metadata>\n  <memory unit='KiB'>",
+        &format!("  <metadata xmlns:ours='{NS}'><vgpu:vgpu xmlns:vgpu='urn:someone-else'><vgpu:mdev uuid='{}' type='mtty-2'/></vgpu:vgpu></metadata>\n  <memory unit='KiB'>", mdev_uuid(1)),
     );
     assert_ok(&h.call("tiny", "prepare", "begin", "-", &xml));
+    assert_eq!(snapshot(tree.path()), before);
+    assert!(!h.state_dir().exists());
+}
+
+#[test]
+fn an_empty_metadata_element_asks_for_nothing_even_without_a_config() {
+    let h = TestHost::new(Path::new("/nonexistent"), "");
+    std::fs::remove_file(&h.config).unwrap();
+    let xml = domain("empty", Some(""), "");
+    for (op, sub) in [
+        ("prepare", "begin"),
+        ("restore", "begin"),
+        ("migrate", "begin"),
+        ("reconnect", "begin"),
+        ("release", "end"),
+    ] {
+        assert_ok(&h.call("empty", op, sub, "-", &xml.text));
+    }
+}
+
+#[test]
+fn mdev_only_domains_pass_the_filters_untouched_even_with_a_broken_config() {
+    let tree = fixture_tree();
+    let h = TestHost::new(tree.path(), "broken = [");
+    let xml = mdev_domain("vm1", &[(1, "type=\"mtty-2\"")]);
+    assert_ok(&h.call("vm1", "restore", "begin", "-", &xml.text));
 }
 
 #[test]

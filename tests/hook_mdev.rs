@@ -436,7 +436,7 @@ fn a_parent_that_never_appears_is_given_up_on_within_the_bound() {
     );
     let t = Instant::now();
     let o = h.prepare(&mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]));
-    assert_refused(&o, &["0000:99:00.0 (missing)"]);
+    assert_refused(&o, &["0000:99:00.0 (missing"]);
     let took = t.elapsed();
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(10),
@@ -555,9 +555,13 @@ fn reconnect_records_the_running_domains_devices_again() {
 
 #[test]
 fn a_stale_record_of_a_stopped_domain_is_dropped_when_met() {
-    let Some(sim) = Sim::start(MTTY) else { return };
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
     let h = TestHost::new(sim.root(), &mtty_config("prepare_grace_secs = 0\n"));
     assert_ok(&h.prepare(&mdev_domain("gone", &[(1, "type=\"mtty-2\"")])));
+    // The domain stopped without its release (daemon crash) and the device went away.
+    std::fs::write(dev_path(&sim, 1).join("remove"), "1").unwrap();
     assert_ok(&h.prepare(&mdev_domain("b", &[(2, "type=\"mtty-2\"")])));
     assert_eq!(h.owners(), ["b"]);
 }
@@ -598,7 +602,7 @@ fn a_gpu_that_fell_off_the_bus_is_skipped_and_named_missing() {
     assert_refused(
         &o,
         &[
-            "0000:82:00.0 (missing)",
+            "0000:82:00.0 (missing",
             "0000:83:00.0 (0 left, held by 'a')",
         ],
     );
@@ -653,4 +657,84 @@ fn asking_for_more_than_a_parent_has_says_the_domain_took_the_rest_itself() {
     );
     assert_eq!(live_count(&sim), 0);
     assert_eq!(avail(&sim, "mtty", "Dual port serial"), 12);
+}
+
+#[test]
+fn release_end_with_libvirt_10_5_reasons_frees_the_device() {
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &mtty_config(""));
+    for (n, reason) in [(1, "destroyed"), (2, "from snapshot")] {
+        let vm = mdev_domain("a", &[(n, "type=\"mtty-2\"")]);
+        assert_ok(&h.prepare(&vm));
+        assert_ok(&h.call("a", "release", "end", reason, &vm.text));
+        assert!(!dev_path(&sim, n).exists(), "release end {reason}");
+    }
+}
+
+#[test]
+fn release_with_unreadable_xml_frees_by_domain_name() {
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &mtty_config(""));
+    let vm = mdev_domain("a", &[(1, "type=\"mtty-2\"")]);
+    assert_ok(&h.prepare(&vm));
+    let broken = vm.text.replace("</devices>", "</device>");
+    assert_ok(&h.call("a", "release", "end", "-", &broken));
+    assert!(!dev_path(&sim, 1).exists());
+    assert!(h.records().is_empty());
+}
+
+#[test]
+fn release_after_the_metadata_was_removed_while_running_still_frees_the_device() {
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &mtty_config(""));
+    assert_ok(&h.prepare(&mdev_domain("a", &[(1, "type=\"mtty-2\"")])));
+    let without = domain("a", None, "");
+    assert_ok(&h.call("a", "release", "end", "-", &without.text));
+    assert!(!dev_path(&sim, 1).exists());
+    assert!(h.records().is_empty());
+}
+
+#[test]
+fn a_create_that_returns_late_is_undone_after_the_refusal() {
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
+    let h = TestHost::new(
+        sim.root(),
+        &mtty_config("").replace("device_wait_secs = 2", "device_wait_secs = 1"),
+    );
+    sim.control("fault create-delay mtty 1500").unwrap();
+    let o = h.prepare(&mdev_domain("a", &[(1, "type=\"mtty-2\"")]));
+    assert_refused(
+        &o,
+        &["create did not return within 1 s", "device_wait_secs"],
+    );
+    assert!(
+        !dev_path(&sim, 1).exists(),
+        "the late create was removed again"
+    );
+    assert_eq!(avail(&sim, "mtty", "Dual port serial"), 12);
+    assert!(h.records().is_empty());
+}
+
+#[test]
+fn a_stopped_domains_record_survives_another_prepare_until_its_own_release() {
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &mtty_config("prepare_grace_secs = 0\n"));
+    let a = mdev_domain("a", &[(1, "type=\"mtty-2\"")]);
+    assert_ok(&h.prepare(&a));
+    // a's QEMU is gone (grace 0, no pid file) but its release has not run yet.
+    assert_ok(&h.prepare(&mdev_domain("b", &[(2, "type=\"mtty-2\"")])));
+    assert_eq!(h.owners(), ["a", "b"]);
+    assert_ok(&h.release(&a));
+    assert!(!dev_path(&sim, 1).exists());
+    assert_eq!(h.owners(), ["b"]);
 }

@@ -431,3 +431,62 @@ fn restore_filter_refuses_when_no_vf_is_free() {
         &["no free VF"],
     );
 }
+
+#[test]
+fn a_late_release_retrying_a_busy_reset_leaves_the_vf_once_another_domain_took_it() {
+    let Some((sim, mut h)) = l40s_host("reset_busy_ms = 1500\n") else {
+        return;
+    };
+    let h_cfg = std::fs::read_to_string(&h.config)
+        .unwrap()
+        .replace("retries = 3", "retries = 20");
+    std::fs::write(&h.config, h_cfg).unwrap();
+    let a = vf_domain("a", &[("41:00.4", "profile=\"L40S-4Q\"", false)]);
+    let b = vf_domain("b", &[("41:00.4", "profile=\"L40S-4Q\"", false)]);
+    assert_ok(&h.prepare(&a));
+    let id = current_type(&sim, "0000:41:00.4");
+    sim.control("hold 0000:41:00.4").unwrap();
+    sim.control("release 0000:41:00.4").unwrap();
+    let late = h.spawn("a", "release", "end", "-", &a.text);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_ok(&h.prepare(&b));
+    h.start_qemu("b");
+    assert_ok(&late.wait_with_output().unwrap());
+    assert_eq!(
+        current_type(&sim, "0000:41:00.4"),
+        id,
+        "b's vGPU survived a's late release"
+    );
+    assert_eq!(h.owners(), ["b"]);
+    let events = sim.events();
+    assert!(
+        events.contains("current_vgpu_type 0 -> EBUSY"),
+        "a's release did try: {events}"
+    );
+    assert!(
+        !events.contains("current_vgpu_type 0 -> ok"),
+        "and never reset it: {events}"
+    );
+}
+
+#[test]
+fn the_filter_never_replaces_a_vf_with_one_of_another_model() {
+    let host = format!("{GIM}\n[[gpu]]\naddress = \"0000:05:00.0\"\nkind = \"sriov\"\nnumvfs = 2\ntotalvfs = 2\nvendor = \"0x8086\"\ndevice = \"0x1572\"\n");
+    let Some(sim) = Sim::start(&host) else {
+        return;
+    };
+    let mut h = TestHost::new(
+        sim.root(),
+        &format!("amd_vgpu_pfs = [\"04:00.0\"]\nsriov_pfs = [\"05:00.0\"]\n{FAST}"),
+    );
+    for (i, f) in ["4", "5", "6", "7"].iter().enumerate() {
+        let name = format!("o{i}");
+        assert_ok(&h.prepare(&vf_domain(&name, &[(&format!("04:00.{f}"), "", true)])));
+        h.start_qemu(&name);
+    }
+    let vm = vf_domain("a", &[("04:00.4", "", true)]);
+    assert_refused(
+        &h.call("a", "migrate", "begin", "-", &vm.text),
+        &["held by domain 'o0'", "same model"],
+    );
+}

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use vgpu_hook::config::{Config, Timing};
-use vgpu_hook::domain::{self, Domain};
+use vgpu_hook::domain::{self, Domain, Request};
 use vgpu_hook::hook;
 use vgpu_hook::host::Host;
 
@@ -63,7 +63,11 @@ fn main() -> ExitCode {
     if oversize {
         let _ = std::io::copy(&mut stdin, &mut std::io::sink());
     }
-    if matches!(call, Call::Other) || !domain::mentions_namespace(&input) {
+    if matches!(call, Call::Other) {
+        return ExitCode::SUCCESS;
+    }
+    if !domain::mentions_namespace(&input) {
+        release_leftovers(&call, &domain_arg);
         return ExitCode::SUCCESS;
     }
     vgpu_hook::logging::init();
@@ -86,7 +90,10 @@ fn main() -> ExitCode {
         })
         .and_then(|xml| Domain::parse(xml).map(|d| (xml, d)));
     let (xml, dom) = match parsed {
-        Ok((_, d)) if !d.has_metadata => return ExitCode::SUCCESS,
+        Ok((_, d)) if !d.has_metadata => {
+            release_leftovers(&call, &domain_arg);
+            return ExitCode::SUCCESS;
+        }
         Ok(v) => v,
         Err(e) if refuses => return fail(&domain_arg, e),
         Err(e) => {
@@ -101,6 +108,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    // Nothing asked for: no config needed, nothing can fail.
+    let asks_vf = dom.requests.iter().any(|r| matches!(r, Request::Vf(_)));
+    match call {
+        Call::Prepare | Call::Reconnect if dom.requests.is_empty() => return ExitCode::SUCCESS,
+        Call::Filter if !asks_vf => return ExitCode::SUCCESS,
+        _ => {}
+    }
     let host = Host::from_env();
     let config = Config::load(&host.config_path);
 
@@ -123,7 +137,7 @@ fn main() -> ExitCode {
                     .and_then(|_| stdout.flush())
                     .is_err()
                 {
-                    return fail(&dom.name, "could not write the rewritten XML");
+                    return fail(&dom.name, "could not write the rewritten XML to stdout");
                 }
                 ExitCode::SUCCESS
             }
@@ -144,5 +158,24 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Call::Other => ExitCode::SUCCESS,
+    }
+}
+
+/// At `release end` for a domain whose XML carries none of our metadata (removed while it ran):
+/// whatever the state still records for it by name is released all the same.
+fn release_leftovers(call: &Call, domain_name: &str) {
+    if !matches!(call, Call::Release) {
+        return;
+    }
+    let host = Host::from_env();
+    let recorded = host
+        .state
+        .peek()
+        .is_ok_and(|st| st.records.iter().any(|r| r.domain_name == domain_name));
+    if recorded {
+        vgpu_hook::logging::init();
+        let timing =
+            Config::load(&host.config_path).map_or_else(|_| Timing::default(), |c| c.timing);
+        hook::release(&host, &timing, &Domain::default(), domain_name);
     }
 }

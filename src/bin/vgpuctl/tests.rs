@@ -1,12 +1,15 @@
 //! vgpuctl against libvirt's in-process test driver (`test:///default`): definitions are read,
 //! rewritten and defined back through the real `virt` bindings, without a daemon. The test
-//! driver keeps its domains while any connection to it is open, so each test holds one and
-//! defines domains with unique names (tests run in parallel in one process).
+//! driver's domains are shared by every connection in the process, and some tests look at all
+//! of them (VF choice, close names), so the tests take turns ([`TURN`]) and each undefines the
+//! domains it defined.
 
+use std::cell::RefCell;
 use std::fs;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use clap::Parser;
 use vgpu_hook::host::Host;
@@ -21,18 +24,35 @@ use crate::error::{CtlError, Exit};
 
 const URI: &str = "test:///default";
 static SEQ: AtomicU32 = AtomicU32::new(0);
+/// One test at a time uses the shared test driver.
+static TURN: Mutex<()> = Mutex::new(());
 
 struct Fixture {
     conn: Connect,
     dir: tempfile::TempDir,
+    defined: RefCell<Vec<String>>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for name in self.defined.borrow().iter() {
+            if let Ok(d) = self.conn.lookup_domain_by_name(name) {
+                let _ = d.undefine();
+            }
+        }
+    }
 }
 
 impl Fixture {
     fn new() -> Fixture {
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         virt::error::clear_error_callback();
         Fixture {
             conn: Connect::open(Some(URI)).expect("the test driver opens"),
             dir: tempfile::tempdir().unwrap(),
+            defined: RefCell::new(Vec::new()),
+            _turn: turn,
         }
     }
 
@@ -51,6 +71,7 @@ impl Fixture {
             "<domain type='test'>\n  <name>{name}</name>\n  <memory unit='KiB'>65536</memory>\n  <os>\n    <type>hvm</type>\n  </os>\n  <devices>\n{devices}  </devices>\n</domain>\n"
         );
         self.conn.define_domain_xml(&xml).expect("define");
+        self.defined.borrow_mut().push(name.clone());
         name
     }
 
