@@ -260,7 +260,7 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<Finding> {
     // configured devices
     if let Some(c) = &config {
         for g in inventory::mdev_gpus(c, sysfs) {
-            let gen = crate::hook::generation_label(&g.state);
+            let gen = g.state.label();
             let f = match &g.state {
                 MdevState::Parents(_, ps) => {
                     let types: usize = ps.iter().map(|p| sysfs.mdev_types(p).len()).max().unwrap_or(0);

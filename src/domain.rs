@@ -27,6 +27,16 @@ pub enum MdevWant {
     Profile(Profile),
 }
 
+impl std::fmt::Display for MdevWant {
+    /// The type id or profile as the operator wrote it, for messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MdevWant::Type(t) => write!(f, "{t}"),
+            MdevWant::Profile(p) => write!(f, "{p}"),
+        }
+    }
+}
+
 /// One `vgpu:mdev` entry: the mdev with this UUID belongs to the domain while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MdevRequest {
@@ -47,6 +57,16 @@ pub enum VfWant {
     Type(u32),
     /// A profile name, full or short.
     Profile(Profile),
+}
+
+impl std::fmt::Display for VfWant {
+    /// The type id or profile as the operator wrote it, for messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VfWant::Type(t) => write!(f, "{t}"),
+            VfWant::Profile(p) => write!(f, "{p}"),
+        }
+    }
 }
 
 /// One `vgpu:vf` entry: the VF at this address belongs to the domain while it runs.
@@ -195,16 +215,7 @@ fn check_known(
 
 /// Parses a `parent="..."` list: PCI addresses (normalised) or mdev bus names.
 fn parse_parents(element: &str, s: &str) -> Result<Vec<ParentName>, DomainError> {
-    let mut out = Vec::new();
-    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let name = match p.parse::<PciAddress>() {
-            Ok(a) => ParentName::from(a),
-            Err(_) => ParentName::parse(p).map_err(|e| from_name_error(element, "parent", e))?,
-        };
-        if !out.contains(&name) {
-            out.push(name);
-        }
-    }
+    let out = ParentName::parse_list(s).map_err(|e| from_name_error(element, "parent", e))?;
     if out.is_empty() {
         return Err(metadata_err(
             element,

@@ -17,7 +17,7 @@ use crate::domain::{
     Domain, DomainError, Hostdev, MdevRequest, MdevWant, Request, VfRequest, VfWant,
 };
 use crate::host::Host;
-use crate::inventory::{self, Generation, MdevGpu, MdevState, PfKind};
+use crate::inventory::{self, MdevGpu, MdevState, PfKind};
 use crate::names::{domain_name_is_safe, MdevUuid, ParentName, TypeId};
 use crate::pci::PciAddress;
 use crate::placement::{self, Candidate};
@@ -229,13 +229,6 @@ fn leaves_something(sysfs: &Sysfs, r: &Record) -> bool {
     }
 }
 
-fn want_label(want: &MdevWant) -> String {
-    match want {
-        MdevWant::Type(t) => t.to_string(),
-        MdevWant::Profile(p) => p.to_string(),
-    }
-}
-
 /// The type on `parent` that a request means: `Ok(None)` when absent, `Err` when ambiguous.
 /// The type on `parent` that a request means: `Ok(None)` when absent, `Err` when ambiguous.
 /// `hint` is the type id found on a previous GPU: identical boards share ids, so one read
@@ -269,7 +262,7 @@ fn find_type(
             .map(|id| (id, name.clone().unwrap_or_default()))),
         many => Err(format!(
             "'{}' matches {}; use type= instead",
-            want_label(want),
+            want,
             many.iter()
                 .map(|(id, _)| id.as_str())
                 .collect::<Vec<_>>()
@@ -321,7 +314,7 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
             req.uuid
         );
     }
-    let label = want_label(&req.want);
+    let label = req.want.to_string();
     let all = inventory::mdev_gpus(ctx.config, &sysfs);
     if all.is_empty() {
         return Err(refuse(format!(
@@ -630,13 +623,6 @@ fn write_params(sysfs: &Sysfs, timing: &Timing, req: &MdevRequest) -> Result<(),
         .map_err(|e| refuse(format!("mdev {}: {e}", req.uuid)))
 }
 
-fn vf_want_label(want: &VfWant) -> String {
-    match want {
-        VfWant::Type(id) => id.to_string(),
-        VfWant::Profile(p) => p.to_string(),
-    }
-}
-
 /// Finds the configured PF a VF belongs to, enabling VFs on a configured PF that has none if
 /// needed (never changing a non-zero count).
 fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<(PciAddress, PfKind), Failure> {
@@ -724,7 +710,7 @@ fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
         if let Some(w) = &req.want {
             return Err(refuse(format!(
                 "VF {vf} has no NVIDIA vGPU interface (nvidia/current_vgpu_type), so type/profile '{}' cannot be set; drop it from vgpu:vf",
-                vf_want_label(w)
+                w
             )));
         }
         if managed == Some(false) {
@@ -808,7 +794,7 @@ fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
         };
         return Err(refuse(format!(
             "'{}' is not creatable on VF {vf} now (creatable: {list})",
-            vf_want_label(want)
+            want
         )));
     };
     sysfs
@@ -1233,16 +1219,5 @@ fn metadata_address_edit(
             quick_xml::events::Event::Eof => return None,
             _ => {}
         }
-    }
-}
-
-/// Generation of each configured GPU, for messages and inventory.
-pub fn generation_label(state: &MdevState) -> &'static str {
-    match state {
-        MdevState::Parents(g, _) => g.label(),
-        MdevState::NotMdev => Generation::NvidiaVfio.label(),
-        MdevState::Missing => "missing",
-        MdevState::Unregistered => "unregistered",
-        MdevState::VfsDisabled => "vfs-disabled",
     }
 }

@@ -51,6 +51,19 @@ pub enum MdevState {
     NotMdev,
 }
 
+impl MdevState {
+    /// Short label for tables and JSON: the generation, or why there is none.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MdevState::Parents(g, _) => g.label(),
+            MdevState::NotMdev => Generation::NvidiaVfio.label(),
+            MdevState::Missing => "missing",
+            MdevState::Unregistered => "unregistered",
+            MdevState::VfsDisabled => "vfs-disabled",
+        }
+    }
+}
+
 /// One configured source of mdevs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MdevGpu {

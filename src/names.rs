@@ -132,6 +132,24 @@ impl ParentName {
     }
 }
 
+impl ParentName {
+    /// Parses a comma-separated list of parents, as `parent="..."` and `--parent` take it: PCI
+    /// addresses (normalised to sysfs form) or mdev bus names; duplicates count once.
+    pub fn parse_list(s: &str) -> Result<Vec<ParentName>, NameError> {
+        let mut out = Vec::new();
+        for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let name = match p.parse::<crate::pci::PciAddress>() {
+                Ok(a) => ParentName::from(a),
+                Err(_) => ParentName::parse(p)?,
+            };
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl From<crate::pci::PciAddress> for ParentName {
     fn from(a: crate::pci::PciAddress) -> Self {
         ParentName(a.to_string())

@@ -92,7 +92,7 @@ pub fn plan(
                         if params.is_some() || !parents.is_empty() {
                             return Err(PlanError::Refused(format!(
                                 "'{}' is a kernel-6.8+ NVIDIA vGPU type, given as a whole VF: --parent and --params do not apply (use --vf [--pf ADDR])",
-                                want_label(want)
+                                want
                             )));
                         }
                         let mut p = plan_vfs(
@@ -109,7 +109,7 @@ pub fn plan(
                             0,
                             format!(
                                 "'{}' is offered by kernel-6.8+ NVIDIA GPUs as whole VFs; attaching VFs",
-                                want_label(want)
+                                want
                             ),
                         );
                         return Ok(p);
@@ -144,34 +144,15 @@ pub fn plan(
     }
 }
 
-fn want_label(want: &MdevWant) -> String {
-    match want {
-        MdevWant::Type(t) => t.to_string(),
-        MdevWant::Profile(p) => p.to_string(),
-    }
-}
-
-fn vf_want_label(want: &VfWant) -> String {
-    match want {
-        VfWant::Type(t) => t.to_string(),
-        VfWant::Profile(p) => p.to_string(),
-    }
-}
-
 fn parse_parents(raw: &[String]) -> Result<Vec<ParentName>, PlanError> {
-    let mut out = Vec::new();
-    for item in raw.iter().flat_map(|s| s.split(',')).map(str::trim) {
-        if item.is_empty() {
-            continue;
-        }
-        let name = match item.parse::<PciAddress>() {
-            Ok(a) => ParentName::from(a),
-            Err(_) => {
-                ParentName::parse(item).map_err(|e| PlanError::Refused(format!("--parent: {e}")))?
+    let mut out: Vec<ParentName> = Vec::new();
+    for item in raw {
+        for name in ParentName::parse_list(item)
+            .map_err(|e| PlanError::Refused(format!("--parent: {e}")))?
+        {
+            if !out.contains(&name) {
+                out.push(name);
             }
-        };
-        if !out.contains(&name) {
-            out.push(name);
         }
     }
     Ok(out)
@@ -186,7 +167,7 @@ fn check_mdev(
     parents: &[ParentName],
     plan: &mut Plan,
 ) -> Result<Option<VfWant>, PlanError> {
-    let label = want_label(want);
+    let label = want.to_string();
     let gpus = inventory::mdev_gpus(config, sysfs);
     if gpus.is_empty() && inventory::vf_pfs(config).is_empty() {
         return Err(PlanError::NotFound(format!(
@@ -250,11 +231,7 @@ fn check_mdev(
                     }
                 }
             }
-            other => unavailable.push(format!(
-                "{} ({})",
-                gpu.key,
-                crate::hook::generation_label(other)
-            )),
+            other => unavailable.push(format!("{} ({})", gpu.key, (other).label())),
         }
     }
     if found {
@@ -422,7 +399,7 @@ fn plan_vfs(
             } else if let Some(w) = &want {
                 return Err(PlanError::Refused(format!(
                     "VF {addr} has no NVIDIA vGPU interface, so '{}' cannot be given to it; drop --profile/--type",
-                    vf_want_label(w)
+                    w
                 )));
             }
         }
@@ -579,7 +556,7 @@ fn plan_vfs(
             if not_creatable > 0 {
                 why.push(format!(
                     "{not_creatable} cannot take '{}' now",
-                    want.as_ref().map(vf_want_label).unwrap_or_default()
+                    want.as_ref().map(|w| w.to_string()).unwrap_or_default()
                 ));
             }
             if why.is_empty() {
@@ -637,7 +614,7 @@ fn check_creatable(sysfs: &Sysfs, vfs: &[PciAddress], want: &VfWant) -> Result<(
     }
     Err(PlanError::NotFound(format!(
         "'{}' is not a vGPU type of this GPU (creatable now: {})",
-        vf_want_label(want),
+        want,
         seen.join(", ")
     )))
 }

@@ -41,11 +41,6 @@ impl Procfs {
         pids
     }
 
-    /// Whether the process exists.
-    pub fn alive(&self, pid: u32) -> bool {
-        self.root.join(pid.to_string()).is_dir()
-    }
-
     /// The process's `comm` (its name, at most 15 bytes).
     pub fn comm(&self, pid: u32) -> Option<String> {
         fs::read_to_string(self.root.join(pid.to_string()).join("comm"))
@@ -91,15 +86,19 @@ impl Procfs {
         Some(UNIX_EPOCH + Duration::from_secs(btime) + Duration::from_millis(ticks * 1000 / hz))
     }
 
-    /// QEMU processes (argv[0] named like `qemu*`) with their command line joined by spaces.
+    /// Whether a live process is QEMU (its argv[0] is named like `qemu*`): what tells a pid
+    /// file of a running domain from a stale one whose pid was reused.
+    pub fn is_qemu(&self, pid: u32) -> bool {
+        self.cmdline(pid).is_some_and(|args| is_qemu_argv0(&args))
+    }
+
+    /// QEMU processes with their command line joined by spaces.
     pub fn qemu_processes(&self) -> Vec<(u32, String)> {
         self.pids()
             .into_iter()
             .filter_map(|p| {
                 let args = self.cmdline(p)?;
-                let argv0 = args.first()?;
-                let base = argv0.rsplit('/').next()?;
-                base.contains("qemu").then(|| (p, args.join(" ")))
+                is_qemu_argv0(&args).then(|| (p, args.join(" ")))
             })
             .collect()
     }
@@ -112,6 +111,12 @@ impl Procfs {
             .find(|(_, cmd)| cmd.contains(needle))
             .map(|(pid, cmd)| (pid, qemu_guest_name(&cmd)))
     }
+}
+
+fn is_qemu_argv0(args: &[String]) -> bool {
+    args.first()
+        .and_then(|a| a.rsplit('/').next())
+        .is_some_and(|base| base.contains("qemu"))
 }
 
 fn qemu_guest_name(cmd: &str) -> Option<String> {

@@ -278,7 +278,7 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
         } else {
             "mdev_parents"
         };
-        let generation = crate::hook::generation_label(&g.state);
+        let generation = g.state.label();
         let report = match &g.state {
             MdevState::Parents(gen, ps) => {
                 let vfs = (*gen == Generation::SriovMdev).then(|| {

@@ -292,10 +292,7 @@ impl Liveness {
             .trim()
             .parse()
             .ok()?;
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let argv0 = cmdline.split(|&b| b == 0).next()?;
-        let base = argv0.rsplit(|&b| b == b'/').next()?;
-        base.windows(4).any(|w| w == b"qemu").then_some(pid)
+        crate::procfs::Procfs::system().is_qemu(pid).then_some(pid)
     }
 
     /// Whether the domain runs now.

@@ -159,11 +159,6 @@ impl Sysfs {
         }
     }
 
-    /// The `sys` directory itself.
-    pub fn sys(&self) -> &Path {
-        &self.sys
-    }
-
     // ---- reading helpers ----
 
     /// Reads an attribute, trimmed.
