@@ -204,7 +204,9 @@ impl SimHost {
         use std::os::unix::process::CommandExt;
         let qemu = self.dir.path().join("qemu-system-x86_64");
         if !qemu.exists() {
-            fs::copy("/bin/sh", &qemu).unwrap();
+            // A link, not a copy: a copy still open for writing in a sibling test's fork
+            // would make the exec fail with ETXTBSY.
+            std::os::unix::fs::symlink("/bin/sh", &qemu).unwrap();
         }
         // `sleep; true` keeps the shell (and its command line) alive instead of exec'ing sleep.
         let child = Command::new(&qemu)
