@@ -47,6 +47,9 @@ pub struct Timing {
     pub retry_interval: Duration,
     /// How long a device prepared for a domain that is not running yet counts as taken.
     pub prepare_grace: Duration,
+    /// After boot, how long absent GPUs are waited for even when present ones offer the type
+    /// (later, only when none does: a GPU gone for good must not delay every refusal).
+    pub boot_window: Duration,
 }
 
 impl Default for Timing {
@@ -59,6 +62,7 @@ impl Default for Timing {
             retries: 10,
             retry_interval: Duration::from_millis(1000),
             prepare_grace: Duration::from_secs(300),
+            boot_window: Duration::from_secs(600),
         }
     }
 }
@@ -134,6 +138,7 @@ struct Raw {
     retries: Option<Spanned<i64>>,
     retry_interval_ms: Option<Spanned<i64>>,
     prepare_grace_secs: Option<Spanned<i64>>,
+    boot_window_secs: Option<Spanned<i64>>,
 }
 
 impl Config {
@@ -262,6 +267,9 @@ impl Config {
         }
         if let Some(v) = bounded("prepare_grace_secs", raw.prepare_grace_secs, 86_400)? {
             timing.prepare_grace = secs(v);
+        }
+        if let Some(v) = bounded("boot_window_secs", raw.boot_window_secs, 86_400)? {
+            timing.boot_window = secs(v);
         }
         let vf_count = bounded("vf_count", raw.vf_count, 65_535)?.unwrap_or(0) as u32;
 

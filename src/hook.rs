@@ -594,10 +594,20 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
         );
         return Ok(());
     }
+    // Waiting for an absent GPU makes sense while the host boots (the vendor's manager registers
+    // GPUs late) or when no present GPU offers the type at all; a GPU gone for good must not
+    // delay every refusal on a running host by the whole bound.
     Err(Failure {
         message: format!("no free '{label}' on {}", reasons.join(", ")),
-        waitable,
+        waitable: waitable && (candidates.is_empty() || host_uptime() < timing.boot_window),
     })
+}
+
+fn host_uptime() -> Duration {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs_f64)
 }
 
 fn type_label(sysfs: &Sysfs, parent: &str, type_id: &str) -> String {

@@ -738,3 +738,22 @@ fn a_stopped_domains_record_survives_another_prepare_until_its_own_release() {
     assert!(!dev_path(&sim, 1).exists());
     assert_eq!(h.owners(), ["b"]);
 }
+
+#[test]
+fn a_gpu_gone_for_good_does_not_delay_a_no_room_refusal_after_boot() {
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
+    let config = format!("mdev_parents = [\"mtty\", \"gone\"]\n{FAST}boot_window_secs = 0\n")
+        .replace("parent_wait_secs = 0", "parent_wait_secs = 60");
+    let h = TestHost::new(sim.root(), &config);
+    let reqs: Vec<(u32, &str)> = (1..=13).map(|n| (n, "type=\"mtty-2\"")).collect();
+    let t = Instant::now();
+    let o = h.prepare(&mdev_domain("big", &reqs));
+    assert_refused(&o, &["gone (missing", "mtty (0 left"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "waited {:?} for a GPU that is not coming",
+        t.elapsed()
+    );
+}
