@@ -477,14 +477,16 @@ pub fn config_skeleton(sysfs: &Sysfs) -> String {
          \n\
          # Timing (defaults shown): waiting for a GPU's driver at boot, for a new device to appear,\n\
          # for NVIDIA's own clean-up at stop, for one remove; retries and their interval; how long a\n\
-         # device prepared for a domain counts as taken before QEMU runs.\n\
+         # device prepared for a domain counts as taken before QEMU runs; how long after boot absent\n\
+         # GPUs are waited for even when present ones are full.\n\
          # parent_wait_secs = 30\n\
          # device_wait_secs = 5\n\
          # cleanup_wait_secs = 10\n\
          # remove_timeout_secs = 10\n\
          # retries = 10\n\
          # retry_interval_ms = 1000\n\
-         # prepare_grace_secs = 300\n",
+         # prepare_grace_secs = 300\n\
+         # boot_window_secs = 600\n",
     );
     s
 }
