@@ -836,20 +836,33 @@ fn still_ours(state: &State, dom: &Domain, domain_name: &str, device: &Device) -
 /// the log. A device the metadata names but that the hook never recorded (refused because it
 /// had the wrong type, or made by someone else) is not ours to remove.
 pub fn release(host: &Host, timing: &Timing, dom: &Domain, domain_name: &str) {
+    release_selected(host, timing, dom, domain_name, |_| true);
+}
+
+/// [`release`] of the recorded devices `select` picks (vgpuctl's live detach frees one device
+/// the same way a stop frees all). Returns the devices that are still there.
+pub fn release_selected(
+    host: &Host,
+    timing: &Timing,
+    dom: &Domain,
+    domain_name: &str,
+    select: impl Fn(&Device) -> bool,
+) -> Vec<Device> {
     let devices: Vec<(Device, bool)> = match host.state.lock().and_then(|l| l.load()) {
         Ok(state) => state
             .records
             .iter()
-            .filter(|r| is_mine(r, dom, domain_name))
+            .filter(|r| is_mine(r, dom, domain_name) && select(&r.device))
             .map(|r| (r.device.clone(), r.created))
             .collect(),
         Err(e) => {
             log::error!("domain '{domain_name}': release: {e}");
-            return;
+            return Vec::new();
         }
     };
     let sysfs = &host.sysfs;
     let mut done: Vec<Device> = Vec::new();
+    let mut left: Vec<Device> = Vec::new();
     for (device, created) in devices {
         let ours = |st: &State| still_ours(st, dom, domain_name, &device);
         let gone = match &device {
@@ -866,6 +879,8 @@ pub fn release(host: &Host, timing: &Timing, dom: &Domain, domain_name: &str) {
         };
         if gone {
             done.push(device);
+        } else {
+            left.push(device);
         }
     }
     let result = host.state.lock().and_then(|locked| {
@@ -882,6 +897,7 @@ pub fn release(host: &Host, timing: &Timing, dom: &Domain, domain_name: &str) {
     if let Err(e) = result {
         log::error!("domain '{domain_name}': release: {e}");
     }
+    left
 }
 
 /// Waits for NVIDIA's own clean-up, then removes with bounded retries. True when the mdev is gone.

@@ -336,64 +336,25 @@ fn attach_live(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Frees devices of `dom_uuid` now (remove the mdev, reset an NVIDIA VF's type) and drops their
-/// records. Returns what could not be done.
+/// Frees devices of `dom_uuid` now, exactly as the hook's release does at stop (NVIDIA's own
+/// clean-up awaited, bounded retries, only what the records say is this domain's), and drops
+/// their records. Returns what could not be done.
 fn free_now(host: &Host, timing: &Timing, dom_uuid: &str, keys: &[DeviceKey]) -> Vec<String> {
-    let mut problems = Vec::new();
-    let locked = match host.state.lock() {
-        Ok(l) => l,
-        Err(e) => return vec![e.to_string()],
+    let dom = vgpu_hook::domain::Domain {
+        uuid: dom_uuid.to_string(),
+        ..Default::default()
     };
-    let mut state = match locked.load() {
-        Ok(s) => s,
-        Err(e) => return vec![e.to_string()],
+    let wanted = |d: &Device| {
+        keys.iter().any(|k| match (k, d) {
+            (DeviceKey::Mdev(u), Device::Mdev { uuid }) => u == uuid.as_str(),
+            (DeviceKey::Vf(a), Device::Vf { address }) => a == address,
+            _ => false,
+        })
     };
-    let sysfs = &host.sysfs;
-    for key in keys {
-        let device = match key {
-            DeviceKey::Mdev(u) => {
-                let Ok(uuid) = MdevUuid::parse(u) else {
-                    continue;
-                };
-                if sysfs.mdev_exists(&uuid) {
-                    if let Err(e) = sysfs.remove_mdev(&uuid, timing.remove_timeout) {
-                        if sysfs.mdev_exists(&uuid) {
-                            problems.push(format!(
-                                "mdev {uuid} could not be removed ({e}); run `vgpuctl reconcile` later"
-                            ));
-                            continue;
-                        }
-                    }
-                }
-                Device::Mdev { uuid }
-            }
-            DeviceKey::Vf(a) => {
-                let device = Device::Vf { address: *a };
-                let ours = state
-                    .owner(&device)
-                    .is_some_and(|r| r.domain_uuid == dom_uuid && r.created);
-                if ours && sysfs.is_nvidia_vfio_vf(*a) {
-                    if let Err(e) = sysfs.set_current_vgpu_type(*a, 0, timing.remove_timeout) {
-                        problems.push(format!(
-                            "VF {a}: vGPU type could not be reset ({e}); run `vgpuctl reconcile` later"
-                        ));
-                        continue;
-                    }
-                }
-                device
-            }
-        };
-        if state
-            .owner(&device)
-            .is_some_and(|r| r.domain_uuid == dom_uuid)
-        {
-            state.remove(&device);
-        }
-    }
-    if let Err(e) = locked.save(&state) {
-        problems.push(e.to_string());
-    }
-    problems
+    vgpu_hook::hook::release_selected(host, timing, &dom, "", wanted)
+        .into_iter()
+        .map(|d| format!("{d} could not be freed now; run `vgpuctl reconcile` later"))
+        .collect()
 }
 
 fn selector_from(args: &DetachArgs) -> Result<Selector, CtlError> {
