@@ -908,28 +908,52 @@ pub fn detach_parts(xml: &str, selector: &Selector, hostdevs: bool) -> Result<De
     })
 }
 
-/// The text of our `vgpu:vgpu` element, as libvirt's metadata API takes it; `None` when absent.
+/// Our `vgpu:vgpu` element as libvirt's metadata API takes it (`virDomainSetMetadata` with
+/// a key and our URI): without prefixes or namespace declarations, since libvirt puts the
+/// element into the namespace itself and refuses one that already declares it. `None` when the
+/// document has no such element.
 pub fn metadata_element(xml: &str) -> Result<Option<String>, EditError> {
     let doc = Doc::parse(xml)?;
-    Ok(doc.wrapper().map(|w| {
-        let e = &doc.elems[w];
-        let text = &xml[e.span()];
-        // libvirt takes the element on its own: it must declare our namespace itself.
-        if e.attrs
-            .iter()
-            .any(|(k, v)| k.starts_with("xmlns") && v == NAMESPACE)
-        {
-            text.to_string()
-        } else {
-            let p = prefix_of(&e.qname);
-            let decl = match p.strip_suffix(':') {
-                Some(p) => format!(" xmlns:{p}='{}'", esc(NAMESPACE)),
-                None => format!(" xmlns='{}'", esc(NAMESPACE)),
-            };
-            let name_end = 1 + e.qname.len();
-            format!("{}{decl}{}", &text[..name_end], &text[name_end..])
-        }
-    }))
+    let Some(w) = doc.wrapper() else {
+        return Ok(None);
+    };
+    let text = &xml[doc.elems[w].span()];
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut writer = quick_xml::Writer::new(Vec::new());
+    let local = |e: &BytesStart<'_>| {
+        let mut out = BytesStart::new(e.local_name().as_ref().to_string());
+        out.extend_attributes(
+            e.attributes()
+                .flatten()
+                .filter(|a| !a.key.as_ref().starts_with("xmlns")),
+        );
+        out
+    };
+    loop {
+        let event = reader.read_event().map_err(|e| EditError::Syntax {
+            position: reader.error_position(),
+            message: e.to_string(),
+        })?;
+        let out = match event {
+            Event::Start(e) => Event::Start(local(&e)),
+            Event::Empty(e) => Event::Empty(local(&e)),
+            Event::End(e) => Event::End(quick_xml::events::BytesEnd::new(
+                e.local_name().as_ref().to_string(),
+            )),
+            Event::Eof => break,
+            other => other,
+        };
+        writer.write_event(out).map_err(|e| EditError::Syntax {
+            position: 0,
+            message: e.to_string(),
+        })?;
+    }
+    String::from_utf8(writer.into_inner())
+        .map(Some)
+        .map_err(|e| EditError::Syntax {
+            position: 0,
+            message: e.to_string(),
+        })
 }
 
 /// The `<hostdev>` element text of one of the domain's devices, if present.
@@ -1128,12 +1152,12 @@ mod tests {
     }
 
     #[test]
-    fn metadata_element_declares_the_namespace() {
-        let xml = format!("<domain xmlns:v='{NAMESPACE}'><metadata><v:vgpu><v:mdev uuid='{U1}' type='a'/></v:vgpu></metadata></domain>");
+    fn metadata_element_is_bare_for_libvirt_to_put_into_our_namespace() {
+        let xml = format!("<domain xmlns:v='{NAMESPACE}'><metadata><v:vgpu xmlns:v='{NAMESPACE}'><v:mdev uuid='{U1}' type='a&amp;b'/></v:vgpu></metadata></domain>");
         let m = metadata_element(&xml).unwrap().unwrap();
         assert_eq!(
             m,
-            format!("<v:vgpu xmlns:v='{NAMESPACE}'><v:mdev uuid='{U1}' type='a'/></v:vgpu>")
+            format!("<vgpu><mdev uuid=\"{U1}\" type=\"a&amp;b\"/></vgpu>")
         );
     }
 
