@@ -84,6 +84,29 @@ mod tests {
     }
 
     #[test]
+    fn sriov_vfs_are_ranked_by_their_gpus_room_not_their_own() {
+        // Each VF offers 0 or 1; what counts is how much the whole GPU has left.
+        let vf = |gpu: usize, fn_: u8, gpu_free: u32| Candidate {
+            gpu_index: gpu,
+            parent: ParentName::parse(&format!("0000:4{gpu}:00.{fn_}")).unwrap(),
+            type_id: TypeId::parse("nvidia-735").unwrap(),
+            available: 1,
+            gpu_free,
+            gpu_hosts_type: false,
+        };
+        let c = [vf(0, 4, 6), vf(1, 4, 2), vf(1, 5, 2)];
+        let pack: Vec<String> = order(&c, Placement::Pack)
+            .iter()
+            .map(|c| c.parent.to_string())
+            .collect();
+        assert_eq!(pack, ["0000:41:00.4", "0000:41:00.5", "0000:40:00.4"]);
+        assert_eq!(
+            order(&c, Placement::Spread)[0].parent.as_str(),
+            "0000:40:00.4"
+        );
+    }
+
+    #[test]
     fn full_parents_are_not_candidates() {
         let c = [cand(0, 0, true), cand(1, 1, false)];
         assert_eq!(gpus(order(&c, Placement::Pack)), [1]);
