@@ -5,7 +5,9 @@
 # Usage: tests/demo.sh        (root, or access to /dev/fuse; unmounts on exit and on Ctrl-C)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q --release -p vgpu-hook -p vgpu-sim --bins
+# Only the hook and the simulator: neither needs libvirt installed.
+cargo build -q --release -p vgpu-hook --no-default-features --bin vgpu-hook
+cargo build -q --release -p vgpu-sim
 bin=$PWD/target/release
 
 work=$(mktemp -d /tmp/vgpu-demo.XXXXXX)
