@@ -613,8 +613,8 @@ fn host_uptime() -> Duration {
 fn type_label(sysfs: &Sysfs, parent: &str, type_id: &str) -> String {
     ParentName::parse(parent)
         .ok()
-        .and_then(|p| sysfs.mdev_types(&p).into_iter().find(|t| t.id == type_id))
-        .and_then(|t| t.name)
+        .zip(TypeId::parse(type_id).ok())
+        .and_then(|(p, t)| sysfs.type_name(&p, &t))
         .unwrap_or_else(|| type_id.to_string())
 }
 
@@ -635,11 +635,11 @@ fn write_params(sysfs: &Sysfs, timing: &Timing, req: &MdevRequest) -> Result<(),
 
 /// Finds the configured PF a VF belongs to, enabling VFs on a configured PF that has none if
 /// needed (never changing a non-zero count).
-fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<(PciAddress, PfKind), Failure> {
+fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Failure> {
     let sysfs = ctx.sysfs().clone();
     let pfs = inventory::vf_pfs(ctx.config);
     if let Some(pf) = sysfs.physfn(vf) {
-        return pfs.into_iter().find(|(a, _)| *a == pf).ok_or_else(|| {
+        return pfs.into_iter().find(|(a, _)| *a == pf).map(|(a, _)| a).ok_or_else(|| {
             refuse(format!(
                 "VF {vf} belongs to PF {pf}, which {} does not list (add it to sriov_pfs, amd_vgpu_pfs or nvidia_vgpu_pfs)",
                 ctx.config.path.display()
@@ -674,7 +674,7 @@ fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<(PciAddress, PfKind), 
                 if changed {
                     ctx.txn.enabled_vfs.push(pf);
                 }
-                return Ok((pf, kind));
+                return Ok(pf);
             }
             Ok(true) => {
                 let _ = sysfs.set_sriov_numvfs(pf, 0, ctx.config.timing.device_wait);
@@ -705,7 +705,7 @@ fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
     if let Some(other) = ctx.other_owner(&device) {
         return Err(refuse(format!("VF {vf} is held by domain '{other}'")));
     }
-    let (pf, _kind) = locate_vf(ctx, vf)?;
+    let pf = locate_vf(ctx, vf)?;
     let managed = match ctx.dom.pci_hostdev(vf) {
         Some(Hostdev::Pci { managed, .. }) => Some(*managed),
         _ => {
