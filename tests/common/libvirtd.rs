@@ -34,21 +34,27 @@ fn unavailable(reason: &str) -> Option<Libvirtd> {
     None
 }
 
+/// Whether a live (not zombie) process named `comm` exists.
 fn running(comm: &str) -> bool {
-    fs::read_dir("/proc")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .bytes()
-                        .all(|b| b.is_ascii_digit())
-                })
-                .any(|e| {
-                    fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
-                })
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
         })
-        .unwrap_or(false)
+        .any(|e| {
+            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
+            let Some((head, tail)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let name = head.split_once('(').map_or("", |(_, n)| n);
+            name == comm && !tail.trim_start().starts_with('Z')
+        })
 }
 
 fn have(bin: &str) -> bool {
@@ -86,44 +92,98 @@ fn ensure_qemu_conf() -> std::io::Result<bool> {
 
 impl Libvirtd {
     /// Makes sure the daemons run and answer; `None` (or a panic on CI) when they cannot.
+    ///
+    /// Tests run in parallel threads and test binaries, and on a fresh machine several of them
+    /// find no daemon at the same moment. Starting is therefore serialised with the host lock,
+    /// and a daemon that answers once the lock is held (started by a sibling, or by anything
+    /// else) is success; a `libvirtd -d` that fails is only fatal when no daemon answers after
+    /// it. Call it before taking [`HostLock`] yourself (flock locks are per open file).
     pub fn ensure() -> Option<Libvirtd> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return unavailable("not running as root");
+        if let Err(reason) = preconditions() {
+            return unavailable(&reason);
         }
-        for bin in ["libvirtd", "virtlogd", "virsh", "qemu-system-x86_64"] {
-            if !have(bin) {
-                return unavailable(&format!(
-                    "{bin} is not installed (apt-get install libvirt-daemon-system qemu-system-x86)"
-                ));
-            }
+        let _lock = HostLock::take();
+        if answers() {
+            return Some(Libvirtd(()));
         }
-        if let Err(e) = ensure_qemu_conf() {
-            return unavailable(&format!("cannot update {QEMU_CONF}: {e}"));
+        match start_daemons().and_then(|()| wait_until_answering(Duration::from_secs(60))) {
+            Ok(()) => Some(Libvirtd(())),
+            Err(reason) => unavailable(&reason),
         }
-        if !running("virtlogd") {
-            let _ = Command::new("virtlogd").arg("-d").status();
+    }
+}
+
+/// Root, the binaries, and a qemu.conf that runs QEMU as root.
+fn preconditions() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not running as root".to_string());
+    }
+    for bin in ["libvirtd", "virtlogd", "virsh", "qemu-system-x86_64"] {
+        if !have(bin) {
+            return Err(format!(
+                "{bin} is not installed (apt-get install libvirt-daemon-system qemu-system-x86)"
+            ));
         }
-        if !running("libvirtd") {
-            let ok = Command::new("libvirtd")
-                .arg("-d")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                return unavailable("libvirtd -d failed");
-            }
+    }
+    ensure_qemu_conf()
+        .map(|_| ())
+        .map_err(|e| format!("cannot update {QEMU_CONF}: {e}"))
+}
+
+/// Whether the system daemon answers on its socket now.
+fn answers() -> bool {
+    Path::new(SOCKET).exists() && virsh(&["version"]).status.success()
+}
+
+/// Starts whichever of virtlogd and libvirtd is not running (as on a host without systemd).
+/// Called under the host lock, so no sibling test starts them at the same time.
+fn start_daemons() -> Result<(), String> {
+    if !running("virtlogd") {
+        let _ = Command::new("virtlogd").arg("-d").status();
+    }
+    if running("libvirtd") {
+        return Ok(());
+    }
+    let out = Command::new("libvirtd")
+        .arg("-d")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run libvirtd -d: {e}"))?;
+    if out.status.success() || running("libvirtd") {
+        return Ok(());
+    }
+    Err(format!(
+        "libvirtd -d failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+/// Waits until the daemon answers; a daemon that was just started needs a moment for its socket.
+fn wait_until_answering(limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while !answers() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "libvirtd did not answer within {} s",
+                limit.as_secs()
+            ));
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if Path::new(SOCKET).exists() && virsh(&["version"]).status.success() {
-                return Some(Libvirtd(()));
-            }
-            if Instant::now() > deadline {
-                return unavailable("libvirtd did not answer within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// Stops libvirtd and virtlogd (SIGTERM to every process of that name) and waits until they are
+/// gone, so a test can check how the suite behaves on a machine where neither runs yet.
+pub fn stop_daemons() {
+    for comm in ["libvirtd", "virtlogd"] {
+        let _ = Command::new("pkill").args(["-TERM", "-x", comm]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while running(comm) {
+            assert!(Instant::now() < deadline, "{comm} did not stop within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }

@@ -127,6 +127,11 @@ else
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         "$SUITE" "$ROOTFS.tmp" "$APT_SOURCES"
+    # a file system mmdebstrap could not unmount (something had it open) must not end up
+    # copied into the image
+    awk -v r="$ROOTFS.tmp/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+        umount -l "$m"
+    done
     mv "$ROOTFS.tmp" "$ROOTFS"
     echo "$ROOTFS_KEY" > "$WORK/rootfs.key"
 fi
@@ -205,6 +210,7 @@ phase "guest run"
 RUN=$WORK/run
 rm -rf "$RUN"; mkdir -p "$RUN/share/bin" "$RUN/out"
 cp -r "$E2E_DIR/guest" "$RUN/share/guest"
+cp -r "$E2E_DIR/diff" "$RUN/share/diff"    # the differential script and its recorded transcript
 cp "$BIN_DIR/vgpu-hook" "$BIN_DIR/vgpuctl" "$RUN/share/bin/"
 # the scenarios to run, in order; the guest runs exactly the ones listed here
 ALL=$(cd "$E2E_DIR/guest/scenarios" && ls -- *.sh | sed 's/^[0-9]*-//; s/\.sh$//')
