@@ -18,6 +18,9 @@ use crate::pci::PciAddress;
 /// Where the config lives unless `VGPU_HOOK_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/vgpu-hook/config.toml";
 
+/// NVIDIA's own tool for enabling SR-IOV VFs on its GPUs, where its vGPU manager package puts it.
+pub const DEFAULT_SRIOV_MANAGE: &str = "/usr/lib/nvidia/sriov-manage";
+
 /// How the hook chooses among GPUs that can all host a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Placement {
@@ -50,6 +53,8 @@ pub struct Timing {
     /// After boot, how long absent GPUs are waited for even when present ones offer the type
     /// (later, only when none does: a GPU gone for good must not delay every refusal).
     pub boot_window: Duration,
+    /// How long NVIDIA's `sriov-manage` may take (it unbinds and rebinds the GPU's driver).
+    pub sriov_manage: Duration,
 }
 
 impl Default for Timing {
@@ -63,6 +68,7 @@ impl Default for Timing {
             retry_interval: Duration::from_millis(1000),
             prepare_grace: Duration::from_secs(300),
             boot_window: Duration::from_secs(600),
+            sriov_manage: Duration::from_secs(60),
         }
     }
 }
@@ -85,6 +91,9 @@ pub struct Config {
     /// How many VFs to enable on a PF that has none, when the driver lets sysfs do it
     /// (0 = `sriov_totalvfs`).
     pub vf_count: u32,
+    /// NVIDIA's `sriov-manage`: the only way to enable the VFs of an NVIDIA GPU (its PF driver
+    /// has no `sriov_configure`, so `sriov_numvfs` answers ENOENT).
+    pub sriov_manage: PathBuf,
     /// Timing knobs.
     pub timing: Timing,
 }
@@ -139,6 +148,8 @@ struct Raw {
     retry_interval_ms: Option<Spanned<i64>>,
     prepare_grace_secs: Option<Spanned<i64>>,
     boot_window_secs: Option<Spanned<i64>>,
+    sriov_manage: Option<Spanned<String>>,
+    sriov_manage_timeout_secs: Option<Spanned<i64>>,
 }
 
 impl Config {
@@ -271,7 +282,29 @@ impl Config {
         if let Some(v) = bounded("boot_window_secs", raw.boot_window_secs, 86_400)? {
             timing.boot_window = secs(v);
         }
+        if let Some(v) = bounded(
+            "sriov_manage_timeout_secs",
+            raw.sriov_manage_timeout_secs,
+            3600,
+        )? {
+            timing.sriov_manage = secs(v);
+        }
         let vf_count = bounded("vf_count", raw.vf_count, 65_535)?.unwrap_or(0) as u32;
+        let sriov_manage = match raw.sriov_manage {
+            None => PathBuf::from(DEFAULT_SRIOV_MANAGE),
+            Some(p) if Path::new(p.get_ref()).is_absolute() && !p.get_ref().contains('\0') => {
+                PathBuf::from(p.get_ref())
+            }
+            Some(p) => {
+                return Err(invalid(
+                    Some(p.span()),
+                    format!(
+                        "sriov_manage: '{}' is not an absolute path (expected e.g. \"{DEFAULT_SRIOV_MANAGE}\")",
+                        crate::printable(p.get_ref(), 60)
+                    ),
+                ))
+            }
+        };
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -281,6 +314,7 @@ impl Config {
             sriov_pfs,
             placement,
             vf_count,
+            sriov_manage,
             timing,
         })
     }

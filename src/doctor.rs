@@ -263,15 +263,15 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<Finding> {
             let gen = g.state.label();
             let f = match &g.state {
                 MdevState::Parents(_, ps) => {
-                    let types: usize = ps.iter().map(|p| sysfs.mdev_types(p).len()).max().unwrap_or(0);
+                    let types: usize = ps
+                        .iter()
+                        .map(|p| sysfs.mdev_types(p).len())
+                        .max()
+                        .unwrap_or(0);
                     finding(
                         "device",
                         Severity::Ok,
-                        format!(
-                            "{}: {gen}, {} parent(s), {types} types",
-                            g.key,
-                            ps.len()
-                        ),
+                        format!("{}: {gen}, {} parent(s), {types} types", g.key, ps.len()),
                         None,
                     )
                 }
@@ -305,12 +305,19 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<Finding> {
                         "load the driver that registers it as an mdev parent".to_string()
                     }),
                 ),
-                MdevState::VfsDisabled => finding(
-                    "device",
-                    Severity::Warning,
-                    format!("{}: SR-IOV GPU with no VFs enabled; the hook tries to enable them at the first start", g.key),
-                    Some(format!("/usr/lib/nvidia/sriov-manage -e {} (at every boot, e.g. from a systemd unit)", g.key)),
-                ),
+                MdevState::VfsDisabled => {
+                    let (runnable, how) = crate::sriov::nvidia_vfs_missing(&c.sriov_manage, &g.key);
+                    finding(
+                        "device",
+                        if runnable {
+                            Severity::Warning
+                        } else {
+                            Severity::Error
+                        },
+                        format!("{}: SR-IOV GPU with no VFs enabled", g.key),
+                        Some(how),
+                    )
+                }
             };
             out.push(f);
         }
@@ -339,7 +346,7 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<Finding> {
                     "device",
                     Severity::Error,
                     format!("{pf}: no VFs; the gim driver fixes their number when it loads"),
-                    Some("modprobe -r gim && modprobe gim vf_num=N (or set vf_num in /etc/modprobe.d/gim.conf)".into()),
+                    Some(crate::sriov::amd_vf_num(sysfs, pf)),
                 )
             } else if enabled == 0 {
                 finding(

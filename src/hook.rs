@@ -21,8 +21,9 @@ use crate::inventory::{self, MdevGpu, MdevState, PfKind};
 use crate::names::{domain_name_is_safe, MdevUuid, ParentName, TypeId};
 use crate::pci::PciAddress;
 use crate::placement::{self, Candidate};
+use crate::sriov::Switch;
 use crate::state::{now_secs, Device, Liveness, Record, State, StateError};
-use crate::sysfs::{errno_text, Sysfs, SysfsError};
+use crate::sysfs::{Sysfs, SysfsError};
 
 /// Why the hook refuses a call; its text is the operator's only explanation.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +62,13 @@ struct Txn {
     /// Creates that did not return in time: (writer pid, uuid). Undo waits for them, bounded.
     pending_creates: Vec<(i32, MdevUuid)>,
     set_vf_types: Vec<PciAddress>,
-    /// PFs whose VFs this call enabled from zero.
-    enabled_vfs: Vec<PciAddress>,
+    /// PFs whose VFs this call enabled from zero, and how.
+    enabled_vfs: Vec<(PciAddress, Switch)>,
 }
 
 impl Txn {
-    fn undo(&self, sysfs: &Sysfs, timing: &Timing) {
+    fn undo(&self, sysfs: &Sysfs, config: &Config) {
+        let timing = &config.timing;
         for (pid, uuid) in &self.pending_creates {
             if !crate::sysfs::wait_child(*pid, timing.device_wait) {
                 log::error!("create of mdev {uuid} still pending; if it appears, `vgpuctl reconcile` removes it");
@@ -85,8 +87,8 @@ impl Txn {
                 }
             }
         }
-        for &pf in &self.enabled_vfs {
-            match sysfs.set_sriov_numvfs(pf, 0, timing.remove_timeout) {
+        for (pf, switch) in &self.enabled_vfs {
+            match switch.disable(sysfs, config, *pf) {
                 Ok(()) => log::info!("disabled the VFs of {pf} again"),
                 Err(e) => log::error!("could not disable the VFs of {pf} again: {e}"),
             }
@@ -179,7 +181,7 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
         match result {
             Ok(()) => {
                 if let Err(e) = locked.save(&state) {
-                    txn.undo(&host.sysfs, timing);
+                    txn.undo(&host.sysfs, config);
                     return Err(e.into());
                 }
                 for r in state.of_domain(&dom.uuid) {
@@ -194,7 +196,7 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
                 return Ok(());
             }
             Err(failure) => {
-                txn.undo(&host.sysfs, timing);
+                txn.undo(&host.sysfs, config);
                 if !stale.is_empty() {
                     if let Err(e) = locked.save(&base) {
                         log::error!("could not save state: {e}");
@@ -277,22 +279,6 @@ fn quoted_list(names: impl IntoIterator<Item = String>) -> String {
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Enables the VFs of an SR-IOV PF that has none; never touches a non-zero count. True when it
-/// changed the count (so a refused prepare can put it back to zero).
-fn enable_vfs(sysfs: &Sysfs, config: &Config, pf: PciAddress) -> Result<bool, SysfsError> {
-    let total = sysfs.sriov_totalvfs(pf);
-    if sysfs.sriov_numvfs(pf)? != 0 {
-        return Ok(false);
-    }
-    let want = match config.vf_count {
-        0 => total,
-        n => n.min(total),
-    };
-    sysfs.set_sriov_numvfs(pf, want, config.timing.device_wait)?;
-    log::info!("enabled {want} VFs on {pf}");
-    Ok(true)
 }
 
 fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
@@ -390,22 +376,16 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
         let mut state = gpu.state.clone();
         if state == MdevState::VfsDisabled {
             if let Some(pf) = gpu.pf {
-                match enable_vfs(&sysfs, ctx.config, pf) {
+                let switch = Switch::for_pf(ctx.config, &sysfs, pf);
+                match switch.enable(&sysfs, ctx.config, pf, PfKind::Nvidia) {
                     Ok(changed) => {
                         if changed {
-                            ctx.txn.enabled_vfs.push(pf);
+                            ctx.txn.enabled_vfs.push((pf, switch));
                         }
                         state = inventory::classify_nvidia(&sysfs, pf);
                     }
-                    Err(e) if e.errno() == Some(libc::ENOENT) => {
-                        reasons.push(format!(
-                            "{} (SR-IOV VFs not enabled and the driver refuses sysfs; run /usr/lib/nvidia/sriov-manage -e {pf})",
-                            gpu.key
-                        ));
-                        continue;
-                    }
                     Err(e) => {
-                        reasons.push(format!("{} (enabling VFs failed: {e})", gpu.key));
+                        reasons.push(format!("{} (SR-IOV VFs not enabled: {e})", gpu.key));
                         continue;
                     }
                 }
@@ -539,17 +519,18 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
         );
     }
 
+    // What a refused create's errno means, said once however many GPUs answered it.
+    let mut meanings: BTreeSet<String> = BTreeSet::new();
     for c in placement::order(&candidates, ctx.config.placement) {
         match sysfs.create_mdev(&c.parent, &c.type_id, &req.uuid, timing.device_wait) {
             Ok(()) => {}
             Err(e) => {
                 let why = match &e {
-                    SysfsError::Write { errno, .. } if *errno == libc::EINVAL && sysfs.is_nvidia_parent(&c.parent) => format!(
-                        "create failed: {}; the NVIDIA driver refused it: see journalctl -u nvidia-vgpu-mgr (ECC on, mixed sizes, licence)",
-                        errno_text(errno)
-                    ),
-                    SysfsError::Write { errno, .. } => {
-                        format!("create failed: {}", errno_text(errno))
+                    SysfsError::Write { errno, attr, .. } => {
+                        if let Some(m) = crate::errno::meaning(*attr, *errno) {
+                            meanings.insert(format!("{}: {m}", crate::errno::name(*errno)));
+                        }
+                        format!("create failed: {}", crate::errno::text(*errno))
                     }
                     other => other.to_string(),
                 };
@@ -597,8 +578,9 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
     // Waiting for an absent GPU makes sense while the host boots (the vendor's manager registers
     // GPUs late) or when no present GPU offers the type at all; a GPU gone for good must not
     // delay every refusal on a running host by the whole bound.
+    let meanings: String = meanings.iter().map(|m| format!("; {m}")).collect();
     Err(Failure {
-        message: format!("no free '{label}' on {}", reasons.join(", ")),
+        message: format!("no free '{label}' on {}{meanings}", reasons.join(", ")),
         waitable: waitable && (candidates.is_empty() || host_uptime() < timing.boot_window),
     })
 }
@@ -622,14 +604,14 @@ fn write_params(sysfs: &Sysfs, timing: &Timing, req: &MdevRequest) -> Result<(),
     let Some(params) = &req.params else {
         return Ok(());
     };
-    let path = sysfs.vgpu_params_path(&req.uuid);
-    if !path.exists() {
+    if !sysfs.vgpu_params_path(&req.uuid).exists() {
         return Err(refuse(format!(
             "params given for mdev {}, but its parent has no nvidia/vgpu_params (not an NVIDIA vGPU); drop params",
             req.uuid
         )));
     }
-    crate::sysfs::write_bounded(&path, params.as_str(), timing.device_wait)
+    sysfs
+        .set_vgpu_params(&req.uuid, params, timing.device_wait)
         .map_err(|e| refuse(format!("mdev {}: {e}", req.uuid)))
 }
 
@@ -669,23 +651,25 @@ fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Failure> {
     dormant.sort_by_key(|(pf, _)| (vf.bus - pf.bus, std::cmp::Reverse(*pf)));
     let mut tried = Vec::new();
     for (pf, kind) in dormant {
-        match enable_vfs(&sysfs, ctx.config, pf) {
+        let switch = Switch::for_pf(ctx.config, &sysfs, pf);
+        match switch.enable(&sysfs, ctx.config, pf, kind) {
             Ok(changed) if sysfs.physfn(vf) == Some(pf) => {
                 if changed {
-                    ctx.txn.enabled_vfs.push(pf);
+                    ctx.txn.enabled_vfs.push((pf, switch));
                 }
                 return Ok(pf);
             }
             Ok(true) => {
-                let _ = sysfs.set_sriov_numvfs(pf, 0, ctx.config.timing.device_wait);
-                tried.push(format!("{pf} (enabled VFs, {vf} not among them; disabled again)"));
+                if let Err(e) = switch.disable(&sysfs, ctx.config, pf) {
+                    log::error!("could not disable the VFs of {pf} again: {e}");
+                }
+                tried.push(format!(
+                    "{pf} (enabled VFs, {vf} not among them; disabled again)"
+                ));
             }
-            Ok(false) => tried.push(format!("{pf} (its VFs were enabled meanwhile, {vf} not among them)")),
-            Err(e) if e.errno() == Some(libc::ENOENT) => tried.push(match kind {
-                PfKind::Amd => format!("{pf} (VF count is fixed by the gim driver: set vf_num, e.g. modprobe gim vf_num=4)"),
-                PfKind::Nvidia => format!("{pf} (run /usr/lib/nvidia/sriov-manage -e {pf})"),
-                PfKind::Generic => format!("{pf} (driver does not allow enabling VFs through sysfs)"),
-            }),
+            Ok(false) => tried.push(format!(
+                "{pf} (its VFs were enabled meanwhile, {vf} not among them)"
+            )),
             Err(e) => tried.push(format!("{pf} ({e})")),
         }
     }

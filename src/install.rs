@@ -475,6 +475,11 @@ pub fn config_skeleton(sysfs: &Sysfs) -> String {
          # VFs to enable on a configured PF that has none, where the driver allows (0 = all).\n\
          # vf_count = 0\n\
          \n\
+         # NVIDIA GPUs get their SR-IOV VFs from NVIDIA's sriov-manage (their driver refuses\n\
+         # sriov_numvfs); the hook runs it for a configured NVIDIA GPU that has none.\n\
+         # sriov_manage = \"/usr/lib/nvidia/sriov-manage\"\n\
+         # sriov_manage_timeout_secs = 60\n\
+         \n\
          # Timing (defaults shown): waiting for a GPU's driver at boot, for a new device to appear,\n\
          # for NVIDIA's own clean-up at stop, for one remove; retries and their interval; how long a\n\
          # device prepared for a domain counts as taken before QEMU runs; how long after boot absent\n\

@@ -169,34 +169,66 @@ impl Profile {
         text("vGPU profile name", s.trim(), 128).map(Profile)
     }
 
-    /// Whether the driver's type `name` is this profile, in full or in short form, ignoring case.
+    /// Whether the driver's type `name` is this profile, ignoring case: in full, in full but
+    /// for the vendor prefix, or in short form (see [`Profile::pick`]).
     pub fn matches(&self, name: &str) -> bool {
+        self.tier(name).is_some()
+    }
+
+    /// How closely the driver's type `name` matches: 0 the full name as written, 1 the name
+    /// without its vendor prefix (`GRID A100-4C` is `NVIDIA A100-4C`, `RTX Pro 6000 Blackwell
+    /// DC-48C` is `NVIDIA RTX Pro 6000 Blackwell DC-48C`), 2 the short form (the last word,
+    /// `P40-2Q`), tried only for a profile of one word.
+    fn tier(&self, name: &str) -> Option<u8> {
         let name = name.trim();
         let want = self.0.as_str();
-        name.eq_ignore_ascii_case(want)
-            || (!want.contains(char::is_whitespace)
-                && name
-                    .rsplit(char::is_whitespace)
-                    .next()
-                    .is_some_and(|short| short.eq_ignore_ascii_case(want)))
+        if name.eq_ignore_ascii_case(want) {
+            return Some(0);
+        }
+        if without_vendor(name).eq_ignore_ascii_case(without_vendor(want)) {
+            return Some(1);
+        }
+        let short = name.rsplit(char::is_whitespace).next()?;
+        (!want.contains(char::is_whitespace) && short.eq_ignore_ascii_case(want)).then_some(2)
     }
 }
 
+/// The vendor prefixes NVIDIA's drivers put before a board name. Which one a type gets depends
+/// on the board and on the driver branch (A100 stays `GRID` where A10 is `NVIDIA`, and branches
+/// renamed boards), so a profile written before a driver upgrade names the same type after it
+/// only if the prefix does not count.
+const VENDOR_PREFIXES: [&str; 2] = ["GRID ", "NVIDIA "];
+
+/// `name` without a leading vendor prefix (any case).
+fn without_vendor(name: &str) -> &str {
+    VENDOR_PREFIXES
+        .iter()
+        .find_map(|p| {
+            name.get(..p.len())
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .map(|_| name[p.len()..].trim_start())
+        })
+        .unwrap_or(name)
+}
+
 impl Profile {
-    /// The items whose name is this profile: full names first; only when none matches in full,
-    /// short names. More than one result means the profile is ambiguous among them. This is the
-    /// one matching rule, shared by the hook and vgpuctl.
+    /// The items whose name is this profile, by the closest tier that matches any: the full
+    /// name as written; else the full name but for the vendor prefix; else (for a one-word
+    /// profile) the short name. More than one result means the profile is ambiguous among them.
+    /// This is the one matching rule, shared by the hook and vgpuctl.
     pub fn pick<'a, T>(&self, items: &'a [T], name_of: impl Fn(&T) -> Option<&str>) -> Vec<&'a T> {
-        let full: Vec<&T> = items
+        let tiers: Vec<Option<u8>> = items
             .iter()
-            .filter(|t| name_of(t).is_some_and(|n| n.trim().eq_ignore_ascii_case(&self.0)))
+            .map(|t| name_of(t).and_then(|n| self.tier(n)))
             .collect();
-        if !full.is_empty() {
-            return full;
-        }
+        let Some(best) = tiers.iter().flatten().min().copied() else {
+            return Vec::new();
+        };
         items
             .iter()
-            .filter(|t| name_of(t).is_some_and(|n| self.matches(n)))
+            .zip(&tiers)
+            .filter(|(_, t)| **t == Some(best))
+            .map(|(item, _)| item)
             .collect()
     }
 }
@@ -300,6 +332,60 @@ mod tests {
             .unwrap()
             .matches("GRID P40-2Q"));
         assert!(!p.matches("GRID P40-24Q"));
+    }
+
+    #[test]
+    fn a_profile_keeps_matching_when_a_driver_upgrade_changes_the_vendor_prefix() {
+        let p = Profile::parse("GRID A100-4C").unwrap();
+        assert!(p.matches("NVIDIA A100-4C"));
+        assert!(Profile::parse("NVIDIA T4-2Q")
+            .unwrap()
+            .matches("GRID T4-2Q"));
+        assert!(!p.matches("NVIDIA A100-40C"));
+    }
+
+    #[test]
+    fn a_board_name_with_spaces_matches_with_or_without_the_vendor() {
+        let name = "NVIDIA RTX Pro 6000 Blackwell DC-48C";
+        assert!(Profile::parse("RTX Pro 6000 Blackwell DC-48C")
+            .unwrap()
+            .matches(name));
+        assert!(Profile::parse("grid rtx pro 6000 blackwell dc-48c")
+            .unwrap()
+            .matches(name));
+        assert!(Profile::parse("DC-48C").unwrap().matches(name));
+        assert!(!Profile::parse("6000 Blackwell DC-48C")
+            .unwrap()
+            .matches(name));
+    }
+
+    #[test]
+    fn the_name_as_written_wins_over_one_that_differs_in_prefix_only() {
+        let types = ["GRID A100-4C", "NVIDIA A100-4C"];
+        let p = Profile::parse("NVIDIA A100-4C").unwrap();
+        assert_eq!(p.pick(&types, |t| Some(*t)), [&"NVIDIA A100-4C"]);
+    }
+
+    #[test]
+    fn a_short_name_on_two_boards_is_still_ambiguous() {
+        let types = [
+            "NVIDIA A40-4Q",
+            "NVIDIA RTX Pro 6000 Blackwell DC-4Q",
+            "GRID A40-4Q",
+        ];
+        let p = Profile::parse("A40-4Q").unwrap();
+        assert_eq!(
+            p.pick(&types, |t| Some(*t)).len(),
+            2,
+            "prefix-only twins are both offered"
+        );
+        assert_eq!(
+            Profile::parse("DC-4Q")
+                .unwrap()
+                .pick(&types, |t| Some(*t))
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -449,7 +449,15 @@ fn plan_vfs(
         })
         .collect();
     if fitting.is_empty() {
-        let msg = if nvidia_wanted {
+        let dormant_nvidia = candidates.iter().find(|&&(p, k)| {
+            k == PfKind::Nvidia && inventory::classify_nvidia(sysfs, p) == MdevState::VfsDisabled
+        });
+        let msg = if let (true, Some((p, _))) = (nvidia_wanted, dormant_nvidia) {
+            format!(
+                "NVIDIA GPU {p} has no VFs enabled yet, so none can be chosen; {}; then attach again",
+                crate::sriov::nvidia_vfs_missing(&config.sriov_manage, p).1
+            )
+        } else if nvidia_wanted {
             format!(
                 "a vGPU type on a VF needs a kernel-6.8+ NVIDIA GPU, and {} has none (configured: {})",
                 pf.map_or_else(|| "the config".to_string(), |p| format!("PF {p}")),
@@ -491,7 +499,8 @@ fn plan_vfs(
             match kind {
                 PfKind::Amd => {
                     reasons.push(format!(
-                        "{p} (no VFs: the gim driver fixes the VF count when it loads; modprobe gim vf_num=N)"
+                        "{p} (no VFs: {})",
+                        crate::sriov::amd_vf_num(sysfs, p)
                     ));
                     continue;
                 }

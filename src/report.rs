@@ -159,6 +159,10 @@ pub struct GpuReport {
     pub vfs: Option<VfCounts>,
     /// Types offered, by type id.
     pub types: Vec<TypeReport>,
+    /// What the operator must know or do when the GPU offers nothing now (the same advice the
+    /// hook's refusal and `doctor` give).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// SR-IOV counts of a PF.
@@ -296,6 +300,7 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
                     parents: ps.iter().map(|p| p.to_string()).collect(),
                     vfs: vfs.flatten(),
                     types: mdev_types_of(sysfs, ps),
+                    note: None,
                 }
             }
             MdevState::NotMdev => {
@@ -311,6 +316,7 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
                         })
                     }),
                     types: pf.map_or_else(Vec::new, |pf| nvidia_vfio_types(sysfs, pf, &held)),
+                    note: None,
                 }
             }
             MdevState::VfsDisabled => GpuReport {
@@ -320,6 +326,7 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
                 parents: Vec::new(),
                 vfs: g.pf.map(|pf| vf_counts(sysfs, pf, |_| true)),
                 types: Vec::new(),
+                note: Some(crate::sriov::nvidia_vfs_missing(&config.sriov_manage, &g.key).1),
             },
             MdevState::Missing | MdevState::Unregistered => GpuReport {
                 gpu: g.key.clone(),
@@ -328,6 +335,7 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
                 parents: Vec::new(),
                 vfs: None,
                 types: Vec::new(),
+                note: None,
             },
         };
         gpus.push(report);
@@ -348,6 +356,8 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
             parents: Vec::new(),
             vfs: exists.then(|| vf_counts(sysfs, pf, |v| held.contains(&v))),
             types: Vec::new(),
+            note: (exists && kind == PfKind::Amd && sysfs.vfs(pf).is_empty())
+                .then(|| crate::sriov::amd_vf_num(sysfs, pf)),
         });
     }
     TypesReport {
@@ -410,7 +420,13 @@ impl TypesReport {
                 ]);
             }
         }
-        t.write(w)
+        t.write(w)?;
+        for g in &self.gpus {
+            if let Some(note) = &g.note {
+                writeln!(w, "note: {}: {note}", g.gpu)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -12,7 +12,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::names::{MdevUuid, ParentName, TypeId};
+use crate::errno::Attr;
+use crate::names::{MdevUuid, Params, ParentName, TypeId};
 use crate::pci::PciAddress;
 
 /// An error talking to sysfs, carrying the path it concerns.
@@ -27,7 +28,7 @@ pub enum SysfsError {
         source: io::Error,
     },
     /// A write was refused by the kernel.
-    #[error("writing '{value}' to {path} failed: {}", errno_text(.errno))]
+    #[error("writing '{value}' to {path} failed: {}", crate::errno::explain(*.attr, *.errno))]
     Write {
         /// The attribute.
         path: PathBuf,
@@ -35,6 +36,8 @@ pub enum SysfsError {
         value: String,
         /// The errno, 0 when unknown.
         errno: i32,
+        /// Which attribute it was, which decides what the errno means.
+        attr: Attr,
     },
     /// A write did not return within its bound (the kernel is waiting for something).
     #[error("writing '{value}' to {path} did not return within {secs} s")]
@@ -70,32 +73,22 @@ impl SysfsError {
     }
 }
 
-/// `EEXIST (File exists)`: the symbolic name operators search for, and the text.
-pub fn errno_text(errno: &i32) -> String {
-    let name = match *errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::ENODEV => "ENODEV",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSPC => "ENOSPC",
-        libc::EROFS => "EROFS",
-        libc::ERANGE => "ERANGE",
-        libc::ENOSYS => "ENOSYS",
-        libc::EUSERS => "EUSERS",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        _ => "errno",
-    };
-    let text = io::Error::from_raw_os_error(*errno).to_string();
-    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
-    format!("{name} ({text})")
+impl SysfsError {
+    /// The same error, known to come from `attr` (a refused write's message then says what its
+    /// errno means there).
+    pub fn from_attr(self, attr: Attr) -> Self {
+        match self {
+            SysfsError::Write {
+                path, value, errno, ..
+            } => SysfsError::Write {
+                path,
+                value,
+                errno,
+                attr,
+            },
+            other => other,
+        }
+    }
 }
 
 /// A live mediated device as sysfs shows it.
@@ -340,6 +333,11 @@ impl Sysfs {
             uuid.as_str(),
             timeout,
         )
+        .map_err(|e| {
+            e.from_attr(Attr::Create {
+                nvidia: self.is_nvidia_parent(parent),
+            })
+        })
     }
 
     /// Writes `1` to the device's `remove`, bounded by `timeout`.
@@ -349,7 +347,7 @@ impl Sysfs {
             .join("bus/mdev/devices")
             .join(uuid.as_str())
             .join("remove");
-        write_bounded(&path, "1", timeout)
+        write_bounded(&path, "1", timeout).map_err(|e| e.from_attr(Attr::Remove))
     }
 
     /// NVIDIA's per-mdev `vgpu_params`, if the device has one.
@@ -358,6 +356,24 @@ impl Sysfs {
             .join("bus/mdev/devices")
             .join(uuid.as_str())
             .join("nvidia/vgpu_params")
+    }
+
+    /// Writes NVIDIA's `vgpu_params` of an mdev. The driver stores a write of `count` bytes
+    /// with `snprintf(buf, count, ...)`, which keeps `count - 1` of them: the last byte written
+    /// is dropped. So the value goes with a trailing newline, as `echo` writes it; without
+    /// one, `frame_rate_limiter=0` would be stored as `frame_rate_limiter=`.
+    pub fn set_vgpu_params(
+        &self,
+        uuid: &MdevUuid,
+        params: &Params,
+        timeout: Duration,
+    ) -> Result<(), SysfsError> {
+        write_bounded(
+            &self.vgpu_params_path(uuid),
+            &format!("{params}\n"),
+            timeout,
+        )
+        .map_err(|e| e.from_attr(Attr::VgpuParams))
     }
 
     // ---- PCI and SR-IOV ----
@@ -422,6 +438,7 @@ impl Sysfs {
             &n.to_string(),
             timeout,
         )
+        .map_err(|e| e.from_attr(Attr::SriovNumvfs))
     }
 
     /// A kernel-6.8+ NVIDIA VF's `nvidia/` directory.
@@ -458,11 +475,17 @@ impl Sysfs {
         id: u32,
         timeout: Duration,
     ) -> Result<(), SysfsError> {
+        let attr = if id == 0 {
+            Attr::ClearVgpuType
+        } else {
+            Attr::SetVgpuType
+        };
         write_bounded(
             &self.nvidia_vf_dir(vf).join("current_vgpu_type"),
             &id.to_string(),
             timeout,
         )
+        .map_err(|e| e.from_attr(attr))
     }
 }
 
@@ -572,6 +595,7 @@ pub fn write_attr(path: &Path, value: &str) -> Result<(), SysfsError> {
         path: path.to_path_buf(),
         value: crate::printable(value, 60),
         errno: e.raw_os_error().unwrap_or(0),
+        attr: Attr::Other,
     };
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -596,6 +620,7 @@ pub fn write_bounded(path: &Path, value: &str, timeout: Duration) -> Result<(), 
         path: path.to_path_buf(),
         value: crate::printable(value, 60),
         errno,
+        attr: Attr::Other,
     };
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| fail(libc::EINVAL))?;
     let bytes = value.as_bytes();
@@ -715,11 +740,6 @@ mod tests {
         };
         assert_eq!(t.framebuffer_mb(), Some(1024));
         assert_eq!(t.max_instances(), Some(24));
-    }
-
-    #[test]
-    fn errno_text_has_symbol_and_words() {
-        assert_eq!(errno_text(&libc::EEXIST), "EEXIST (File exists)");
     }
 
     #[test]

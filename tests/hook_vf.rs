@@ -358,36 +358,6 @@ fn ampere_vfs_each_host_one_vgpu() {
 }
 
 #[test]
-fn ampere_vfs_not_enabled_and_not_enableable_point_to_sriov_manage() {
-    let Some(sim) =
-        Sim::start(&A10.replace("numvfs = 4", "numvfs = 0\nsriov_configurable = false"))
-    else {
-        return;
-    };
-    let h = TestHost::new(
-        sim.root(),
-        &format!("nvidia_vgpu_pfs = [\"42:00.0\"]\n{FAST}"),
-    );
-    assert_refused(
-        &h.prepare(&mdev_domain("a", &[(1, "profile=\"A10-4Q\"")])),
-        &["sriov-manage -e 0000:42:00.0"],
-    );
-}
-
-#[test]
-fn ampere_vfs_not_enabled_are_enabled_when_the_driver_allows() {
-    let Some(sim) = Sim::start(&A10.replace("numvfs = 4", "numvfs = 0")) else {
-        return;
-    };
-    let h = TestHost::new(
-        sim.root(),
-        &format!("nvidia_vgpu_pfs = [\"42:00.0\"]\n{FAST}"),
-    );
-    assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"A10-4Q\"")])));
-    assert_ne!(read(pci(&sim, "0000:42:00.0").join("sriov_numvfs")), "0");
-}
-
-#[test]
 fn migrate_filter_prints_nothing_when_the_vf_is_free_here() {
     let Some((_sim, h)) = gim_host() else { return };
     let vm = vf_domain("a", &[("04:00.4", "", true)]);

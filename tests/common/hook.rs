@@ -12,6 +12,12 @@ use std::process::{Child, Command, Output, Stdio};
 pub const FIXTURE: &str = include_str!("../fixtures/hook-stdin-prepare-begin.xml");
 /// Our metadata namespace.
 pub const NS: &str = "urn:vgpu-hook:domain:1";
+/// Config lines that keep a test host's waits short (no boot-time waits, quick retries).
+pub const FAST_TIMING: &str = "parent_wait_secs = 0\ncleanup_wait_secs = 0\nremove_timeout_secs = 1\nretries = 3\nretry_interval_ms = 50\ndevice_wait_secs = 2\n";
+/// The stand-in for NVIDIA's `sriov-manage` (tests/fixtures/sriov-manage): the same sysfs steps,
+/// under `VGPU_HOOK_SYSFS_ROOT`.
+pub const SRIOV_MANAGE_STAND_IN: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sriov-manage");
 
 /// A test host: a temp dir with state, libvirt run dir and config, over some sysfs root.
 pub struct TestHost {

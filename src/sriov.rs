@@ -1,0 +1,291 @@
+//! Switching a PF's SR-IOV VFs on and off, the way its driver allows.
+//!
+//! The kernel's `sriov_numvfs` works only where the PF's driver has a `sriov_configure` hook.
+//! NVIDIA's GPU driver has none (every write is ENOENT), so NVIDIA's VFs (Ampere SR-IOV mdev
+//! parents, kernel-6.8+ vGPU VFs) come only from NVIDIA's `sriov-manage -e <PF>`, which parks the
+//! GPU on `pci-pf-stub` to write the count and rebinds it. AMD's GIM fixes its VF count when it
+//! loads (`vf_num`), and vfio-pci refuses unless loaded with `enable_sriov=1`. This unit picks the
+//! way for a PF, runs it bounded, and, where it cannot work, says exactly what the operator must
+//! run instead, in words that the hook, `doctor` and `attach` share.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::inventory::PfKind;
+use crate::pci::PciAddress;
+use crate::sysfs::{Sysfs, SysfsError};
+
+/// PCI vendor id of NVIDIA.
+const NVIDIA: u16 = 0x10de;
+
+/// How a PF's VFs are switched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Switch {
+    /// Writing `sriov_numvfs` (drivers with `sriov_configure`).
+    Sysfs,
+    /// NVIDIA's `sriov-manage` at this path.
+    SriovManage(PathBuf),
+}
+
+/// Why VFs could not be switched on or off.
+#[derive(Debug, thiserror::Error)]
+pub enum SriovError {
+    /// `sriov_numvfs` refused.
+    #[error("{source}{}", advice.as_deref().map(|a| format!("; {a}")).unwrap_or_default())]
+    Sysfs {
+        /// The refused write.
+        source: SysfsError,
+        /// What to do instead, for this PF's driver.
+        advice: Option<String>,
+    },
+    /// NVIDIA's tool is not installed where the config says.
+    #[error("NVIDIA's sriov-manage is not at {} (install NVIDIA's vGPU manager package, or set sriov_manage in the config), then run `{} {flag} {pf}`", path.display(), path.display())]
+    ManageAbsent {
+        /// Where it was looked for.
+        path: PathBuf,
+        /// `-e` or `-d`.
+        flag: &'static str,
+        /// The PF.
+        pf: PciAddress,
+    },
+    /// NVIDIA's tool ran and failed.
+    #[error("`{} {flag} {pf}` failed ({status}){}; run it by hand to see why", path.display(), if output.is_empty() { String::new() } else { format!(": {output}") })]
+    ManageFailed {
+        /// The tool.
+        path: PathBuf,
+        /// `-e` or `-d`.
+        flag: &'static str,
+        /// The PF.
+        pf: PciAddress,
+        /// Its exit status.
+        status: String,
+        /// The last line it printed.
+        output: String,
+    },
+    /// NVIDIA's tool did not finish in time and was killed.
+    #[error("`{} {flag} {pf}` did not finish within {secs} s and was stopped; run it by hand (or raise sriov_manage_timeout_secs)", path.display())]
+    ManageTimeout {
+        /// The tool.
+        path: PathBuf,
+        /// `-e` or `-d`.
+        flag: &'static str,
+        /// The PF.
+        pf: PciAddress,
+        /// The bound.
+        secs: u64,
+    },
+}
+
+impl Switch {
+    /// The way for `pf`: NVIDIA's tool for NVIDIA GPUs (configured as such or with NVIDIA's
+    /// vendor id), `sriov_numvfs` for everything else.
+    pub fn for_pf(config: &Config, sysfs: &Sysfs, pf: PciAddress) -> Switch {
+        if config.nvidia_vgpu_pfs.contains(&pf) || sysfs.pci_vendor(pf) == Some(NVIDIA) {
+            Switch::SriovManage(config.sriov_manage.clone())
+        } else {
+            Switch::Sysfs
+        }
+    }
+
+    /// Enables the VFs of a PF that has none (never touches a non-zero count). True when it
+    /// changed the count, so a refused prepare knows to switch them off again.
+    pub fn enable(
+        &self,
+        sysfs: &Sysfs,
+        config: &Config,
+        pf: PciAddress,
+        kind: PfKind,
+    ) -> Result<bool, SriovError> {
+        let sysfs_err = |source| SriovError::Sysfs {
+            advice: sysfs_advice(sysfs, pf, kind, &source),
+            source,
+        };
+        if sysfs.sriov_numvfs(pf).map_err(sysfs_err)? != 0 {
+            return Ok(false);
+        }
+        match self {
+            Switch::Sysfs => {
+                let total = sysfs.sriov_totalvfs(pf);
+                let want = match config.vf_count {
+                    0 => total,
+                    n => n.min(total),
+                };
+                sysfs
+                    .set_sriov_numvfs(pf, want, config.timing.device_wait)
+                    .map_err(sysfs_err)?;
+                log::info!("enabled {want} VFs on {pf}");
+            }
+            Switch::SriovManage(tool) => {
+                run_manage(tool, "-e", pf, config.timing.sriov_manage)?;
+                log::info!("enabled the VFs of {pf} with {}", tool.display());
+            }
+        }
+        Ok(true)
+    }
+
+    /// Switches the VFs of a PF off again (undoing [`Switch::enable`]).
+    pub fn disable(
+        &self,
+        sysfs: &Sysfs,
+        config: &Config,
+        pf: PciAddress,
+    ) -> Result<(), SriovError> {
+        match self {
+            Switch::Sysfs => sysfs
+                .set_sriov_numvfs(pf, 0, config.timing.remove_timeout)
+                .map_err(|source| SriovError::Sysfs {
+                    source,
+                    advice: None,
+                }),
+            Switch::SriovManage(tool) => run_manage(tool, "-d", pf, config.timing.sriov_manage),
+        }
+    }
+}
+
+/// What an operator must do about a PF of NVIDIA's that has no VFs, as one line: the exact
+/// command, and whether the hook can run it itself. Shared by the hook, `doctor` and `attach`.
+pub fn nvidia_vfs_missing(tool: &Path, pf: impl std::fmt::Display) -> (bool, String) {
+    if is_executable(tool) {
+        (
+            true,
+            format!(
+                "the hook runs `{} -e {pf}` at the first start that needs it (or run it at boot)",
+                tool.display()
+            ),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "NVIDIA's sriov-manage is not at {} (install NVIDIA's vGPU manager package, or set sriov_manage), then run `{} -e {pf}`",
+                tool.display(),
+                tool.display()
+            ),
+        )
+    }
+}
+
+/// What the operator does instead when `sriov_numvfs` answers ENOENT, for this PF's driver.
+fn sysfs_advice(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, e: &SysfsError) -> Option<String> {
+    if e.errno() != Some(libc::ENOENT) {
+        return None;
+    }
+    Some(match (kind, sysfs.driver(pf).as_deref()) {
+        (PfKind::Amd, _) => amd_vf_num(sysfs, pf),
+        (_, Some("vfio-pci")) => {
+            "vfio-pci enables VFs only when loaded with enable_sriov=1 (modprobe vfio-pci enable_sriov=1)".to_string()
+        }
+        (_, None) => "no driver is bound to the PF, so nothing can enable its VFs".to_string(),
+        (_, Some(d)) => format!("its driver '{d}' does not enable VFs through sysfs"),
+    })
+}
+
+/// How many VFs AMD's GIM gives, and how to ask for them, for the GIM in front of this card:
+/// the MI300X GIM (amd/MxGPU-Virtualization) supports one VF per GPU; the S7150 GIM
+/// (GPUOpen MxGPU-Virtualization) takes `vf_num` 1 to 16 and binds no driver to the PF.
+pub fn amd_vf_num(sysfs: &Sysfs, pf: PciAddress) -> String {
+    let device = sysfs
+        .read(&sysfs.pci_dir(pf).join("device"))
+        .ok()
+        .and_then(|d| u16::from_str_radix(d.trim_start_matches("0x"), 16).ok());
+    match device {
+        Some(0x6929) => "the S7150 GIM sets the VF count when it loads: modprobe -r gim && modprobe gim vf_num=N (1 to 16; or set it in /etc/modprobe.d/gim.conf)".to_string(),
+        Some(0x74a1) => "the MI300X GIM gives one VF per GPU when it loads: modprobe -r gim && modprobe gim vf_num=1 (or set it in /etc/modprobe.d/gim.conf)".to_string(),
+        _ => "the gim driver sets the VF count when it loads: set its vf_num parameter to what this card supports (GIM release notes; MI300X: 1) in /etc/modprobe.d/gim.conf and reload gim".to_string(),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs `tool flag pf` with nothing inherited but the environment, within `limit`; its output
+/// goes to the log, never to libvirt.
+fn run_manage(
+    tool: &Path,
+    flag: &'static str,
+    pf: PciAddress,
+    limit: Duration,
+) -> Result<(), SriovError> {
+    use std::os::unix::process::CommandExt;
+    if !is_executable(tool) {
+        return Err(SriovError::ManageAbsent {
+            path: tool.to_path_buf(),
+            flag,
+            pf,
+        });
+    }
+    let failed = |status: String, output: String| SriovError::ManageFailed {
+        path: tool.to_path_buf(),
+        flag,
+        pf,
+        status,
+        output,
+    };
+    let mut child = Command::new(tool)
+        .arg(flag)
+        .arg(pf.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| failed("not started".into(), e.to_string()))?;
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                // SAFETY: kill(2) on the process group this call started.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                return Err(SriovError::ManageTimeout {
+                    path: tool.to_path_buf(),
+                    flag,
+                    pf,
+                    secs: limit.as_secs(),
+                });
+            }
+        }
+    };
+    let text: String = [out, err]
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.join().ok())
+        .collect();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        log::info!(
+            "{} {flag} {pf}: {}",
+            tool.display(),
+            crate::printable(line, 200)
+        );
+    }
+    if status.success() {
+        return Ok(());
+    }
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    Err(failed(
+        status.to_string(),
+        crate::printable(last.trim(), 160),
+    ))
+}
+
+/// Reads a pipe to its end on a thread, so a chatty child never blocks on a full pipe.
+fn drain<R: Read + Send + 'static>(mut pipe: R) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    })
+}
