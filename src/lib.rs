@@ -4,29 +4,24 @@
 //! The library holds every concept the two programs share; the `vgpu-hook` binary is a thin
 //! dispatcher over [`hook`], and `vgpuctl` adds libvirt on top. Nothing in the library links
 //! libvirt: the hook runs five times per VM start/stop and must stay as cheap as a bare exec.
+//!
+//! How it is laid out, in the order one libvirt call meets it:
+//! - [`model`]: what the programs are told, parsed and validated, without I/O: names, PCI
+//!   addresses, the domain XML, the config.
+//! - [`host`]: the machine, every path under one root: sysfs (attributes, bounded writes, PCI
+//!   config space), procfs, the ownership state, NVIDIA's `sriov-manage`, the journal.
+//! - [`alloc`]: deciding and doing: what the configured GPUs offer now, where a request goes,
+//!   creating and claiming devices all or nothing, and the typed reasons for a refusal.
+//! - [`hook`]: one module per libvirt call (prepare, release, reconnect, migrate/restore filter).
+//! - `ctl` (only with the `vgpuctl` feature): what vgpuctl alone does (plans and XML edits,
+//!   reports, reconcile, install, doctor); off the hook's path and out of its build.
 
-pub mod config;
-pub mod daemon;
-pub mod doctor;
-pub mod domain;
-pub mod errno;
+pub mod alloc;
+#[cfg(feature = "vgpuctl")]
+pub mod ctl;
 pub mod hook;
 pub mod host;
-pub mod install;
-pub mod inventory;
-pub mod logging;
-pub mod names;
-pub mod pci;
-pub mod placement;
-pub mod plan;
-pub mod procfs;
-pub mod reconcile;
-pub mod report;
-pub mod similar;
-pub mod sriov;
-pub mod state;
-pub mod sysfs;
-pub mod xmledit;
+pub mod model;
 
 /// Makes untrusted text safe to print in a one-line message: control characters escaped,
 /// length capped at `max` characters.

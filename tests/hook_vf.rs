@@ -11,7 +11,9 @@ use common::sim::Sim;
 
 const FAST: &str = "parent_wait_secs = 0\ncleanup_wait_secs = 0\nremove_timeout_secs = 1\nretries = 3\nretry_interval_ms = 100\ndevice_wait_secs = 2\n";
 
-const GIM: &str = "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\nnumvfs = 4\n";
+/// An S7150 on the old GIM: VFs fixed at load (the new GIM gives an MI300X one VF only).
+const GIM: &str =
+    "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ngim = \"old\"\nnumvfs = 4\n";
 
 fn gim_host() -> Option<(Sim, TestHost)> {
     let sim = Sim::start(GIM)?;
@@ -290,7 +292,7 @@ fn a_late_release_never_wipes_the_next_owners_vgpu() {
 
 #[test]
 fn a_busy_vf_reset_is_retried_until_it_takes() {
-    let Some((sim, h)) = l40s_host("reset_busy_ms = 150\n") else {
+    let Some((sim, h)) = l40s_host("reset_busy_ms = 150\nexit_timeout_ms = 50\n") else {
         return;
     };
     let vm = vf_domain("a", &[("41:00.4", "profile=\"L40S-4Q\"", false)]);
@@ -404,7 +406,7 @@ fn restore_filter_refuses_when_no_vf_is_free() {
 
 #[test]
 fn a_late_release_retrying_a_busy_reset_leaves_the_vf_once_another_domain_took_it() {
-    let Some((sim, mut h)) = l40s_host("reset_busy_ms = 1500\n") else {
+    let Some((sim, mut h)) = l40s_host("reset_busy_ms = 1500\nexit_timeout_ms = 50\n") else {
         return;
     };
     let h_cfg = std::fs::read_to_string(&h.config)

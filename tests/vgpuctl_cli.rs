@@ -63,7 +63,7 @@ fn attach_xml_prints_only_the_rewritten_document() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stderr), "");
     let out = text(&o.stdout);
-    let d = vgpu_hook::domain::Domain::parse(&out).unwrap();
+    let d = vgpu_hook::model::domain::Domain::parse(&out).unwrap();
     assert_eq!(d.name, "tiny");
     assert_eq!(d.requests.len(), 1);
 }

@@ -17,8 +17,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use vgpu_hook::names::MdevUuid;
-use vgpu_hook::state::{Device, Record, State, StateDir};
+use vgpu_hook::host::state::{Device, Record, State, StateDir};
+use vgpu_hook::model::names::MdevUuid;
 
 const HOST: &str = r#"
 modules = ["vfio", "vfio_pci", "vfio_iommu_type1", "mdev"]
@@ -40,6 +40,7 @@ types = [{ id = "1145", name = "NVIDIA L40S-1B", framebuffer_mb = 1024, max_inst
 [[gpu]]
 address = "0000:04:00.0"
 kind = "amd-gim"
+gim = "old"
 numvfs = 2
 
 [[gpu]]
@@ -584,7 +585,7 @@ fn install_writes_a_config_skeleton_listing_what_the_host_offers() {
     );
     let text = fs::read_to_string(&config).unwrap();
     golden::check("config-skeleton.toml", &text);
-    let parsed = vgpu_hook::config::Config::parse(&text, &config).unwrap();
+    let parsed = vgpu_hook::model::config::Config::parse(&text, &config).unwrap();
     assert!(
         parsed.nvidia_vgpu_pfs.is_empty(),
         "the skeleton hands out nothing until edited"
@@ -598,7 +599,7 @@ fn install_writes_a_config_skeleton_listing_what_the_host_offers() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let c = vgpu_hook::config::Config::parse(&uncommented, &config).unwrap();
+    let c = vgpu_hook::model::config::Config::parse(&uncommented, &config).unwrap();
     assert_eq!(c.nvidia_vgpu_pfs.len(), 2, "{uncommented}");
     assert_eq!(c.amd_vgpu_pfs.len(), 1);
     assert_eq!(c.mdev_parents.len(), 1);

@@ -9,10 +9,10 @@
 
 use proptest::prelude::*;
 
-use vgpu_hook::domain::{Domain, MdevRequest, MdevWant, Request, VfRequest, VfWant};
-use vgpu_hook::names::{MdevUuid, Params, ParentName, Profile, TypeId};
-use vgpu_hook::pci::PciAddress;
-use vgpu_hook::xmledit::{self, NewDevice, Selector};
+use vgpu_hook::ctl::xmledit::{self, NewDevice, Selector};
+use vgpu_hook::model::domain::{Domain, MdevRequest, MdevWant, Request, VfRequest, VfWant};
+use vgpu_hook::model::names::{MdevUuid, Params, ParentName, Profile, TypeId};
+use vgpu_hook::model::pci::PciAddress;
 
 #[derive(Debug, Clone)]
 struct Style {

@@ -10,10 +10,10 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use vgpu_hook::config::{Config, Timing};
-use vgpu_hook::domain::{self, Domain, Request};
 use vgpu_hook::hook;
 use vgpu_hook::host::Host;
+use vgpu_hook::model::config::{Config, Timing};
+use vgpu_hook::model::domain::{self, Domain, Request};
 
 /// libvirt caps domain XML at 10 MiB; anything larger is not from libvirt.
 const MAX_STDIN: u64 = 16 << 20;
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         release_leftovers(&call, &domain_arg);
         return ExitCode::SUCCESS;
     }
-    vgpu_hook::logging::init();
+    vgpu_hook::host::logging::init();
     let refuses = matches!(call, Call::Prepare | Call::Filter);
     if oversize {
         log::error!("domain '{domain_arg}': stdin exceeds {MAX_STDIN} bytes");
@@ -173,7 +173,7 @@ fn release_leftovers(call: &Call, domain_name: &str) {
         .peek()
         .is_ok_and(|st| st.records.iter().any(|r| r.domain_name == domain_name));
     if recorded {
-        vgpu_hook::logging::init();
+        vgpu_hook::host::logging::init();
         let timing =
             Config::load(&host.config_path).map_or_else(|_| Timing::default(), |c| c.timing);
         hook::release(&host, &timing, &Domain::default(), domain_name);

@@ -283,7 +283,7 @@ pub struct ReconcileArgs {
 #[derive(Debug, Args)]
 pub struct InstallArgs {
     /// libvirt's hooks directory.
-    #[arg(long, value_name = "DIR", default_value = vgpu_hook::install::DEFAULT_HOOKS_DIR)]
+    #[arg(long, value_name = "DIR", default_value = vgpu_hook::ctl::install::DEFAULT_HOOKS_DIR)]
     pub hooks_dir: PathBuf,
 
     /// Install as DIR/qemu instead of DIR/qemu.d/50-vgpu-hook (never replaces another program).
@@ -303,7 +303,7 @@ pub struct InstallArgs {
 #[derive(Debug, Args)]
 pub struct UninstallArgs {
     /// libvirt's hooks directory.
-    #[arg(long, value_name = "DIR", default_value = vgpu_hook::install::DEFAULT_HOOKS_DIR)]
+    #[arg(long, value_name = "DIR", default_value = vgpu_hook::ctl::install::DEFAULT_HOOKS_DIR)]
     pub hooks_dir: PathBuf,
 
     /// Also remove the config file.
@@ -319,7 +319,7 @@ pub struct UninstallArgs {
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// libvirt's hooks directory.
-    #[arg(long, value_name = "DIR", default_value = vgpu_hook::install::DEFAULT_HOOKS_DIR)]
+    #[arg(long, value_name = "DIR", default_value = vgpu_hook::ctl::install::DEFAULT_HOOKS_DIR)]
     pub hooks_dir: PathBuf,
 
     /// Print JSON (shape: docs/json.md).

@@ -65,15 +65,15 @@ impl fmt::Display for CtlError {
     }
 }
 
-impl From<vgpu_hook::config::ConfigError> for CtlError {
-    fn from(e: vgpu_hook::config::ConfigError) -> Self {
+impl From<vgpu_hook::model::config::ConfigError> for CtlError {
+    fn from(e: vgpu_hook::model::config::ConfigError) -> Self {
         CtlError::new(Exit::Config, e.to_string())
     }
 }
 
-impl From<vgpu_hook::state::StateError> for CtlError {
-    fn from(e: vgpu_hook::state::StateError) -> Self {
-        use vgpu_hook::state::StateError;
+impl From<vgpu_hook::host::state::StateError> for CtlError {
+    fn from(e: vgpu_hook::host::state::StateError) -> Self {
+        use vgpu_hook::host::state::StateError;
         match &e {
             StateError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -86,9 +86,9 @@ impl From<vgpu_hook::state::StateError> for CtlError {
     }
 }
 
-impl From<vgpu_hook::xmledit::EditError> for CtlError {
-    fn from(e: vgpu_hook::xmledit::EditError) -> Self {
-        use vgpu_hook::xmledit::EditError;
+impl From<vgpu_hook::ctl::xmledit::EditError> for CtlError {
+    fn from(e: vgpu_hook::ctl::xmledit::EditError) -> Self {
+        use vgpu_hook::ctl::xmledit::EditError;
         let exit = match e {
             EditError::NotFound(_) => Exit::NotFound,
             _ => Exit::Failed,
@@ -97,9 +97,9 @@ impl From<vgpu_hook::xmledit::EditError> for CtlError {
     }
 }
 
-impl From<vgpu_hook::plan::PlanError> for CtlError {
-    fn from(e: vgpu_hook::plan::PlanError) -> Self {
-        use vgpu_hook::plan::PlanError;
+impl From<vgpu_hook::ctl::plan::PlanError> for CtlError {
+    fn from(e: vgpu_hook::ctl::plan::PlanError) -> Self {
+        use vgpu_hook::ctl::plan::PlanError;
         let exit = match e {
             PlanError::NotFound(_) => Exit::NotFound,
             PlanError::Refused(_) => Exit::Failed,
@@ -108,8 +108,8 @@ impl From<vgpu_hook::plan::PlanError> for CtlError {
     }
 }
 
-impl From<vgpu_hook::domain::DomainError> for CtlError {
-    fn from(e: vgpu_hook::domain::DomainError) -> Self {
+impl From<vgpu_hook::model::domain::DomainError> for CtlError {
+    fn from(e: vgpu_hook::model::domain::DomainError) -> Self {
         CtlError::failed(e.to_string())
     }
 }

@@ -112,7 +112,7 @@ impl Libvirt {
             }
         }
         let names = self.domain_names().unwrap_or_default();
-        let close = vgpu_hook::similar::close_names(name, &names, 5);
+        let close = vgpu_hook::ctl::similar::close_names(name, &names, 5);
         let hint = if !close.is_empty() {
             format!(
                 "did you mean {}?",
@@ -218,7 +218,7 @@ impl Dom {
                 sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
                 element,
                 element.map(|_| "vgpu"),
-                Some(vgpu_hook::domain::NAMESPACE),
+                Some(vgpu_hook::model::domain::NAMESPACE),
                 sys::VIR_DOMAIN_AFFECT_LIVE,
             )
             .map_err(|e| refused(format!("metadata of running '{}'", self.name), &e))

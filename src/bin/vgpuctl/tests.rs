@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use clap::Parser;
+use vgpu_hook::host::state::StateDir;
+use vgpu_hook::host::sysfs::Sysfs;
 use vgpu_hook::host::Host;
-use vgpu_hook::state::StateDir;
-use vgpu_hook::sysfs::Sysfs;
 use virt::connect::Connect;
 use virt::sys;
 
@@ -119,7 +119,7 @@ fn metadata(f: &Fixture, name: &str) -> Option<String> {
         .unwrap()
         .metadata(
             sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-            Some(vgpu_hook::domain::NAMESPACE),
+            Some(vgpu_hook::model::domain::NAMESPACE),
             sys::VIR_DOMAIN_AFFECT_CONFIG,
         )
         .ok()

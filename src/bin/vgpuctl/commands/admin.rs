@@ -4,12 +4,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use vgpu_hook::daemon;
-use vgpu_hook::doctor::{self, LibvirtProbe};
+use vgpu_hook::ctl::daemon;
+use vgpu_hook::ctl::doctor::{self, LibvirtProbe};
+use vgpu_hook::ctl::install::{self, InstallError, InstallOptions};
+use vgpu_hook::ctl::reconcile;
+use vgpu_hook::host::procfs::Procfs;
 use vgpu_hook::host::Host;
-use vgpu_hook::install::{self, InstallError, InstallOptions};
-use vgpu_hook::procfs::Procfs;
-use vgpu_hook::reconcile;
 
 use super::{emit, load_config};
 use crate::cli::{DoctorArgs, InstallArgs, UninstallArgs};
@@ -186,9 +186,9 @@ pub fn doctor(
         libvirt,
     });
     emit(if args.json {
-        vgpu_hook::report::write_json(
+        vgpu_hook::ctl::report::write_json(
             out,
-            &serde_json::json!({ "version": vgpu_hook::report::JSON_VERSION, "findings": findings }),
+            &serde_json::json!({ "version": vgpu_hook::ctl::report::JSON_VERSION, "findings": findings }),
         )
     } else {
         doctor::write_findings(out, &findings)

@@ -5,14 +5,14 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use vgpu_hook::config::{Config, Timing};
-use vgpu_hook::domain::{Domain, Hostdev, MdevWant, Request, VfWant};
+use vgpu_hook::ctl::plan::{self, Ask, Taken};
+use vgpu_hook::ctl::xmledit::{self, DeviceKey, NewDevice, Selector};
+use vgpu_hook::host::state::{Device, Liveness};
 use vgpu_hook::host::Host;
-use vgpu_hook::names::{MdevUuid, Params, Profile, TypeId};
-use vgpu_hook::pci::PciAddress;
-use vgpu_hook::plan::{self, Ask, Taken};
-use vgpu_hook::state::{Device, Liveness};
-use vgpu_hook::xmledit::{self, DeviceKey, NewDevice, Selector};
+use vgpu_hook::model::config::{Config, Timing};
+use vgpu_hook::model::domain::{Domain, Hostdev, MdevWant, Request, VfWant};
+use vgpu_hook::model::names::{MdevUuid, Params, Profile, TypeId};
+use vgpu_hook::model::pci::PciAddress;
 
 use super::{emit, load_config, note, read_xml};
 use crate::cli::{AttachArgs, DetachArgs, Target};
@@ -340,7 +340,7 @@ fn attach_live(
 /// clean-up awaited, bounded retries, only what the records say is this domain's), and drops
 /// their records. Returns what could not be done.
 fn free_now(host: &Host, timing: &Timing, dom_uuid: &str, keys: &[DeviceKey]) -> Vec<String> {
-    let dom = vgpu_hook::domain::Domain {
+    let dom = vgpu_hook::model::domain::Domain {
         uuid: dom_uuid.to_string(),
         ..Default::default()
     };

@@ -11,8 +11,8 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use vgpu_hook::config::Config;
 use vgpu_hook::host::Host;
+use vgpu_hook::model::config::Config;
 
 use crate::cli::{Cli, Command};
 use crate::error::{CtlError, Exit};

@@ -3,11 +3,11 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use vgpu_hook::config::Timing;
-use vgpu_hook::domain::Domain;
+use vgpu_hook::ctl::report;
+use vgpu_hook::host::state::{Liveness, State};
 use vgpu_hook::host::Host;
-use vgpu_hook::report;
-use vgpu_hook::state::{Liveness, State};
+use vgpu_hook::model::config::Timing;
+use vgpu_hook::model::domain::Domain;
 
 use super::{emit, load_config, note, read_xml};
 use crate::cli::StatusArgs;

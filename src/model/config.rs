@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::names::{NameError, ParentName};
-use crate::pci::PciAddress;
+use crate::model::names::{NameError, ParentName};
+use crate::model::pci::PciAddress;
 
 /// Where the config lives unless `VGPU_HOOK_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/vgpu-hook/config.toml";

@@ -10,13 +10,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Config;
-use crate::domain::{MdevRequest, MdevWant, VfRequest, VfWant};
-use crate::inventory::{self, MdevState, PfKind};
-use crate::names::{MdevUuid, Params, ParentName};
-use crate::pci::PciAddress;
-use crate::sysfs::Sysfs;
-use crate::xmledit::NewDevice;
+use crate::alloc::inventory::{self, MdevState, PfKind};
+use crate::ctl::xmledit::NewDevice;
+use crate::host::sysfs::Sysfs;
+use crate::model::config::Config;
+use crate::model::domain::{MdevRequest, MdevWant, VfRequest, VfWant};
+use crate::model::names::{MdevUuid, Params, ParentName};
+use crate::model::pci::PciAddress;
 
 /// What the operator asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,7 +455,7 @@ fn plan_vfs(
         let msg = if let (true, Some((p, _))) = (nvidia_wanted, dormant_nvidia) {
             format!(
                 "NVIDIA GPU {p} has no VFs enabled yet, so none can be chosen; {}; then attach again",
-                crate::sriov::nvidia_vfs_missing(&config.sriov_manage, p).1
+                crate::host::sriov::nvidia_vfs_missing(&config.sriov_manage, p).1
             )
         } else if nvidia_wanted {
             format!(
@@ -500,7 +500,7 @@ fn plan_vfs(
                 PfKind::Amd => {
                     reasons.push(format!(
                         "{p} (no VFs: {})",
-                        crate::sriov::amd_vf_num(sysfs, p)
+                        crate::host::sriov::amd_vf_num(sysfs, p)
                     ));
                     continue;
                 }

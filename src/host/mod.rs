@@ -5,10 +5,17 @@
 //! move all of them at once through the environment (`VGPU_HOOK_SYSFS_ROOT`,
 //! `VGPU_HOOK_STATE_DIR`, `VGPU_HOOK_LIBVIRT_RUN_DIR`, `VGPU_HOOK_CONFIG`).
 
+pub mod errno;
+pub mod logging;
+pub mod procfs;
+pub mod sriov;
+pub mod state;
+pub mod sysfs;
+
 use std::path::PathBuf;
 
-use crate::state::{StateDir, DEFAULT_DIR, DEFAULT_LIBVIRT_RUN_DIR};
-use crate::sysfs::Sysfs;
+use crate::host::state::{StateDir, DEFAULT_DIR, DEFAULT_LIBVIRT_RUN_DIR};
+use crate::host::sysfs::Sysfs;
 
 /// Paths of one host.
 #[derive(Debug, Clone)]
@@ -35,7 +42,7 @@ impl Host {
             sysfs: Sysfs::new(&var("VGPU_HOOK_SYSFS_ROOT", "/")),
             state: StateDir::new(&var("VGPU_HOOK_STATE_DIR", DEFAULT_DIR)),
             libvirt_run_dir: var("VGPU_HOOK_LIBVIRT_RUN_DIR", DEFAULT_LIBVIRT_RUN_DIR),
-            config_path: var("VGPU_HOOK_CONFIG", crate::config::DEFAULT_PATH),
+            config_path: var("VGPU_HOOK_CONFIG", crate::model::config::DEFAULT_PATH),
         }
     }
 }

@@ -13,8 +13,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::pci::PciAddress;
-use crate::sysfs::Sysfs;
+use crate::host::sysfs::Sysfs;
+use crate::model::pci::PciAddress;
 
 /// libvirt's hooks directory.
 pub const DEFAULT_HOOKS_DIR: &str = "/etc/libvirt/hooks";
@@ -73,7 +73,7 @@ pub fn is_our_hook(path: &Path) -> bool {
     let Ok(bytes) = fs::read(path) else {
         return false;
     };
-    let needle = crate::domain::NAMESPACE.as_bytes();
+    let needle = crate::model::domain::NAMESPACE.as_bytes();
     bytes.starts_with(b"\x7fELF") && bytes.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -334,7 +334,7 @@ pub struct Discovery {
 }
 
 fn type_summary(sysfs: &Sysfs, parent: &str) -> String {
-    let Ok(p) = crate::names::ParentName::parse(parent) else {
+    let Ok(p) = crate::model::names::ParentName::parse(parent) else {
         return String::new();
     };
     let types = sysfs.mdev_types(&p);
@@ -503,7 +503,7 @@ mod tests {
     fn fake_hook(dir: &Path) -> PathBuf {
         let p = dir.join("vgpu-hook");
         let mut bytes = b"\x7fELF-fake-".to_vec();
-        bytes.extend_from_slice(crate::domain::NAMESPACE.as_bytes());
+        bytes.extend_from_slice(crate::model::domain::NAMESPACE.as_bytes());
         fs::write(&p, bytes).unwrap();
         p
     }
@@ -590,7 +590,7 @@ mod tests {
     fn skeleton_is_a_valid_empty_config() {
         let t = tempfile::tempdir().unwrap();
         let text = config_skeleton(&Sysfs::new(t.path()));
-        let c = crate::config::Config::parse(&text, Path::new("x")).unwrap();
+        let c = crate::model::config::Config::parse(&text, Path::new("x")).unwrap();
         assert!(c.nvidia_vgpu_pfs.is_empty() && c.mdev_parents.is_empty());
     }
 }

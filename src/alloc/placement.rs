@@ -5,8 +5,8 @@
 //! the least room, keeping whole GPUs free for other framebuffer sizes (NVIDIA's one-size-per-GPU
 //! rule). `spread` takes the GPU with the most room. Ties keep the operator's config order.
 
-use crate::config::Placement;
-use crate::names::{ParentName, TypeId};
+use crate::model::config::Placement;
+use crate::model::names::{ParentName, TypeId};
 
 /// One mdev parent that offers the wanted type.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,8 +12,8 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 
-use crate::names::{MdevUuid, NameError, Params, ParentName, Profile, TypeId};
-use crate::pci::PciAddress;
+use crate::model::names::{MdevUuid, NameError, Params, ParentName, Profile, TypeId};
+use crate::model::pci::PciAddress;
 
 /// Our metadata namespace.
 pub const NAMESPACE: &str = "urn:vgpu-hook:domain:1";
@@ -496,7 +496,7 @@ impl Domain {
 mod tests {
     use super::*;
 
-    const FIXTURE: &str = include_str!("../tests/fixtures/hook-stdin-prepare-begin.xml");
+    const FIXTURE: &str = include_str!("../../tests/fixtures/hook-stdin-prepare-begin.xml");
 
     fn with_metadata(meta: &str, devices: &str) -> String {
         FIXTURE

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{Config, ConfigError};
-use crate::daemon;
+use crate::alloc::inventory::{self, MdevState, PfKind};
+use crate::ctl::daemon;
+use crate::ctl::install;
+use crate::host::procfs::Procfs;
 use crate::host::Host;
-use crate::install;
-use crate::inventory::{self, MdevState, PfKind};
-use crate::procfs::Procfs;
+use crate::model::config::{Config, ConfigError};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -306,7 +306,8 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<Finding> {
                     }),
                 ),
                 MdevState::VfsDisabled => {
-                    let (runnable, how) = crate::sriov::nvidia_vfs_missing(&c.sriov_manage, &g.key);
+                    let (runnable, how) =
+                        crate::host::sriov::nvidia_vfs_missing(&c.sriov_manage, &g.key);
                     finding(
                         "device",
                         if runnable {
@@ -346,7 +347,7 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<Finding> {
                     "device",
                     Severity::Error,
                     format!("{pf}: no VFs; the gim driver fixes their number when it loads"),
-                    Some(crate::sriov::amd_vf_num(sysfs, pf)),
+                    Some(crate::host::sriov::amd_vf_num(sysfs, pf)),
                 )
             } else if enabled == 0 {
                 finding(

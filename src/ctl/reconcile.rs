@@ -12,13 +12,13 @@ use std::collections::BTreeSet;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::alloc::inventory::{self, MdevState};
+use crate::host::procfs::Procfs;
+use crate::host::state::{Device, Liveness, State, StateError};
 use crate::host::Host;
-use crate::inventory::{self, MdevState};
-use crate::names::MdevUuid;
-use crate::pci::PciAddress;
-use crate::procfs::Procfs;
-use crate::state::{Device, Liveness, State, StateError};
+use crate::model::config::Config;
+use crate::model::names::MdevUuid;
+use crate::model::pci::PciAddress;
 
 /// One thing reconcile does (or would do, in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq)]

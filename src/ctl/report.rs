@@ -12,13 +12,13 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::domain::{Domain, Hostdev, MdevWant, Request, VfWant};
-use crate::inventory::{self, Generation, MdevState, PfKind};
-use crate::names::ParentName;
-use crate::pci::PciAddress;
-use crate::state::{Device, Liveness, Record, State};
-use crate::sysfs::Sysfs;
+use crate::alloc::inventory::{self, Generation, MdevState, PfKind};
+use crate::host::state::{Device, Liveness, Record, State};
+use crate::host::sysfs::Sysfs;
+use crate::model::config::Config;
+use crate::model::domain::{Domain, Hostdev, MdevWant, Request, VfWant};
+use crate::model::names::ParentName;
+use crate::model::pci::PciAddress;
 
 /// Version of the JSON shapes below; bumped only for incompatible changes.
 pub const JSON_VERSION: u32 = 1;
@@ -199,7 +199,7 @@ fn mdev_types_of(sysfs: &Sysfs, parents: &[ParentName]) -> Vec<TypeReport> {
     let mut described_max: BTreeMap<String, bool> = BTreeMap::new();
     for p in parents {
         for t in sysfs.mdev_types(p) {
-            let avail = crate::names::TypeId::parse(&t.id)
+            let avail = crate::model::names::TypeId::parse(&t.id)
                 .ok()
                 .and_then(|id| sysfs.available_instances(p, &id).ok())
                 .unwrap_or(0);
@@ -326,7 +326,7 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
                 parents: Vec::new(),
                 vfs: g.pf.map(|pf| vf_counts(sysfs, pf, |_| true)),
                 types: Vec::new(),
-                note: Some(crate::sriov::nvidia_vfs_missing(&config.sriov_manage, &g.key).1),
+                note: Some(crate::host::sriov::nvidia_vfs_missing(&config.sriov_manage, &g.key).1),
             },
             MdevState::Missing | MdevState::Unregistered => GpuReport {
                 gpu: g.key.clone(),
@@ -357,7 +357,7 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
             vfs: exists.then(|| vf_counts(sysfs, pf, |v| held.contains(&v))),
             types: Vec::new(),
             note: (exists && kind == PfKind::Amd && sysfs.vfs(pf).is_empty())
-                .then(|| crate::sriov::amd_vf_num(sysfs, pf)),
+                .then(|| crate::host::sriov::amd_vf_num(sysfs, pf)),
         });
     }
     TypesReport {

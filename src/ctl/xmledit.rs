@@ -19,17 +19,17 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 
-use crate::domain::{MdevRequest, MdevWant, VfRequest, VfWant, NAMESPACE};
-use crate::names::MdevUuid;
-use crate::pci::PciAddress;
+use crate::model::domain::{MdevRequest, MdevWant, VfRequest, VfWant, NAMESPACE};
+use crate::model::names::MdevUuid;
+use crate::model::pci::PciAddress;
 
-const TPL_HOSTDEV_MDEV: &str = include_str!("../xml-templates/hostdev-mdev.xml");
-const TPL_HOSTDEV_PCI: &str = include_str!("../xml-templates/hostdev-pci.xml");
-const TPL_DEVICES: &str = include_str!("../xml-templates/devices.xml");
-const TPL_METADATA: &str = include_str!("../xml-templates/metadata.xml");
-const TPL_VGPU: &str = include_str!("../xml-templates/vgpu.xml");
-const TPL_VGPU_MDEV: &str = include_str!("../xml-templates/vgpu-mdev.xml");
-const TPL_VGPU_VF: &str = include_str!("../xml-templates/vgpu-vf.xml");
+const TPL_HOSTDEV_MDEV: &str = include_str!("../../xml-templates/hostdev-mdev.xml");
+const TPL_HOSTDEV_PCI: &str = include_str!("../../xml-templates/hostdev-pci.xml");
+const TPL_DEVICES: &str = include_str!("../../xml-templates/devices.xml");
+const TPL_METADATA: &str = include_str!("../../xml-templates/metadata.xml");
+const TPL_VGPU: &str = include_str!("../../xml-templates/vgpu.xml");
+const TPL_VGPU_MDEV: &str = include_str!("../../xml-templates/vgpu-mdev.xml");
+const TPL_VGPU_VF: &str = include_str!("../../xml-templates/vgpu-vf.xml");
 
 /// Top-level elements libvirt puts before `<metadata>`; a new `<metadata>` goes after the last
 /// of them, where `virsh dumpxml` would show it.
@@ -994,7 +994,7 @@ pub fn referenced_pci(xml: &str) -> Result<Vec<PciAddress>, EditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::{ParentName, Profile, TypeId};
+    use crate::model::names::{ParentName, Profile, TypeId};
 
     const U1: &str = "6f2e9a4c-8d1b-4c1e-9a41-0c2d3e4f5a6b";
     const U2: &str = "9a41c0de-0000-4c1e-9a41-0c2d3e4f5a07";
@@ -1032,7 +1032,7 @@ mod tests {
     #[test]
     fn attached_document_parses_to_the_request() {
         let out = attach(PLAIN, &[mdev(U1, "mtty-2"), vf("04:02.1", true)]).unwrap();
-        let d = crate::domain::Domain::parse(&out).unwrap();
+        let d = crate::model::domain::Domain::parse(&out).unwrap();
         assert_eq!(d.requests.len(), 2);
         assert!(d.has_mdev_hostdev(&MdevUuid::parse(U1).unwrap()));
         assert!(d.pci_hostdev("0000:04:02.1".parse().unwrap()).is_some());
@@ -1093,8 +1093,8 @@ mod tests {
             out.contains("profile='A&lt;B&gt;&amp;&apos;&quot;' parent='mtty'"),
             "{out}"
         );
-        let d = crate::domain::Domain::parse(&out).unwrap();
-        let crate::domain::Request::Mdev(m) = &d.requests[0] else {
+        let d = crate::model::domain::Domain::parse(&out).unwrap();
+        let crate::model::domain::Request::Mdev(m) = &d.requests[0] else {
             panic!()
         };
         assert_eq!(

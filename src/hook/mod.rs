@@ -12,18 +12,18 @@ use std::collections::BTreeSet;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, ConfigError, Timing};
-use crate::domain::{
+use crate::alloc::inventory::{self, MdevGpu, MdevState, PfKind};
+use crate::alloc::placement::{self, Candidate};
+use crate::host::sriov::Switch;
+use crate::host::state::{now_secs, Device, Liveness, Record, State, StateError};
+use crate::host::sysfs::{Sysfs, SysfsError};
+use crate::host::Host;
+use crate::model::config::{Config, ConfigError, Timing};
+use crate::model::domain::{
     Domain, DomainError, Hostdev, MdevRequest, MdevWant, Request, VfRequest, VfWant,
 };
-use crate::host::Host;
-use crate::inventory::{self, MdevGpu, MdevState, PfKind};
-use crate::names::{domain_name_is_safe, MdevUuid, ParentName, TypeId};
-use crate::pci::PciAddress;
-use crate::placement::{self, Candidate};
-use crate::sriov::Switch;
-use crate::state::{now_secs, Device, Liveness, Record, State, StateError};
-use crate::sysfs::{Sysfs, SysfsError};
+use crate::model::names::{domain_name_is_safe, MdevUuid, ParentName, TypeId};
+use crate::model::pci::PciAddress;
 
 /// Why the hook refuses a call; its text is the operator's only explanation.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,7 @@ impl Txn {
     fn undo(&self, sysfs: &Sysfs, config: &Config) {
         let timing = &config.timing;
         for (pid, uuid) in &self.pending_creates {
-            if !crate::sysfs::wait_child(*pid, timing.device_wait) {
+            if !crate::host::sysfs::wait_child(*pid, timing.device_wait) {
                 log::error!("create of mdev {uuid} still pending; if it appears, `vgpuctl reconcile` removes it");
             } else if sysfs.mdev_exists(uuid) {
                 self.remove(sysfs, timing, uuid);
@@ -423,7 +423,7 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
             }
         };
         let parents: Vec<ParentName> = parents.into_iter().filter(|p| allows(gpu, p)).collect();
-        let on_gpu: Vec<&crate::sysfs::LiveMdev> = live_mdevs
+        let on_gpu: Vec<&crate::host::sysfs::LiveMdev> = live_mdevs
             .iter()
             .filter(|m| parents.iter().any(|p| p.as_str() == m.parent))
             .collect();
@@ -527,10 +527,10 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
             Err(e) => {
                 let why = match &e {
                     SysfsError::Write { errno, attr, .. } => {
-                        if let Some(m) = crate::errno::meaning(*attr, *errno) {
-                            meanings.insert(format!("{}: {m}", crate::errno::name(*errno)));
+                        if let Some(m) = crate::host::errno::meaning(*attr, *errno) {
+                            meanings.insert(format!("{}: {m}", crate::host::errno::name(*errno)));
                         }
-                        format!("create failed: {}", crate::errno::text(*errno))
+                        format!("create failed: {}", crate::host::errno::text(*errno))
                     }
                     other => other.to_string(),
                 };
@@ -1200,7 +1200,7 @@ fn metadata_address_edit(
     loop {
         let before = reader.buffer_position() as usize;
         let (ns, ev) = reader.read_resolved_event().ok()?;
-        let ours = matches!(ns, quick_xml::name::ResolveResult::Bound(n) if n.0 == crate::domain::NAMESPACE);
+        let ours = matches!(ns, quick_xml::name::ResolveResult::Bound(n) if n.0 == crate::model::domain::NAMESPACE);
         match ev {
             quick_xml::events::Event::Empty(ref e) | quick_xml::events::Event::Start(ref e)
                 if ours && e.local_name().as_ref() == "vf" =>

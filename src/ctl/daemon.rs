@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::procfs::Procfs;
+use crate::host::procfs::Procfs;
 
 /// Daemon names that run QEMU hooks.
 pub const NAMES: [&str; 2] = ["libvirtd", "virtqemud"];
@@ -90,7 +90,7 @@ pub fn reload(daemon: &Daemon, state_dir: &Path) -> Result<(), String> {
     let record = ReloadRecord {
         daemon: daemon.name.clone(),
         pid: daemon.pid,
-        at: crate::state::now_secs(),
+        at: crate::host::state::now_secs(),
     };
     // The record only helps `doctor`; failing to write it does not undo the reload.
     let created = fs::DirBuilder::new()

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::MdevUuid;
-use crate::pci::PciAddress;
+use crate::model::names::MdevUuid;
+use crate::model::pci::PciAddress;
 
 /// Default state directory.
 pub const DEFAULT_DIR: &str = "/run/vgpu-hook";
@@ -284,7 +284,7 @@ impl Liveness {
     /// The QEMU pid of a running domain: `<run_dir>/<name>.pid` names a live process whose
     /// command is QEMU (guards against a reused pid).
     pub fn qemu_pid(&self, domain_name: &str) -> Option<u32> {
-        if !crate::names::domain_name_is_safe(domain_name) {
+        if !crate::model::names::domain_name_is_safe(domain_name) {
             return None;
         }
         let pid: u32 = fs::read_to_string(self.run_dir.join(format!("{domain_name}.pid")))
@@ -292,7 +292,9 @@ impl Liveness {
             .trim()
             .parse()
             .ok()?;
-        crate::procfs::Procfs::system().is_qemu(pid).then_some(pid)
+        crate::host::procfs::Procfs::system()
+            .is_qemu(pid)
+            .then_some(pid)
     }
 
     /// Whether the domain runs now.

@@ -138,7 +138,7 @@ impl ParentName {
     pub fn parse_list(s: &str) -> Result<Vec<ParentName>, NameError> {
         let mut out = Vec::new();
         for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let name = match p.parse::<crate::pci::PciAddress>() {
+            let name = match p.parse::<crate::model::pci::PciAddress>() {
                 Ok(a) => ParentName::from(a),
                 Err(_) => ParentName::parse(p)?,
             };
@@ -150,8 +150,8 @@ impl ParentName {
     }
 }
 
-impl From<crate::pci::PciAddress> for ParentName {
-    fn from(a: crate::pci::PciAddress) -> Self {
+impl From<crate::model::pci::PciAddress> for ParentName {
+    fn from(a: crate::model::pci::PciAddress) -> Self {
         ParentName(a.to_string())
     }
 }

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::inventory::PfKind;
-use crate::pci::PciAddress;
-use crate::sysfs::{Sysfs, SysfsError};
+use crate::alloc::inventory::PfKind;
+use crate::host::sysfs::{Sysfs, SysfsError};
+use crate::model::config::Config;
+use crate::model::pci::PciAddress;
 
 /// PCI vendor id of NVIDIA.
 const NVIDIA: u16 = 0x10de;

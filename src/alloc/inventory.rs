@@ -5,11 +5,11 @@
 //! VFs, or NVIDIA's kernel-6.8+ interface on VFs). This is re-derived on every call, because
 //! drivers register parents late at boot and GPUs fall off the bus.
 
-use crate::config::Config;
-use crate::domain::MdevWant;
-use crate::names::ParentName;
-use crate::pci::PciAddress;
-use crate::sysfs::{MdevType, Sysfs};
+use crate::host::sysfs::{MdevType, Sysfs};
+use crate::model::config::Config;
+use crate::model::domain::MdevWant;
+use crate::model::names::ParentName;
+use crate::model::pci::PciAddress;
 
 /// Which interface a GPU offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

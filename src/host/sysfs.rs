@@ -12,9 +12,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::errno::Attr;
-use crate::names::{MdevUuid, Params, ParentName, TypeId};
-use crate::pci::PciAddress;
+use crate::host::errno::Attr;
+use crate::model::names::{MdevUuid, Params, ParentName, TypeId};
+use crate::model::pci::PciAddress;
 
 /// An error talking to sysfs, carrying the path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,7 @@ pub enum SysfsError {
         source: io::Error,
     },
     /// A write was refused by the kernel.
-    #[error("writing '{value}' to {path} failed: {}", crate::errno::explain(*.attr, *.errno))]
+    #[error("writing '{value}' to {path} failed: {}", crate::host::errno::explain(*.attr, *.errno))]
     Write {
         /// The attribute.
         path: PathBuf,
