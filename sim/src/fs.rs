@@ -358,9 +358,8 @@ impl Filesystem for SimFs {
             // The object behind an open attribute went away: kernfs says ENODEV.
             None => return reply.error(Errno::ENODEV),
         };
-        match st.model.read(&attr) {
-            Ok(text) => {
-                let bytes = text.as_bytes();
+        match st.model.read_bytes(&attr) {
+            Ok(bytes) => {
                 let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
@@ -421,6 +420,23 @@ impl Filesystem for SimFs {
                     st.model.record(&path, &data, Ok(()));
                     drop(st);
                     reply.written(len);
+                });
+            }
+            WriteOutcome::Waiting { addr, delay } => {
+                drop(st);
+                let shared = Arc::clone(&self.shared);
+                let data = data.to_vec();
+                thread::spawn(move || {
+                    thread::sleep(delay);
+                    let mut st = shared.lock();
+                    let result = st.model.finish_clear(&addr);
+                    st.model.record(&path, &data, result);
+                    shared.changed.notify_all();
+                    drop(st);
+                    match result {
+                        Ok(()) => reply.written(len),
+                        Err(e) => reply.error(errno(e)),
+                    }
                 });
             }
             WriteOutcome::Delayed {

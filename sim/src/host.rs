@@ -22,6 +22,21 @@ pub struct Host {
     pub modules: Vec<String>,
     /// Devices in file order.
     pub gpus: Vec<Gpu>,
+    /// vfio-pci's `enable_sriov` module parameter: without it a PF bound to vfio-pci has no
+    /// working `sriov_configure` (`ENOENT`).
+    pub vfio_pci_enable_sriov: bool,
+}
+
+/// Who answers `available_instances` for a generic mdev parent, which decides the errno of a
+/// create on a full parent (kernel 6.1+ `mdev_device_create`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Available {
+    /// The vendor driver has `get_available` (mtty, mbochs, GVT-g): it counts, and its own
+    /// create refuses a full parent with `ENOSPC` (`mtty_init_dev`, GVT-g).
+    Driver,
+    /// The driver has none (mdpy, vfio-ap, vfio-ccw): the core counts per parent from the
+    /// driver's `max_instances` and refuses with `EUSERS`.
+    Core,
 }
 
 /// The driver model a GPU follows; decides which sysfs interfaces it shows.
@@ -122,6 +137,8 @@ pub struct TypeSpec {
     pub framebuffer_mb: Option<u64>,
     /// Instances that fit on an empty parent.
     pub max_instances: u32,
+    /// Share of the parent's `pool` one instance takes (mtty: ports per device).
+    pub units: u32,
 }
 
 /// A validated `[[gpu]]` entry with every default applied.
@@ -147,6 +164,15 @@ pub struct Gpu {
     pub sriov_configurable: bool,
     /// kernel-6.8+: writing 0 to `current_vgpu_type` fails `EBUSY` this long after release.
     pub reset_busy_ms: u64,
+    /// kernel-6.8+: how long a clear inside the reset-busy window waits for the vGPU task
+    /// before failing `EBUSY` (NVIDIA's `VGPU_EXIT_TIMEOUT_MILLISECONDS`, 5000).
+    pub exit_timeout_ms: u64,
+    /// Generic mdev parents: who counts instances (decides the full-parent errno).
+    pub available: Available,
+    /// Generic mdev parents: capacity shared by all types (mtty: 24 ports), if any.
+    pub pool: Option<u32>,
+    /// AMD: the old GIM (S7150), which probes its PFs by hand, so they show no `driver` link.
+    pub gim_old: bool,
     /// Routing-id offset of the first VF from the PF.
     pub vf_offset: u16,
     /// Routing-id distance between VFs.
@@ -209,6 +235,7 @@ impl std::error::Error for HostError {}
 #[serde(deny_unknown_fields)]
 struct RawHost {
     modules: Option<Vec<String>>,
+    vfio_pci_enable_sriov: Option<bool>,
     #[serde(default)]
     gpu: Vec<RawGpu>,
 }
@@ -230,6 +257,10 @@ struct RawGpu {
     totalvfs: Option<u16>,
     sriov_configurable: Option<bool>,
     reset_busy_ms: Option<u64>,
+    exit_timeout_ms: Option<u64>,
+    available: Option<String>,
+    pool: Option<u32>,
+    gim: Option<String>,
     vf_offset: Option<u16>,
     vf_stride: Option<u16>,
     vendor: Option<toml::Value>,
@@ -250,7 +281,8 @@ struct RawType {
     description: Option<String>,
     device_api: Option<String>,
     framebuffer_mb: Option<u64>,
-    max_instances: u32,
+    max_instances: Option<u32>,
+    units: Option<u32>,
 }
 
 /// Reads and validates a host file.
@@ -295,10 +327,21 @@ pub fn parse(text: &str, file: &str) -> Result<Host, HostError> {
             if gpus.iter().any(|g| g.kind.uses_mdev()) {
                 m.push("mdev".to_string());
             }
+            // NVIDIA's sriov-manage loads pci-pf-stub to enable VFs.
+            if gpus
+                .iter()
+                .any(|g| matches!(g.kind, Kind::NvidiaSriov | Kind::NvidiaVfio))
+            {
+                m.push("pci_pf_stub".to_string());
+            }
             m
         }
     };
-    Ok(Host { modules, gpus })
+    Ok(Host {
+        modules,
+        gpus,
+        vfio_pci_enable_sriov: raw.vfio_pci_enable_sriov.unwrap_or(false),
+    })
 }
 
 fn number(key: &str, v: &Option<toml::Value>, max: u64) -> Result<Option<u64>, String> {
@@ -322,22 +365,10 @@ fn number(key: &str, v: &Option<toml::Value>, max: u64) -> Result<Option<u64>, S
     }
 }
 
-fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
+/// Keys that only make sense for some kinds: refused elsewhere instead of ignored, so a key
+/// given to the wrong kind is a visible mistake.
+fn check_keys(i: usize, kind: Kind, kind_s: &str, g: &RawGpu) -> Result<(), String> {
     let key = |k: &str| format!("gpu[{i}].{k}");
-    let kind_s = g.kind.as_deref().ok_or_else(|| {
-        format!(
-            "{}: missing; expected one of nvidia-classic, nvidia-sriov, nvidia-vfio, amd-gim, sriov, mdev",
-            key("kind")
-        )
-    })?;
-    let kind = Kind::parse(kind_s).ok_or_else(|| {
-        format!(
-            "{}: expected one of nvidia-classic, nvidia-sriov, nvidia-vfio, amd-gim, sriov, mdev, got {kind_s:?}",
-            key("kind")
-        )
-    })?;
-
-    // Keys that only make sense for some kinds: refuse them elsewhere instead of ignoring them.
     let present: Vec<(&str, bool)> = vec![
         ("name", g.name.is_some()),
         ("board", g.board.is_some()),
@@ -350,6 +381,10 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
         ("totalvfs", g.totalvfs.is_some()),
         ("sriov_configurable", g.sriov_configurable.is_some()),
         ("reset_busy_ms", g.reset_busy_ms.is_some()),
+        ("exit_timeout_ms", g.exit_timeout_ms.is_some()),
+        ("available", g.available.is_some()),
+        ("pool", g.pool.is_some()),
+        ("gim", g.gim.is_some()),
         ("vf_offset", g.vf_offset.is_some()),
         ("vf_stride", g.vf_stride.is_some()),
         ("vf_device", g.vf_device.is_some()),
@@ -388,12 +423,23 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
             "totalvfs",
             "sriov_configurable",
             "reset_busy_ms",
+            "exit_timeout_ms",
             "vf_offset",
             "vf_stride",
             "vf_device",
             "vf_driver",
         ],
-        Kind::AmdGim | Kind::Sriov => &[
+        Kind::AmdGim => &[
+            "numvfs",
+            "totalvfs",
+            "sriov_configurable",
+            "vf_offset",
+            "vf_stride",
+            "vf_device",
+            "vf_driver",
+            "gim",
+        ],
+        Kind::Sriov => &[
             "numvfs",
             "totalvfs",
             "sriov_configurable",
@@ -402,14 +448,27 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
             "vf_device",
             "vf_driver",
         ],
-        Kind::Mdev => &["name", "types", "self_cleanup_ms", "remove_blocks"],
+        Kind::Mdev => &[
+            "name",
+            "types",
+            "self_cleanup_ms",
+            "remove_blocks",
+            "available",
+            "pool",
+        ],
     };
     for (k, is) in &present {
         if *is && !allowed.contains(k) {
             return Err(format!("{}: not used by kind {kind_s:?}", key(k)));
         }
     }
+    Ok(())
+}
 
+/// Where the device lives: a PCI address, or a virtual name for a non-PCI mdev parent; keys
+/// that only PCI devices have are refused on a virtual one.
+fn validate_location(i: usize, kind: Kind, g: &RawGpu) -> Result<Location, String> {
+    let key = |k: &str| format!("gpu[{i}].{k}");
     let location = match (kind, &g.address, &g.name) {
         (Kind::Mdev, Some(_), Some(_)) => {
             return Err(format!(
@@ -445,8 +504,7 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
             ))
         }
     };
-    let is_pci = matches!(location, Location::Pci(_));
-    if !is_pci {
+    if !matches!(location, Location::Pci(_)) {
         for (k, v) in [
             ("vendor", g.vendor.is_some()),
             ("device", g.device.is_some()),
@@ -463,9 +521,21 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
             }
         }
     }
+    Ok(location)
+}
 
-    let types = validate_types(i, kind, g)?;
+/// PCI ids and drivers of a device with the kind's defaults applied.
+struct Identity {
+    vendor: u16,
+    device: u16,
+    vf_device: u16,
+    class: u32,
+    driver: Option<&'static str>,
+    vf_driver: Option<&'static str>,
+}
 
+fn pci_identity(i: usize, kind: Kind, g: &RawGpu, extras: &Extras) -> Result<Identity, String> {
+    let key = |k: &str| format!("gpu[{i}].{k}");
     let (def_vendor, def_class, def_driver, def_vf_driver): (u16, u32, Option<&str>, Option<&str>) =
         match kind {
             Kind::NvidiaClassic => (0x10de, 0x030200, Some("nvidia"), None),
@@ -482,13 +552,21 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
             .as_deref()
             .and_then(profiles::board_device_id)
             .unwrap_or(0x0000),
+        Kind::AmdGim if extras.gim_old => 0x6929,
         Kind::AmdGim => 0x74a1,
         Kind::Sriov => 0x56c0,
         _ => 0x3e92,
     };
     let vendor = number(&key("vendor"), &g.vendor, 0xffff)?.map_or(def_vendor, |v| v as u16);
     let device = number(&key("device"), &g.device, 0xffff)?.map_or(def_device, |v| v as u16);
-    let vf_device = number(&key("vf_device"), &g.vf_device, 0xffff)?.map_or(device, |v| v as u16);
+    // MI300X VFs have their own id (0x74b5); NVIDIA VFs share the PF's.
+    let def_vf_device = if kind == Kind::AmdGim && !extras.gim_old && g.device.is_none() {
+        0x74b5
+    } else {
+        device
+    };
+    let vf_device =
+        number(&key("vf_device"), &g.vf_device, 0xffff)?.map_or(def_vf_device, |v| v as u16);
     let class = number(&key("class"), &g.class, 0xff_ffff)?.map_or(def_class, |v| v as u32);
     for (k, d) in [("driver", &g.driver), ("vf_driver", &g.vf_driver)] {
         if let Some(d) = d {
@@ -500,8 +578,51 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
             }
         }
     }
+    Ok(Identity {
+        vendor,
+        device,
+        vf_device,
+        class,
+        driver: def_driver,
+        vf_driver: def_vf_driver,
+    })
+}
 
-    let totalvfs = g.totalvfs.unwrap_or(if kind.has_sriov() { 16 } else { 0 });
+fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
+    let key = |k: &str| format!("gpu[{i}].{k}");
+    let kind_s = g.kind.as_deref().ok_or_else(|| {
+        format!(
+            "{}: missing; expected one of nvidia-classic, nvidia-sriov, nvidia-vfio, amd-gim, sriov, mdev",
+            key("kind")
+        )
+    })?;
+    let kind = Kind::parse(kind_s).ok_or_else(|| {
+        format!(
+            "{}: expected one of nvidia-classic, nvidia-sriov, nvidia-vfio, amd-gim, sriov, mdev, got {kind_s:?}",
+            key("kind")
+        )
+    })?;
+
+    check_keys(i, kind, kind_s, g)?;
+
+    let location = validate_location(i, kind, g)?;
+    let is_pci = matches!(location, Location::Pci(_));
+
+    let types = validate_types(i, kind, g)?;
+    let extras = validate_extras(i, kind, g, &types)?;
+
+    let ident = pci_identity(i, kind, g, &extras)?;
+    let (def_driver, def_vf_driver) = (ident.driver, ident.vf_driver);
+    let (vendor, device, vf_device, class) =
+        (ident.vendor, ident.device, ident.vf_device, ident.class);
+
+    let def_totalvfs = match kind {
+        // The new GIM supports one VF per MI300X (amd/MxGPU-Virtualization README).
+        Kind::AmdGim if !extras.gim_old => 1,
+        k if k.has_sriov() => 16,
+        _ => 0,
+    };
+    let totalvfs = g.totalvfs.unwrap_or(def_totalvfs);
     let numvfs = g.numvfs.unwrap_or(0);
     if numvfs > totalvfs {
         return Err(format!(
@@ -517,6 +638,8 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
             ))
         }
         (Kind::AmdGim, _) => false,
+        // NVIDIA's PF driver has no sriov_configure: VFs are enabled through sriov-manage.
+        (Kind::NvidiaSriov | Kind::NvidiaVfio, v) => v.unwrap_or(false),
         (_, v) => v.unwrap_or(true),
     };
     let vf_stride = g.vf_stride.unwrap_or(1);
@@ -534,6 +657,10 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
         totalvfs,
         sriov_configurable,
         reset_busy_ms: g.reset_busy_ms.unwrap_or(0),
+        exit_timeout_ms: extras.exit_timeout_ms,
+        available: extras.available,
+        pool: extras.pool,
+        gim_old: extras.gim_old,
         vf_offset: g.vf_offset.unwrap_or(4),
         vf_stride,
         vendor,
@@ -542,7 +669,7 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
         class,
         numa_node: g.numa_node.unwrap_or(-1),
         iommu_group: g.iommu_group,
-        driver: if is_pci {
+        driver: if is_pci && !extras.gim_old {
             Some(
                 g.driver
                     .clone()
@@ -569,6 +696,98 @@ fn validate_gpu(i: usize, g: &RawGpu) -> Result<Gpu, String> {
         }
     }
     Ok(gpu)
+}
+
+/// Keys of one kind each: the mdev availability model, the GIM generation, the exit timeout.
+struct Extras {
+    available: Available,
+    pool: Option<u32>,
+    gim_old: bool,
+    exit_timeout_ms: u64,
+}
+
+fn validate_extras(i: usize, kind: Kind, g: &RawGpu, types: &[TypeSpec]) -> Result<Extras, String> {
+    let key = |k: &str| format!("gpu[{i}].{k}");
+    let available = match g.available.as_deref() {
+        None | Some("driver") => Available::Driver,
+        Some("core") => Available::Core,
+        Some(other) => {
+            return Err(format!(
+                "{}: expected \"driver\" (the driver has get_available) or \"core\", got {other:?}",
+                key("available")
+            ))
+        }
+    };
+    let gim_old = match g.gim.as_deref() {
+        None | Some("new") => false,
+        Some("old") => true,
+        Some(other) => {
+            return Err(format!(
+                "{}: expected \"new\" (MI300X) or \"old\" (S7150), got {other:?}",
+                key("gim")
+            ))
+        }
+    };
+    // The mtty sample: one 24-port pool shared by its two types.
+    let mtty = kind == Kind::Mdev && g.types.is_none() && g.name.as_deref() == Some("mtty");
+    let pool = g.pool.or(mtty.then_some(MTTY_PORTS));
+    if pool == Some(0) {
+        return Err(format!("{}: expected at least 1, got 0", key("pool")));
+    }
+    if available == Available::Core && pool.is_none() {
+        return Err(format!(
+            "{}: missing; available = \"core\" counts instances per parent, give their number",
+            key("pool")
+        ));
+    }
+    if pool.is_none() && types.iter().any(|t| t.units != 1) {
+        return Err(format!(
+            "{}: units need a pool to take them from",
+            key("pool")
+        ));
+    }
+    let max_gim_vfs = if gim_old { 16 } else { 1 };
+    if kind == Kind::AmdGim && g.totalvfs.or(g.numvfs).unwrap_or(0) > max_gim_vfs {
+        return Err(format!(
+            "{}: GIM supports at most {max_gim_vfs} VFs per GPU here",
+            key(if g.totalvfs.is_some() {
+                "totalvfs"
+            } else {
+                "numvfs"
+            })
+        ));
+    }
+    Ok(Extras {
+        available,
+        pool,
+        gim_old,
+        exit_timeout_ms: g.exit_timeout_ms.unwrap_or(VGPU_EXIT_TIMEOUT_MS),
+    })
+}
+
+/// Ports of the mtty sample driver (`MAX_MTTYS`), shared by `mtty-1` and `mtty-2`.
+const MTTY_PORTS: u32 = 24;
+
+/// NVIDIA's `VGPU_EXIT_TIMEOUT_MILLISECONDS`: how long a destroy waits for the vGPU task.
+const VGPU_EXIT_TIMEOUT_MS: u64 = 5000;
+
+/// The mtty sample's types (samples/vfio-mdev/mtty.c): 1 and 2 ports per device.
+fn mtty_types() -> Vec<TypeSpec> {
+    [
+        ("mtty-1", "Single port serial", 1),
+        ("mtty-2", "Dual port serial", 2),
+    ]
+    .into_iter()
+    .map(|(id, name, units)| TypeSpec {
+        id: id.to_string(),
+        name: Some(name.to_string()),
+        description: None,
+        device_api: "vfio-pci".to_string(),
+        framebuffer_mb: None,
+        max_instances: MTTY_PORTS / units,
+        units,
+    })
+    .collect()
 }
 
 fn validate_types(i: usize, kind: Kind, g: &RawGpu) -> Result<Vec<TypeSpec>, String> {
@@ -624,6 +843,20 @@ fn validate_types(i: usize, kind: Kind, g: &RawGpu) -> Result<Vec<TypeSpec>, Str
             if t.framebuffer_mb == Some(0) {
                 return Err(format!("{}: expected more than 0", tkey("framebuffer_mb")));
             }
+            let units = t.units.unwrap_or(1);
+            if units == 0 {
+                return Err(format!("{}: expected at least 1, got 0", tkey("units")));
+            }
+            let max_instances = match (t.max_instances, g.pool) {
+                (Some(m), _) => m,
+                (None, Some(pool)) => pool / units,
+                (None, None) => {
+                    return Err(format!(
+                        "{}: missing; expected how many instances fit on an empty parent",
+                        tkey("max_instances")
+                    ))
+                }
+            };
             out.push(TypeSpec {
                 id: t.id.clone(),
                 name: t.name.clone(),
@@ -633,53 +866,15 @@ fn validate_types(i: usize, kind: Kind, g: &RawGpu) -> Result<Vec<TypeSpec>, Str
                     .clone()
                     .unwrap_or_else(|| "vfio-pci".to_string()),
                 framebuffer_mb: t.framebuffer_mb,
-                max_instances: t.max_instances,
+                max_instances,
+                units,
             });
         }
         return Ok(out);
     }
     match kind {
-        k if k.is_nvidia() => {
-            let board = g.board.as_deref().ok_or_else(|| {
-                format!(
-                    "{}: missing; expected a board name like \"P40\" (or an explicit types list)",
-                    key("board")
-                )
-            })?;
-            if board.is_empty() || board.contains(char::is_whitespace) {
-                return Err(format!(
-                    "{}: expected a board name without spaces like \"A10\", got {board:?}",
-                    key("board")
-                ));
-            }
-            let fb = g.framebuffer_mb.ok_or_else(|| {
-                format!(
-                    "{}: missing; expected the board's framebuffer in MiB like 24576",
-                    key("framebuffer_mb")
-                )
-            })?;
-            if fb == 0 || fb % 1024 != 0 || fb > 1024 * 1024 {
-                return Err(format!(
-                    "{}: expected a whole number of GiB in MiB (a multiple of 1024 up to 1048576), got {fb}",
-                    key("framebuffer_mb")
-                ));
-            }
-            let prefix = g.name_prefix.clone().unwrap_or_else(|| {
-                if k == Kind::NvidiaClassic { "GRID" } else { "NVIDIA" }.to_string()
-            });
-            let style = if k == Kind::NvidiaVfio {
-                IdStyle::Numeric
-            } else {
-                IdStyle::Mdev
-            };
-            Ok(profiles::derive(
-                board,
-                &prefix,
-                fb / 1024,
-                profiles::board_base(board),
-                style,
-            ))
-        }
+        k if k.is_nvidia() => derive_types(i, k, g, None),
+        Kind::Mdev if g.name.as_deref() == Some("mtty") => Ok(mtty_types()),
         Kind::Mdev => Err(format!(
             "{}: missing; kind \"mdev\" needs a list like [{{ id = \"mtty-1\", name = \"Single port serial\", max_instances = 24 }}]",
             key("types")
@@ -688,21 +883,78 @@ fn validate_types(i: usize, kind: Kind, g: &RawGpu) -> Result<Vec<TypeSpec>, Str
     }
 }
 
+/// The board name and framebuffer (GB) of a derived NVIDIA list.
+fn board_and_size(i: usize, g: &RawGpu) -> Result<(&str, u64), String> {
+    let key = |k: &str| format!("gpu[{i}].{k}");
+    let board = g.board.as_deref().ok_or_else(|| {
+        format!(
+            "{}: missing; expected a board name like \"P40\" (or an explicit types list)",
+            key("board")
+        )
+    })?;
+    if board.is_empty() || board.trim() != board || board.contains(char::is_control) {
+        return Err(format!(
+            "{}: expected a board name like \"A10\" or \"RTX Pro 6000 Blackwell DC\", got {board:?}",
+            key("board")
+        ));
+    }
+    let fb = g
+        .framebuffer_mb
+        .or_else(|| profiles::board_framebuffer_mb(board))
+        .ok_or_else(|| {
+            format!(
+                "{}: missing; {board:?} is not a known board, give its framebuffer in MiB like 24576",
+                key("framebuffer_mb")
+            )
+        })?;
+    if fb == 0 || fb % 1024 != 0 || fb > 1024 * 1024 {
+        return Err(format!(
+            "{}: expected a whole number of GiB in MiB (a multiple of 1024 up to 1048576), got {fb}",
+            key("framebuffer_mb")
+        ));
+    }
+    Ok((board, fb / 1024))
+}
+
+/// Derives an NVIDIA board's list, with invented ids from `base` (default: the board's own).
+fn derive_types(
+    i: usize,
+    kind: Kind,
+    g: &RawGpu,
+    base: Option<u32>,
+) -> Result<Vec<TypeSpec>, String> {
+    let (board, gb) = board_and_size(i, g)?;
+    let prefix = g
+        .name_prefix
+        .clone()
+        .unwrap_or_else(|| profiles::board_prefix(board).to_string());
+    let style = if kind == Kind::NvidiaVfio {
+        IdStyle::Numeric
+    } else {
+        IdStyle::Mdev
+    };
+    let base = base.unwrap_or_else(|| profiles::board_base(board));
+    Ok(profiles::derive(board, &prefix, gb, base, style))
+}
+
 /// Moves derived id ranges of different boards apart so no two boards in one host share an id.
 fn assign_distinct_bases(raw: &[RawGpu], gpus: &mut [Gpu]) {
     // (board, framebuffer GB, style) -> base; ranges already taken.
     let mut bases: BTreeMap<(String, u64, bool), u32> = BTreeMap::new();
     let mut taken: Vec<(u32, u32, String)> = Vec::new();
-    for (g, r) in gpus.iter_mut().zip(raw) {
-        let (Some(board), Some(fb), None) = (&r.board, r.framebuffer_mb, &r.types) else {
+    for (i, (g, r)) in gpus.iter_mut().zip(raw).enumerate() {
+        if !g.kind.is_nvidia() || r.types.is_some() {
+            continue;
+        }
+        let Ok((board, gb)) = board_and_size(i, r) else {
             continue;
         };
-        if !g.kind.is_nvidia() {
+        if profiles::has_real_ids(board, gb) {
             continue;
         }
         let numeric = g.kind == Kind::NvidiaVfio;
-        let key = (board.to_ascii_uppercase(), fb / 1024, numeric);
-        let count = profiles::derived_count(fb / 1024);
+        let key = (board.to_ascii_uppercase(), gb, numeric);
+        let count = profiles::derived_count(board, gb);
         let base = if let Some(&b) = bases.get(&key) {
             b
         } else {
@@ -718,18 +970,9 @@ fn assign_distinct_bases(raw: &[RawGpu], gpus: &mut [Gpu]) {
             b
         };
         if base != profiles::board_base(board) {
-            let prefix = g.types[0]
-                .name
-                .as_deref()
-                .and_then(|n| n.rsplit_once(' '))
-                .map(|(p, _)| p.to_string())
-                .unwrap_or_default();
-            let style = if numeric {
-                IdStyle::Numeric
-            } else {
-                IdStyle::Mdev
-            };
-            g.types = profiles::derive(board, &prefix, fb / 1024, base, style);
+            if let Ok(types) = derive_types(i, g.kind, r, Some(base)) {
+                g.types = types;
+            }
         }
     }
 }
@@ -773,7 +1016,9 @@ mod tests {
         )
         .unwrap();
         let g = &h.gpus[0];
-        assert_eq!(g.types.len(), 10);
+        // B 1-2, B4 1-2, Q and A at 8 sizes, C at 5 (4 GB and up).
+        assert_eq!(g.types.len(), 25);
+        assert_eq!(g.types[0].name.as_deref(), Some("GRID P40-1B"));
         assert_eq!(g.driver.as_deref(), Some("nvidia"));
         assert_eq!(g.vendor, 0x10de);
         assert_eq!(g.device, 0x1b38);
@@ -814,11 +1059,61 @@ mod tests {
 
     #[test]
     fn amd_gim_is_never_sriov_configurable() {
-        let h = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ntotalvfs = 8\n")
+        let h = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ngim = \"old\"\ntotalvfs = 8\n")
             .unwrap();
         assert_eq!(h.gpus[0].numvfs, 0);
         assert!(!h.gpus[0].sriov_configurable);
         assert_eq!(h.modules, ["vfio", "vfio_pci", "vfio_iommu_type1"]);
+    }
+
+    #[test]
+    fn old_gim_pf_has_no_driver_and_new_gim_one_vf_with_its_own_id() {
+        let old = host(
+            "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ngim = \"old\"\nnumvfs = 16\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (old.gpus[0].device, old.gpus[0].driver.as_deref()),
+            (0x6929, None)
+        );
+        let new =
+            host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\nnumvfs = 1\n").unwrap();
+        let g = &new.gpus[0];
+        assert_eq!((g.device, g.vf_device, g.totalvfs), (0x74a1, 0x74b5, 1));
+        assert_eq!(g.driver.as_deref(), Some("gim"));
+        let e = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\nnumvfs = 2\n")
+            .unwrap_err();
+        assert!(e.contains("gpu[0].numvfs: GIM supports at most 1"), "{e}");
+    }
+
+    #[test]
+    fn nvidia_pfs_are_not_sriov_configurable_by_default() {
+        let h = host("[[gpu]]\naddress = \"0000:41:00.0\"\nkind = \"nvidia-sriov\"\nboard = \"A2\"\n[[gpu]]\naddress = \"0000:05:00.0\"\nkind = \"sriov\"\n").unwrap();
+        assert!(!h.gpus[0].sriov_configurable);
+        assert!(h.gpus[1].sriov_configurable);
+        assert_eq!(
+            h.gpus[0].types.len(),
+            15,
+            "framebuffer defaults to the board's 16 GB"
+        );
+        assert!(h.modules.contains(&"pci_pf_stub".to_string()));
+        assert!(!h.vfio_pci_enable_sriov);
+    }
+
+    #[test]
+    fn mtty_by_name_is_the_kernel_sample_with_a_shared_port_pool() {
+        let h = host("[[gpu]]\nkind = \"mdev\"\nname = \"mtty\"\n").unwrap();
+        let g = &h.gpus[0];
+        assert_eq!(g.pool, Some(24));
+        assert_eq!(g.available, Available::Driver);
+        let t: Vec<(&str, u32, u32)> = g
+            .types
+            .iter()
+            .map(|t| (t.id.as_str(), t.max_instances, t.units))
+            .collect();
+        assert_eq!(t, [("mtty-1", 24, 1), ("mtty-2", 12, 2)]);
+        let e = host("[[gpu]]\nkind = \"mdev\"\nname = \"x\"\navailable = \"core\"\ntypes = [{ id = \"x-1\", max_instances = 2 }]\n").unwrap_err();
+        assert!(e.contains("gpu[0].pool: missing"), "{e}");
     }
 
     #[test]
@@ -828,7 +1123,7 @@ mod tests {
         let g = &h.gpus[0];
         assert_eq!(g.vf_address(0).as_deref(), Some("0000:41:00.4"));
         assert_eq!(g.vf_address(4).as_deref(), Some("0000:41:01.0"));
-        assert_eq!(g.types[0].id, "964");
+        assert_eq!(g.types[0].id, "1145");
     }
 
     #[test]
@@ -843,7 +1138,7 @@ mod tests {
 
     #[test]
     fn mdev_kind_needs_types_and_a_name_or_address() {
-        let e = host("[[gpu]]\nkind = \"mdev\"\nname = \"mtty\"\n").unwrap_err();
+        let e = host("[[gpu]]\nkind = \"mdev\"\nname = \"gvt\"\n").unwrap_err();
         assert!(e.contains("gpu[0].types: missing"), "{e}");
         let h = host("[[gpu]]\nkind = \"mdev\"\nname = \"mtty\"\ntypes = [{ id = \"mtty-1\", max_instances = 2 }]\n").unwrap();
         assert_eq!(h.gpus[0].location, Location::Virtual("mtty".into()));

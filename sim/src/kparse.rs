@@ -46,7 +46,37 @@ pub fn kstrtoull(data: &[u8]) -> Result<u64, i32> {
     Ok(value)
 }
 
-/// Parses a `u16` like `kstrtou16(s, 0, ..)`; values above `u16::MAX` are `ERANGE`.
+/// Parses a signed integer like `kstrtol(s, 10, ..)`: optional `-` or `+`, decimal digits only
+/// (`0x10` is `EINVAL`; a leading `0` is still decimal, `010` is 10), one trailing newline.
+pub fn kstrtol10(data: &[u8]) -> Result<i64, i32> {
+    let s = strip_newline(data);
+    let (neg, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(libc::EINVAL);
+    }
+    let mut value: i64 = 0;
+    for &c in digits {
+        let d = i64::from(c - b'0');
+        value = value
+            .checked_mul(10)
+            .and_then(|v| {
+                if neg {
+                    v.checked_sub(d)
+                } else {
+                    v.checked_add(d)
+                }
+            })
+            .ok_or(libc::ERANGE)?;
+    }
+    Ok(value)
+}
+
+/// Parses a `u16` like `kstrtou16(s, 0, ..)`; values above `u16::MAX` are `ERANGE` (callers
+/// such as `sriov_numvfs_store` turn any failure into `EINVAL`).
 pub fn kstrtou16(data: &[u8]) -> Result<u16, i32> {
     let v = kstrtoull(data)?;
     u16::try_from(v).map_err(|_| libc::ERANGE)
@@ -169,6 +199,18 @@ mod tests {
     fn kstrtou16_overflow_is_erange() {
         assert_eq!(kstrtou16(b"65536"), Err(libc::ERANGE));
         assert_eq!(kstrtoull(b"99999999999999999999999"), Err(libc::ERANGE));
+    }
+
+    #[test]
+    fn kstrtol10_is_decimal_only() {
+        assert_eq!(kstrtol10(b"1145\n"), Ok(1145));
+        assert_eq!(kstrtol10(b"010"), Ok(10));
+        assert_eq!(kstrtol10(b"-1"), Ok(-1));
+        assert_eq!(kstrtol10(b"+7"), Ok(7));
+        for bad in [&b"0x10"[..], b"", b"\n", b"1 ", b"1\n\n", b"L40S-4Q"] {
+            assert_eq!(kstrtol10(bad), Err(libc::EINVAL), "{bad:?}");
+        }
+        assert_eq!(kstrtol10(b"99999999999999999999"), Err(libc::ERANGE));
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
             let mut v = vec![
                 file("bind", Attr::Driver(drv.clone(), DriverAttr::Bind)),
                 file("new_id", Attr::Driver(drv.clone(), DriverAttr::NewId)),
+                file("remove_id", Attr::Driver(drv.clone(), DriverAttr::RemoveId)),
                 file("unbind", Attr::Driver(drv.clone(), DriverAttr::Unbind)),
             ];
             for d in m.pci_devices() {
@@ -201,7 +202,10 @@ fn pci_children(m: &Model, path: &[&str], addr: &str, rest: &[&str]) -> Option<E
             Some(vec![
                 file("creatable_vgpu_types", a(VfioAttr::Creatable)),
                 file("current_vgpu_type", a(VfioAttr::Current)),
+                file("gpu_instance_id", a(VfioAttr::GpuInstanceId)),
+                file("placement_id", a(VfioAttr::PlacementId)),
                 file("vgpu_params", a(VfioAttr::Params)),
+                file("warm_update", a(VfioAttr::WarmUpdate)),
             ])
         }
         _ => None,
@@ -215,6 +219,7 @@ fn pci_attrs(m: &Model, path: &[&str], addr: &str) -> Entries {
     let a = |x| Attr::Pci(addr.to_string(), x);
     let mut v = vec![
         file("class", a(PciAttr::Class)),
+        file("config", a(PciAttr::Config)),
         file("device", a(PciAttr::Device)),
         file("driver_override", a(PciAttr::DriverOverride)),
         file("numa_node", a(PciAttr::NumaNode)),
@@ -232,7 +237,10 @@ fn pci_attrs(m: &Model, path: &[&str], addr: &str) -> Entries {
         Role::Pf { numvfs, .. } if m.gpu_spec(d.gpu).kind.has_sriov() => {
             v.push(file("sriov_drivers_autoprobe", a(PciAttr::SriovAutoprobe)));
             v.push(file("sriov_numvfs", a(PciAttr::SriovNumvfs)));
+            v.push(file("sriov_offset", a(PciAttr::SriovOffset)));
+            v.push(file("sriov_stride", a(PciAttr::SriovStride)));
             v.push(file("sriov_totalvfs", a(PciAttr::SriovTotalvfs)));
+            v.push(file("sriov_vf_device", a(PciAttr::SriovVfDevice)));
             let spec = m.gpu_spec(d.gpu);
             for i in 0..*numvfs {
                 if let Some(vf) = spec.vf_address(i) {
@@ -359,6 +367,7 @@ numvfs = 2
 [[gpu]]
 address = "0000:04:00.0"
 kind = "amd-gim"
+gim = "old"
 numvfs = 2
 [[gpu]]
 kind = "mdev"
@@ -377,7 +386,7 @@ types = [{ id = "mtty-1", max_instances = 2 }]
             ),
             (
                 "0000:41:00.4",
-                "nvidia-735",
+                "nvidia-593",
                 "00000000-0000-4000-8000-000000000002",
             ),
             ("mtty", "mtty-1", "00000000-0000-4000-8000-000000000003"),

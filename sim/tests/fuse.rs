@@ -39,6 +39,7 @@ framebuffer_mb = 24576
 [[gpu]]
 address = "0000:04:00.0"
 kind = "amd-gim"
+gim = "old"
 numvfs = 2
 
 [[gpu]]
@@ -102,11 +103,8 @@ fn create_errnos_come_back_through_the_kernel() {
         errno(create(&mtty, "mtty-2", &format!("{}\n", uuid(2)))),
         None
     );
-    assert_eq!(errno(create(&mtty, "mtty-2", &uuid(3))), Some(libc::EUSERS));
-    assert_eq!(
-        errno(create(&p40, "nvidia-53", &uuid(4))),
-        Some(libc::EINVAL)
-    );
+    assert_eq!(errno(create(&mtty, "mtty-2", &uuid(3))), Some(libc::ENOSPC));
+    assert_eq!(errno(create(&p40, "nvidia-53", &uuid(4))), Some(libc::EIO));
 }
 
 #[test]
@@ -289,7 +287,7 @@ fn the_event_log_records_each_write_with_its_result() {
     assert_eq!(
         sim.events(),
         format!(
-            "{dir}/mdev_supported_types/mtty-2/create {} -> ok\n{dir}/mdev_supported_types/mtty-2/create {} -> EUSERS\n",
+            "{dir}/mdev_supported_types/mtty-2/create {} -> ok\n{dir}/mdev_supported_types/mtty-2/create {} -> ENOSPC\n",
             uuid(1),
             uuid(2)
         )
@@ -354,24 +352,24 @@ fn kernel_6_8_vfs_take_a_type_through_current_vgpu_type() {
     let nv = pci(&sim, "0000:c1:00.4").join("nvidia");
     let creatable = read(nv.join("creatable_vgpu_types"));
     assert!(
-        creatable.starts_with("ID    : vGPU Name\n964   : NVIDIA L40S-1Q\n"),
+        creatable.starts_with("ID    : vGPU Name\n1145  : NVIDIA L40S-1B\n"),
         "{creatable}"
     );
     assert_eq!(
         errno(std::fs::write(nv.join("current_vgpu_type"), "1")),
-        Some(libc::EINVAL)
+        Some(libc::EIO)
     );
     assert_eq!(
-        errno(std::fs::write(nv.join("current_vgpu_type"), "973\n")),
+        errno(std::fs::write(nv.join("current_vgpu_type"), "1156\n")),
         None
     );
-    assert_eq!(read(nv.join("current_vgpu_type")), "973\n");
+    assert_eq!(read(nv.join("current_vgpu_type")), "1156\n");
     let sibling = pci(&sim, "0000:c1:00.5").join("nvidia/creatable_vgpu_types");
     assert_eq!(read(sibling), "ID    : vGPU Name\n");
     sim.control("hold 0000:c1:00.4").expect("hold");
     assert_eq!(
         errno(std::fs::write(nv.join("current_vgpu_type"), "0")),
-        Some(libc::EBUSY)
+        Some(libc::EPERM)
     );
 }
 
@@ -472,4 +470,44 @@ fn a_bad_host_file_fails_naming_the_file_and_key() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn a_clear_right_after_release_blocks_until_the_driver_lets_go() {
+    let host = format!("{}reset_busy_ms = 400\nexit_timeout_ms = 5000\n", HOST);
+    let Some(sim) = start(&host) else { return };
+    let cur = pci(&sim, "0000:c1:00.4").join("nvidia/current_vgpu_type");
+    std::fs::write(&cur, "1147\n").expect("set a type");
+    sim.control("hold 0000:c1:00.4\nrelease 0000:c1:00.4")
+        .expect("hold and release");
+    let t = Instant::now();
+    assert_eq!(errno(std::fs::write(&cur, "0\n")), None);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(read(&cur), "0\n");
+}
+
+#[test]
+fn pci_pf_stub_enables_the_vfs_of_an_nvidia_pf_as_sriov_manage_does() {
+    let host = "[[gpu]]\naddress = \"0000:41:00.0\"\nkind = \"nvidia-sriov\"\nboard = \"A2\"\ntotalvfs = 4\n";
+    let Some(sim) = start(host) else { return };
+    let pf = "0000:41:00.0";
+    let drivers = sim.root().join("sys/bus/pci/drivers");
+    let numvfs = pci(&sim, pf).join("sriov_numvfs");
+    assert_eq!(errno(std::fs::write(&numvfs, "4")), Some(libc::ENOENT));
+    std::fs::write(drivers.join("nvidia/unbind"), pf).expect("unbind nvidia");
+    std::fs::write(drivers.join("pci-pf-stub/new_id"), "10de 25b6\n").expect("new_id");
+    assert!(drivers.join("pci-pf-stub").join(pf).exists());
+    std::fs::write(&numvfs, "4\n").expect("enable VFs");
+    std::fs::write(drivers.join("pci-pf-stub/unbind"), pf).expect("unbind stub");
+    std::fs::write(drivers.join("pci-pf-stub/remove_id"), "10de 25b6\n").expect("remove_id");
+    std::fs::write(drivers.join("nvidia/bind"), pf).expect("bind nvidia");
+    assert_eq!(read(&numvfs), "4\n");
+    let types = types_dir(&sim, "0000:41:00.7");
+    assert_eq!(read(types.join("nvidia-746/name")), "NVIDIA A2-4Q\n");
+    let config = std::fs::read(pci(&sim, pf).join("config")).expect("config");
+    assert_eq!(&config[0x114..0x118], &[4, 0, 1, 0]);
 }

@@ -7,7 +7,6 @@
 
 use super::{Errno, Model, Role, WriteOutcome};
 use crate::control;
-use crate::kparse;
 
 /// An attribute of a PCI function.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +27,14 @@ pub enum PciAttr {
     SriovNumvfs,
     /// `sriov_drivers_autoprobe`.
     SriovAutoprobe,
+    /// `sriov_offset`: routing-id offset of the first VF.
+    SriovOffset,
+    /// `sriov_stride`: routing-id distance between VFs.
+    SriovStride,
+    /// `sriov_vf_device`: the VFs' device id.
+    SriovVfDevice,
+    /// `config`: the binary PCI configuration space.
+    Config,
 }
 
 /// An attribute of an mdev type directory.
@@ -54,6 +61,12 @@ pub enum VfioAttr {
     Current,
     /// `vgpu_params`.
     Params,
+    /// `gpu_instance_id`.
+    GpuInstanceId,
+    /// `placement_id`.
+    PlacementId,
+    /// `warm_update`.
+    WarmUpdate,
 }
 
 /// An attribute of a PCI driver directory.
@@ -65,6 +78,8 @@ pub enum DriverAttr {
     Unbind,
     /// `new_id`.
     NewId,
+    /// `remove_id`.
+    RemoveId,
 }
 
 /// Every kind of regular file in the tree.
@@ -130,7 +145,7 @@ impl Attr {
             | Attr::Driver(..)
             | Attr::DriversProbe
             | Attr::Control => true,
-            Attr::Vfio(_, a) => *a != VfioAttr::Creatable,
+            Attr::Vfio(_, a) => matches!(a, VfioAttr::Current | VfioAttr::Params),
             Attr::ModuleInitstate(_) | Attr::Events | Attr::Requests => false,
         }
     }
@@ -145,28 +160,25 @@ impl Attr {
     }
 }
 
-/// Validates `vgpu_params`: blank clears, else comma-separated `key=value` with non-empty keys.
-fn parse_params(data: &[u8]) -> Result<String, Errno> {
-    let text = std::str::from_utf8(kparse::strip_newline(data)).map_err(|_| libc::EINVAL)?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(String::new());
+/// NVIDIA's `VGPU_CONFIG_PARAMS_MAX_LENGTH` (nvidia-vgpu-vfio): longer writes are `E2BIG`.
+pub const VGPU_PARAMS_MAX: usize = 1024;
+
+/// What NVIDIA's `vgpu_params_store` keeps of a write: `snprintf(params, count, "%s", buf)`
+/// holds at most `count - 1` bytes and stops at a NUL, so the last byte written is dropped
+/// (`frame_rate_limiter=0` stores `frame_rate_limiter=`; with a trailing `\n` it stores the
+/// value). No syntax check: nvidia-vgpu-mgr parses the text when the VM starts.
+fn stored_params(data: &[u8]) -> Result<String, Errno> {
+    if data.len() > VGPU_PARAMS_MAX {
+        return Err(libc::E2BIG);
     }
-    for item in text.split(',') {
-        let (k, _) = item.split_once('=').ok_or(libc::EINVAL)?;
-        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(libc::EINVAL);
-        }
-    }
-    Ok(text.to_string())
+    let kept = &data[..data.len().saturating_sub(1)];
+    let kept = kept.split(|&b| b == 0).next().unwrap_or(&[]);
+    Ok(String::from_utf8_lossy(kept).into_owned())
 }
 
+/// `vgpu_params_show`: `"%s\n"`, a lone newline when empty.
 fn params_text(p: &str) -> String {
-    if p.is_empty() {
-        String::new()
-    } else {
-        format!("{p}\n")
-    }
+    format!("{p}\n")
 }
 
 impl Model {
@@ -194,6 +206,11 @@ impl Model {
                         Role::Pf { autoprobe, .. } => format!("{}\n", u8::from(autoprobe)),
                         Role::Vf { .. } => return Err(libc::ENODEV),
                     },
+                    PciAttr::SriovOffset => format!("{}\n", spec.vf_offset),
+                    PciAttr::SriovStride => format!("{}\n", spec.vf_stride),
+                    PciAttr::SriovVfDevice => format!("{:x}\n", spec.vf_device),
+                    // Binary: served by `read_bytes`.
+                    PciAttr::Config => return Err(libc::EIO),
                 }
             }
             Attr::Type {
@@ -219,23 +236,7 @@ impl Model {
                 }
             }
             Attr::MdevParams(uuid) => params_text(&self.mdev(uuid).ok_or(libc::ENODEV)?.params),
-            Attr::Vfio(addr, a) => {
-                if !self.vfio_dir_visible(addr) {
-                    return Err(libc::ENODEV);
-                }
-                let slot = self
-                    .pci
-                    .get(addr)
-                    .and_then(|d| d.vgpu.as_ref())
-                    .ok_or(libc::ENODEV)?;
-                match a {
-                    VfioAttr::Creatable => self.creatable_text(addr),
-                    VfioAttr::Current => {
-                        format!("{}\n", slot.current.as_deref().unwrap_or("0"))
-                    }
-                    VfioAttr::Params => params_text(&slot.params),
-                }
-            }
+            Attr::Vfio(addr, a) => return self.read_vfio(addr, a),
             Attr::ModuleInitstate(_) => "live\n".to_string(),
             Attr::Events => self.events_text(),
             Attr::Requests => format!("{}\n", self.requests),
@@ -256,11 +257,7 @@ impl Model {
                 parent, type_id, ..
             } => self.write_create(parent, type_id, data),
             Attr::MdevRemove(uuid) => self.write_remove(uuid, data),
-            Attr::MdevParams(uuid) => done(parse_params(data).and_then(|p| {
-                let d = self.mdevs.get_mut(uuid).ok_or(libc::ENODEV)?;
-                d.params = p;
-                Ok(())
-            })),
+            Attr::MdevParams(uuid) => done(self.write_mdev_params(uuid, data)),
             Attr::Pci(addr, a) => done(match a {
                 PciAttr::DriverOverride => self.write_driver_override(addr, data),
                 PciAttr::SriovNumvfs => self.write_numvfs(addr, data),
@@ -271,28 +268,75 @@ impl Model {
                 if !self.vfio_dir_visible(addr) {
                     return done(Err(libc::ENODEV));
                 }
-                done(match a {
+                match a {
                     VfioAttr::Current => self.write_current_type(addr, data),
-                    VfioAttr::Params => parse_params(data).and_then(|p| {
-                        let slot = self
-                            .pci
-                            .get_mut(addr)
-                            .and_then(|d| d.vgpu.as_mut())
-                            .ok_or(libc::ENODEV)?;
-                        slot.params = p;
-                        Ok(())
-                    }),
-                    VfioAttr::Creatable => Err(libc::EACCES),
-                })
+                    VfioAttr::Params => done(self.write_vf_params(addr, data)),
+                    _ => done(Err(libc::EACCES)),
+                }
             }
             Attr::Driver(drv, a) => done(match a {
                 DriverAttr::Bind => self.write_bind(drv, data),
                 DriverAttr::Unbind => self.write_unbind(drv, data),
                 DriverAttr::NewId => self.write_new_id(drv, data),
+                DriverAttr::RemoveId => self.write_remove_id(drv, data),
             }),
             Attr::DriversProbe => done(self.write_drivers_probe(data)),
             Attr::Control => done(control::execute(self, data)),
             Attr::ModuleInitstate(_) | Attr::Events | Attr::Requests => done(Err(libc::EACCES)),
         }
+    }
+
+    /// The bytes of an attribute: the binary `config`, or the text of any other.
+    pub fn read_bytes(&self, attr: &Attr) -> Result<Vec<u8>, Errno> {
+        match attr {
+            Attr::Pci(addr, PciAttr::Config) => self.config_space(addr),
+            _ => self.read(attr).map(String::into_bytes),
+        }
+    }
+
+    /// A file of a kernel-6.8+ VF's `nvidia/`. As in the real L40S capture, a VF without a
+    /// vGPU reads `gpu_instance_id`, `placement_id`, `vgpu_params` and `warm_update` as empty
+    /// files (NVIDIA: they are only readable once a type is set).
+    fn read_vfio(&self, addr: &str, a: &VfioAttr) -> Result<String, Errno> {
+        if !self.vfio_dir_visible(addr) {
+            return Err(libc::ENODEV);
+        }
+        let slot = self
+            .pci
+            .get(addr)
+            .and_then(|d| d.vgpu.as_ref())
+            .ok_or(libc::ENODEV)?;
+        Ok(match a {
+            VfioAttr::Creatable => self.creatable_text(addr),
+            VfioAttr::Current => format!("{}\n", slot.current.as_deref().unwrap_or("0")),
+            VfioAttr::Params if slot.current.is_some() => params_text(&slot.params),
+            VfioAttr::Params
+            | VfioAttr::GpuInstanceId
+            | VfioAttr::PlacementId
+            | VfioAttr::WarmUpdate => String::new(),
+        })
+    }
+
+    /// `<uuid>/nvidia/vgpu_params`: `E2BIG` over the driver's limit, `EPERM` while a VM holds
+    /// the device (`usage_count != 0`), else the write minus its last byte is kept.
+    fn write_mdev_params(&mut self, uuid: &str, data: &[u8]) -> Result<(), Errno> {
+        let p = stored_params(data)?;
+        let d = self.mdevs.get_mut(uuid).ok_or(libc::ENODEV)?;
+        if d.held {
+            return Err(libc::EPERM);
+        }
+        d.params = p;
+        Ok(())
+    }
+
+    /// A kernel-6.8+ VF's `nvidia/vgpu_params`, with the mdev file's rules.
+    fn write_vf_params(&mut self, addr: &str, data: &[u8]) -> Result<(), Errno> {
+        let p = stored_params(data)?;
+        let d = self.pci.get_mut(addr).ok_or(libc::ENODEV)?;
+        if d.held {
+            return Err(libc::EPERM);
+        }
+        d.vgpu.as_mut().ok_or(libc::ENODEV)?.params = p;
+        Ok(())
     }
 }

@@ -2,15 +2,17 @@
 //!
 //! Follows drivers/vfio/mdev (`create_store`, `mdev_device_create`, `remove_store`): length and
 //! UUID checks first (`EINVAL`), then the global duplicate check (`EEXIST`), then the core's own
-//! instance count for drivers without an availability callback (`EUSERS`), then the vendor probe,
-//! where NVIDIA refuses a create it has no room for with `EINVAL`. NVIDIA time-slices a physical
-//! GPU between vGPUs of one framebuffer size, so capacity is computed over every mdev sharing the
-//! physical GPU: the PF's own (classic) or all its VFs' (SR-IOV, one vGPU per VF).
+//! per-parent count for drivers without `get_available` (`EUSERS`, kernel 6.1+), then the vendor
+//! probe: NVIDIA's resource manager refuses a create it has no room for and the vfio glue turns
+//! that into `EIO` (`nv_vgpu_vfio_create`); mtty and GVT-g refuse a full parent with `ENOSPC`.
+//! NVIDIA time-slices a physical GPU between vGPUs of one framebuffer size, so capacity is
+//! computed over every mdev sharing the physical GPU: the PF's own (classic) or all its VFs'
+//! (SR-IOV, one vGPU per VF).
 
 use std::time::Duration;
 
 use super::{Errno, Mdev, MdevState, Model, Role, WriteOutcome};
-use crate::host::{Kind, TypeSpec};
+use crate::host::{Available, Kind, TypeSpec};
 use crate::kparse;
 
 /// Instances of `t` still creatable when vGPUs of sizes `used` share its physical GPU.
@@ -61,12 +63,33 @@ impl Model {
                     nvidia_room(&self.shared_sizes(parent), t).min(1)
                 }
             }
-            _ => {
-                let used = self
-                    .mdevs
-                    .values()
-                    .filter(|d| d.parent == parent && d.type_id == type_id)
-                    .count();
+            _ => self.generic_room(gi, parent, t),
+        }
+    }
+
+    /// Room on a generic parent: a shared pool (the core's per-parent count, or the driver's
+    /// own like mtty's ports) or, without one, each type's own count.
+    fn generic_room(&self, gi: usize, parent: &str, t: &TypeSpec) -> u32 {
+        let spec = &self.gpus[gi].spec;
+        let here = self.mdevs.values().filter(|d| d.parent == parent);
+        match spec.pool {
+            Some(pool) => {
+                let used: u32 = here
+                    .map(|d| match spec.available {
+                        Available::Core => 1,
+                        Available::Driver => {
+                            self.type_of(parent, &d.type_id).map_or(1, |x| x.units)
+                        }
+                    })
+                    .sum();
+                let free = pool.saturating_sub(used);
+                match spec.available {
+                    Available::Core => free,
+                    Available::Driver => free / t.units.max(1),
+                }
+            }
+            None => {
+                let used = here.filter(|d| d.type_id == t.id).count();
                 t.max_instances
                     .saturating_sub(u32::try_from(used).unwrap_or(u32::MAX))
             }
@@ -97,8 +120,8 @@ impl Model {
         type_id: &str,
         data: &[u8],
     ) -> Result<(String, u64, Option<Duration>), Errno> {
-        let ok_len = data.len() == 36 || (data.len() == 37 && data[36] == b'\n');
-        if !ok_len {
+        // The kernel checks only the length and the first 36 bytes: any 37th byte passes.
+        if !(36..=37).contains(&data.len()) {
             return Err(libc::EINVAL);
         }
         let text = std::str::from_utf8(&data[..36]).map_err(|_| libc::EINVAL)?;
@@ -110,11 +133,17 @@ impl Model {
         if !self.parent_registered(parent) || self.type_of(parent, type_id).is_none() {
             return Err(libc::ENODEV);
         }
-        let kind = self.gpus[gi].spec.kind;
+        let spec = &self.gpus[gi].spec;
+        let core_counts = !spec.kind.is_nvidia() && spec.available == Available::Core;
         let room = self.available_instances(parent, type_id);
-        if !kind.is_nvidia() && room == 0 {
+        if core_counts && room == 0 {
             return Err(libc::EUSERS);
         }
+        let full_errno = if spec.kind.is_nvidia() {
+            libc::EIO
+        } else {
+            libc::ENOSPC
+        };
         if let Some(n) = self.create_eio.get_mut(parent) {
             *n -= 1;
             if *n == 0 {
@@ -123,7 +152,7 @@ impl Model {
             return Err(libc::EIO);
         }
         if room == 0 {
-            return Err(libc::EINVAL);
+            return Err(full_errno);
         }
         let delay = self.create_delay.get(parent).copied();
         let serial = self.alloc_serial();
@@ -169,7 +198,8 @@ impl Model {
     }
 
     /// A write to `<uuid>/remove`: any non-zero number removes, `0` does nothing, non-numbers
-    /// are `EINVAL`; a device already going away is `ENODEV`. A held device blocks the remove
+    /// are `EINVAL`; a device still being created is `EAGAIN` (`!mdev->active`), one already
+    /// going away `ENODEV`. A held device blocks the remove
     /// until release (or refuses it with `EBUSY` when the GPU has `remove_blocks = false`).
     pub(super) fn write_remove(&mut self, uuid: &str, data: &[u8]) -> WriteOutcome {
         let value = match kparse::kstrtoull(data) {
@@ -179,13 +209,12 @@ impl Model {
         if value == 0 {
             return WriteOutcome::Done(Ok(()));
         }
-        let Some(d) = self
-            .mdevs
-            .get(uuid)
-            .filter(|d| d.state != MdevState::Creating)
-        else {
+        let Some(d) = self.mdevs.get(uuid) else {
             return WriteOutcome::Done(Err(libc::ENODEV));
         };
+        if d.state == MdevState::Creating {
+            return WriteOutcome::Done(Err(libc::EAGAIN));
+        }
         if d.state == MdevState::Removing {
             return WriteOutcome::Done(Err(libc::ENODEV));
         }

@@ -44,6 +44,14 @@ pub enum WriteOutcome {
         /// Identifies this incarnation of the device.
         serial: u64,
     },
+    /// A clear of a kernel-6.8+ VF's `current_vgpu_type` while NVIDIA's driver still waits
+    /// for the vGPU task to exit: call [`Model::finish_clear`] after `delay`.
+    Waiting {
+        /// The VF.
+        addr: String,
+        /// How long the write blocks.
+        delay: Duration,
+    },
     /// A create on a parent with a `create-delay` fault: call [`Model::finish_create`] after
     /// `delay`; the device stays invisible but reserved until then.
     Delayed {
@@ -163,6 +171,7 @@ pub struct Model {
     mdevs: BTreeMap<String, Mdev>,
     dyn_ids: BTreeMap<String, BTreeSet<(u16, u16)>>,
     explicit_groups: BTreeSet<u32>,
+    vfio_pci_enable_sriov: bool,
     next_group: u32,
     next_serial: u64,
     create_eio: BTreeMap<String, u32>,
@@ -186,6 +195,7 @@ impl Model {
             mdevs: BTreeMap::new(),
             dyn_ids: BTreeMap::new(),
             explicit_groups,
+            vfio_pci_enable_sriov: host.vfio_pci_enable_sriov,
             next_group: 1,
             next_serial: 1,
             create_eio: BTreeMap::new(),
@@ -425,6 +435,9 @@ impl Model {
         }
         if self.modules.iter().any(|m| m == "vfio_pci") {
             out.insert("vfio-pci".to_string());
+        }
+        if self.modules.iter().any(|m| m == "pci_pf_stub") {
+            out.insert("pci-pf-stub".to_string());
         }
         out
     }

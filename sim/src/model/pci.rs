@@ -1,8 +1,11 @@
 //! PCI rules: SR-IOV enabling (`sriov_numvfs`) and driver binding.
 //!
-//! Follows drivers/pci/iov.c `sriov_numvfs_store` in its order of checks (`ERANGE` above the
-//! total, a no-op for the current count, `ENOENT` without a driver or without an
-//! `sriov_configure` callback, `EBUSY` when changing one non-zero count to another) and the
+//! Follows drivers/pci/iov.c `sriov_numvfs_store` in its order of checks (`EINVAL` when
+//! `kstrtou16` fails, `ERANGE` above the total, a no-op for the current count, `ENOENT` without
+//! a driver or without an `sriov_configure` callback, `EBUSY` when changing one non-zero count
+//! to another). Which drivers have the callback: `pci-pf-stub` (`pci_sriov_configure_simple`),
+//! `vfio-pci` only with its `enable_sriov` parameter, a GPU's own driver per `sriov_configurable`
+//! (NVIDIA's `nv_pci_driver` has none, hence `sriov-manage`). Also the driver core's
 //! driver core's `bind`/`unbind`/`new_id`/`drivers_probe`, where a device matches a driver by
 //! `driver_override` alone when it is set, else by the driver's own id table (here: the driver
 //! the host file gives the device) or ids added through `new_id`.
@@ -100,7 +103,7 @@ impl Model {
 
     /// A write to `sriov_numvfs`, checked in the kernel's order.
     pub(super) fn write_numvfs(&mut self, pf: &str, data: &[u8]) -> Result<(), Errno> {
-        let n = kparse::kstrtou16(data)?;
+        let n = kparse::kstrtou16(data).map_err(|_| libc::EINVAL)?;
         let dev = self.pci.get(pf).ok_or(libc::ENODEV)?;
         let spec = &self.gpus[dev.gpu].spec;
         let Role::Pf { numvfs, .. } = dev.role else {
@@ -118,7 +121,11 @@ impl Model {
         let configurable = if Some(driver) == spec.driver.as_ref() {
             spec.sriov_configurable
         } else {
-            driver == "vfio-pci" || driver == "pci-pf-stub"
+            match driver.as_str() {
+                "pci-pf-stub" => true,
+                "vfio-pci" => self.vfio_pci_enable_sriov,
+                _ => false,
+            }
         };
         if !configurable {
             return Err(libc::ENOENT);
@@ -212,21 +219,7 @@ impl Model {
     /// `drivers/<drv>/new_id`: `"vvvv dddd ..."` in hex; `EEXIST` if the driver already matches
     /// that id; then every unbound matching device is bound, as `driver_attach` does.
     pub(super) fn write_new_id(&mut self, drv: &str, data: &[u8]) -> Result<(), Errno> {
-        let text = String::from_utf8_lossy(kparse::strip_newline(data)).into_owned();
-        let mut fields = text.split_whitespace();
-        let mut hex = || {
-            fields.next().and_then(|f| {
-                let f = f
-                    .strip_prefix("0x")
-                    .or_else(|| f.strip_prefix("0X"))
-                    .unwrap_or(f);
-                u32::from_str_radix(f, 16).ok()
-            })
-        };
-        let (Some(vendor), Some(device)) = (hex(), hex()) else {
-            return Err(libc::EINVAL);
-        };
-        let id = ((vendor & 0xffff) as u16, (device & 0xffff) as u16);
+        let id = parse_id(data).ok_or(libc::EINVAL)?;
         let static_match = self
             .pci
             .values()
@@ -249,6 +242,51 @@ impl Model {
         Ok(())
     }
 
+    /// `drivers/<drv>/remove_id`: `"vvvv dddd"` in hex; `ENODEV` unless `new_id` added it.
+    /// Devices already bound stay bound (the kernel does not unbind them).
+    pub(super) fn write_remove_id(&mut self, drv: &str, data: &[u8]) -> Result<(), Errno> {
+        let id = parse_id(data).ok_or(libc::EINVAL)?;
+        let removed = self.dyn_ids.get_mut(drv).is_some_and(|ids| ids.remove(&id));
+        if removed {
+            Ok(())
+        } else {
+            Err(libc::ENODEV)
+        }
+    }
+
+    /// The binary `config` of a function: a type-0 header and, on a PF with SR-IOV, the SR-IOV
+    /// extended capability at 0x100 with the First VF Offset and VF Stride the VFs follow
+    /// (PCIe spec 9.3.3; the kernel computes VF addresses from them). A VF reads vendor and
+    /// device as 0xffff there, as real VFs do (the A2 VF capture).
+    pub(super) fn config_space(&self, addr: &str) -> Result<Vec<u8>, Errno> {
+        let d = self.pci.get(addr).ok_or(libc::ENODEV)?;
+        let spec = &self.gpus[d.gpu].spec;
+        let mut c = vec![0u8; 4096];
+        let put16 =
+            |c: &mut Vec<u8>, at: usize, v: u16| c[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        let (vendor, device) = match d.role {
+            Role::Vf { .. } => (0xffff, 0xffff),
+            Role::Pf { .. } => (d.vendor, d.device),
+        };
+        put16(&mut c, 0x00, vendor);
+        put16(&mut c, 0x02, device);
+        put16(&mut c, 0x06, 0x0010); // status: capabilities list
+        c[0x09..0x0c].copy_from_slice(&d.class.to_le_bytes()[..3]);
+        c[0x34] = 0x40;
+        c[0x40..0x44].copy_from_slice(&[0x10, 0x00, 0x02, 0x00]); // PCI Express capability v2
+        if let (Role::Pf { numvfs, .. }, true) = (&d.role, spec.kind.has_sriov()) {
+            c[0x100..0x104].copy_from_slice(&0x0001_0010u32.to_le_bytes());
+            put16(&mut c, 0x108, u16::from(*numvfs > 0)); // control: VF Enable
+            put16(&mut c, 0x10c, spec.totalvfs);
+            put16(&mut c, 0x10e, spec.totalvfs);
+            put16(&mut c, 0x110, *numvfs);
+            put16(&mut c, 0x114, spec.vf_offset);
+            put16(&mut c, 0x116, spec.vf_stride);
+            put16(&mut c, 0x11a, spec.vf_device);
+        }
+        Ok(c)
+    }
+
     /// `sys/bus/pci/drivers_probe`: binds an unbound device to the driver a probe finds (if
     /// none matches the write still succeeds, as in the kernel).
     pub(super) fn write_drivers_probe(&mut self, data: &[u8]) -> Result<(), Errno> {
@@ -262,4 +300,20 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// A `"vvvv dddd ..."` id as `new_id` and `remove_id` take it (hex, optional `0x`).
+fn parse_id(data: &[u8]) -> Option<(u16, u16)> {
+    let text = String::from_utf8_lossy(kparse::strip_newline(data)).into_owned();
+    let mut fields = text.split_whitespace().map(|f| {
+        let f = f
+            .strip_prefix("0x")
+            .or_else(|| f.strip_prefix("0X"))
+            .unwrap_or(f);
+        u32::from_str_radix(f, 16).ok()
+    });
+    let (Some(Some(vendor)), Some(Some(device))) = (fields.next(), fields.next()) else {
+        return None;
+    };
+    Some(((vendor & 0xffff) as u16, (device & 0xffff) as u16))
 }

@@ -52,6 +52,7 @@ const GIM: &str = r#"
 [[gpu]]
 address = "0000:04:00.0"
 kind = "amd-gim"
+gim = "old"
 numvfs = 2
 "#;
 
@@ -109,6 +110,52 @@ fn read(m: &Model, attr: Attr) -> String {
     m.read(&attr).expect("attribute is readable")
 }
 
+/// The id of the type called `name` on `parent`.
+fn type_named(m: &Model, parent: &str, name: &str) -> String {
+    m.parent_types(parent)
+        .iter()
+        .find(|t| t.name.as_deref() == Some(name))
+        .map(|t| t.id.clone())
+        .unwrap_or_else(|| panic!("{parent} has no type {name}"))
+}
+
+fn drv_write(m: &mut Model, drv: &str, a: DriverAttr, v: &str) -> Result<(), Errno> {
+    match m.write(&Attr::Driver(drv.into(), a), v.as_bytes()) {
+        WriteOutcome::Done(r) => r,
+        other => panic!("driver write did not finish: {other:?}"),
+    }
+}
+
+/// NVIDIA's `sriov-manage -e` through sysfs alone: nvidia -> pci-pf-stub, enable every VF,
+/// back to nvidia, then each VF bound to nvidia.
+fn sriov_manage_enable(m: &mut Model, pf: &str, id: &str) {
+    assert_eq!(drv_write(m, "nvidia", DriverAttr::Unbind, pf), Ok(()));
+    assert_eq!(drv_write(m, "pci-pf-stub", DriverAttr::NewId, id), Ok(()));
+    let total = read(m, Attr::Pci(pf.into(), PciAttr::SriovTotalvfs));
+    assert_eq!(pci_write(m, pf, PciAttr::SriovNumvfs, &total), done(Ok(())));
+    assert_eq!(drv_write(m, "pci-pf-stub", DriverAttr::Unbind, pf), Ok(()));
+    assert_eq!(
+        drv_write(m, "pci-pf-stub", DriverAttr::RemoveId, id),
+        Ok(())
+    );
+    assert_eq!(drv_write(m, "nvidia", DriverAttr::Bind, pf), Ok(()));
+    let vfs: Vec<String> = m
+        .pci_devices()
+        .filter(|d| matches!(&d.role, Role::Vf { pf: p, .. } if p == pf))
+        .map(|d| d.address.clone())
+        .collect();
+    for vf in vfs {
+        let bound = m.pci_device(&vf).and_then(|d| d.driver.clone());
+        if bound.as_deref() == Some("nvidia") {
+            continue;
+        }
+        if let Some(other) = bound {
+            assert_eq!(drv_write(m, &other, DriverAttr::Unbind, &vf), Ok(()));
+        }
+        assert_eq!(drv_write(m, "nvidia", DriverAttr::Bind, &vf), Ok(()));
+    }
+}
+
 // ----- mdev create -----
 
 #[test]
@@ -139,13 +186,19 @@ fn create_of_wrong_length_is_einval() {
 }
 
 #[test]
-fn create_of_37_bytes_needs_a_trailing_newline() {
+fn create_of_37_bytes_accepts_any_last_byte() {
     let (mut m, _) = model(P40);
     let data = format!("{} ", uuid(1));
     assert_eq!(
         write_create(&mut m, PF, "nvidia-46", data.as_bytes()),
-        done(Err(libc::EINVAL))
+        done(Ok(()))
     );
+    let data = format!("{}x", uuid(2));
+    assert_eq!(
+        write_create(&mut m, PF, "nvidia-46", data.as_bytes()),
+        done(Ok(()))
+    );
+    assert_eq!(remove(&mut m, 1, "1"), done(Ok(())));
     assert_eq!(
         write_create(&mut m, PF, "nvidia-46", uuid(1).as_bytes()),
         done(Ok(()))
@@ -182,18 +235,45 @@ fn create_with_uuid_live_under_other_parent_is_eexist() {
 }
 
 #[test]
-fn create_on_nvidia_without_capacity_is_einval() {
+fn create_on_nvidia_without_capacity_is_eio() {
     let (mut m, _) = model(P40);
     assert_eq!(create(&mut m, PF, "nvidia-53", 1), Ok(()));
     assert_eq!(m.available_instances(PF, "nvidia-53"), 0);
-    assert_eq!(create(&mut m, PF, "nvidia-53", 2), Err(libc::EINVAL));
+    assert_eq!(create(&mut m, PF, "nvidia-53", 2), Err(libc::EIO));
 }
 
 #[test]
-fn create_on_generic_parent_without_capacity_is_eusers() {
+fn create_on_a_full_parent_whose_driver_counts_is_enospc() {
     let (mut m, _) = model(MTTY);
     assert_eq!(create(&mut m, "mtty", "mtty-2", 1), Ok(()));
-    assert_eq!(create(&mut m, "mtty", "mtty-2", 2), Err(libc::EUSERS));
+    assert_eq!(create(&mut m, "mtty", "mtty-2", 2), Err(libc::ENOSPC));
+}
+
+#[test]
+fn create_on_a_full_parent_counted_by_the_core_is_eusers_per_parent() {
+    let (mut m, _) = model(
+        "[[gpu]]\nkind = \"mdev\"\nname = \"mdpy\"\navailable = \"core\"\npool = 2\ntypes = [{ id = \"mdpy-vga\" }, { id = \"mdpy-xga\" }]\n",
+    );
+    assert_eq!(create(&mut m, "mdpy", "mdpy-vga", 1), Ok(()));
+    assert_eq!(m.available_instances("mdpy", "mdpy-xga"), 1);
+    assert_eq!(create(&mut m, "mdpy", "mdpy-xga", 2), Ok(()));
+    assert_eq!(m.available_instances("mdpy", "mdpy-vga"), 0);
+    assert_eq!(create(&mut m, "mdpy", "mdpy-vga", 3), Err(libc::EUSERS));
+}
+
+#[test]
+fn mtty_types_share_one_pool_of_24_ports() {
+    let (mut m, _) = model("[[gpu]]\nkind = \"mdev\"\nname = \"mtty\"\n");
+    assert_eq!(m.available_instances("mtty", "mtty-2"), 12);
+    for n in 1..=11 {
+        assert_eq!(create(&mut m, "mtty", "mtty-2", n), Ok(()));
+    }
+    assert_eq!(m.available_instances("mtty", "mtty-1"), 2);
+    assert_eq!(create(&mut m, "mtty", "mtty-1", 20), Ok(()));
+    assert_eq!(m.available_instances("mtty", "mtty-2"), 0);
+    assert_eq!(create(&mut m, "mtty", "mtty-2", 21), Err(libc::ENOSPC));
+    assert_eq!(create(&mut m, "mtty", "mtty-1", 22), Ok(()));
+    assert_eq!(create(&mut m, "mtty", "mtty-1", 23), Err(libc::ENOSPC));
 }
 
 #[test]
@@ -209,16 +289,16 @@ fn nvidia_first_vgpu_zeroes_types_of_other_sizes() {
     assert_eq!(create(&mut m, PF, "nvidia-47", 1), Ok(()));
     assert_eq!(m.available_instances(PF, "nvidia-46"), 0);
     assert_eq!(m.available_instances(PF, "nvidia-53"), 0);
-    assert_eq!(create(&mut m, PF, "nvidia-46", 2), Err(libc::EINVAL));
+    assert_eq!(create(&mut m, PF, "nvidia-46", 2), Err(libc::EIO));
 }
 
 #[test]
 fn nvidia_same_size_type_of_other_series_shares_capacity() {
     let (mut m, _) = model(P40);
-    // nvidia-47 is P40-2Q, nvidia-55 is P40-2B: both 2 GB, 12 per GPU.
+    // nvidia-47 is P40-2Q, nvidia-156 is P40-2B: both 2 GB, 12 per GPU.
     assert_eq!(create(&mut m, PF, "nvidia-47", 1), Ok(()));
-    assert_eq!(m.available_instances(PF, "nvidia-55"), 11);
-    assert_eq!(create(&mut m, PF, "nvidia-55", 2), Ok(()));
+    assert_eq!(m.available_instances(PF, "nvidia-156"), 11);
+    assert_eq!(create(&mut m, PF, "nvidia-156", 2), Ok(()));
     assert_eq!(m.available_instances(PF, "nvidia-47"), 10);
 }
 
@@ -260,6 +340,7 @@ fn delayed_create_is_invisible_but_reserved_until_finished() {
     assert!(m.mdev(&u).is_none());
     assert_eq!(m.available_instances("mtty", "mtty-2"), 0);
     assert_eq!(create(&mut m, "mtty", "mtty-1", 1), Err(libc::EEXIST));
+    assert_eq!(remove(&mut m, 1, "1"), done(Err(libc::EAGAIN)));
     assert_eq!(m.finish_create(&u, serial), Ok(()));
     assert!(m.mdev(&u).is_some());
 }
@@ -440,26 +521,28 @@ fn hold_of_an_unknown_device_is_enoent() {
 }
 
 #[test]
-fn vgpu_params_accept_key_values_and_blank_clears() {
+fn vgpu_params_keep_all_but_the_last_byte_written() {
     let (mut m, _) = model(P40);
     assert_eq!(create(&mut m, PF, "nvidia-46", 1), Ok(()));
     let a = Attr::MdevParams(uuid(1));
-    assert_eq!(
-        m.write(&a, b"frame_rate_limiter=0,disable_vnc=1\n"),
-        done(Ok(()))
-    );
-    assert_eq!(read(&m, a.clone()), "frame_rate_limiter=0,disable_vnc=1\n");
-    assert_eq!(m.write(&a, b" \n"), done(Ok(())));
-    assert_eq!(read(&m, a), "");
+    assert_eq!(read(&m, a.clone()), "\n", "empty reads as a lone newline");
+    assert_eq!(m.write(&a, b"frame_rate_limiter=0\n"), done(Ok(())));
+    assert_eq!(read(&m, a.clone()), "frame_rate_limiter=0\n");
+    assert_eq!(m.write(&a, b"frame_rate_limiter=0"), done(Ok(())));
+    assert_eq!(read(&m, a.clone()), "frame_rate_limiter=\n");
+    assert_eq!(m.write(&a, b"no syntax check\n"), done(Ok(())));
+    assert_eq!(read(&m, a), "no syntax check\n");
 }
 
 #[test]
-fn vgpu_params_without_key_value_form_are_einval() {
+fn vgpu_params_over_the_driver_limit_are_e2big_and_held_devices_eperm() {
     let (mut m, _) = model(P40);
     assert_eq!(create(&mut m, PF, "nvidia-46", 1), Ok(()));
     let a = Attr::MdevParams(uuid(1));
-    assert_eq!(m.write(&a, b"frame_rate_limiter"), done(Err(libc::EINVAL)));
-    assert_eq!(m.write(&a, b"=0"), done(Err(libc::EINVAL)));
+    assert_eq!(m.write(&a, &[b'a'; 1024]), done(Ok(())));
+    assert_eq!(m.write(&a, &[b'a'; 1025]), done(Err(libc::E2BIG)));
+    assert_eq!(m.hold(&uuid(1)), Ok(()));
+    assert_eq!(m.write(&a, b"x=1\n"), done(Err(libc::EPERM)));
 }
 
 // ----- registration, plug, unplug -----
@@ -531,28 +614,30 @@ fn unbinding_a_classic_gpu_unregisters_it_and_drops_its_mdevs() {
 fn nvidia_sriov_each_vf_hosts_at_most_one_vgpu() {
     let (mut m, _) = model(A10);
     let vf = "0000:41:00.4";
-    let q4 = m.parent_types(vf)[3].id.clone(); // A10-4Q
+    let q4 = type_named(&m, vf, "NVIDIA A10-4Q");
     assert_eq!(m.available_instances(vf, &q4), 1);
     assert_eq!(create(&mut m, vf, &q4, 1), Ok(()));
     assert_eq!(m.available_instances(vf, &q4), 0);
-    assert_eq!(create(&mut m, vf, &q4, 2), Err(libc::EINVAL));
+    assert_eq!(create(&mut m, vf, &q4, 2), Err(libc::EIO));
 }
 
 #[test]
 fn nvidia_sriov_size_rule_spans_sibling_vfs() {
     let (mut m, _) = model(A10);
-    let types = m.parent_types("0000:41:00.4").to_vec();
-    let (q4, q2) = (types[3].id.clone(), types[1].id.clone()); // 4Q, 2Q
+    let q4 = type_named(&m, "0000:41:00.4", "NVIDIA A10-4Q");
+    let q2 = type_named(&m, "0000:41:00.4", "NVIDIA A10-2Q");
+    let c4 = type_named(&m, "0000:41:00.4", "NVIDIA A10-4C");
     assert_eq!(create(&mut m, "0000:41:00.4", &q4, 1), Ok(()));
     assert_eq!(m.available_instances("0000:41:00.5", &q2), 0);
     assert_eq!(m.available_instances("0000:41:00.5", &q4), 1);
-    assert_eq!(create(&mut m, "0000:41:00.5", &q2, 2), Err(libc::EINVAL));
+    assert_eq!(m.available_instances("0000:41:00.5", &c4), 1);
+    assert_eq!(create(&mut m, "0000:41:00.5", &q2, 2), Err(libc::EIO));
 }
 
 #[test]
 fn nvidia_sriov_vfs_drop_to_zero_when_the_pf_is_full() {
     let (mut m, _) = model(A10);
-    let q12 = m.parent_types("0000:41:00.4")[6].id.clone(); // 12Q: 2 per GPU
+    let q12 = type_named(&m, "0000:41:00.4", "NVIDIA A10-12Q"); // 2 per GPU
     assert_eq!(create(&mut m, "0000:41:00.4", &q12, 1), Ok(()));
     assert_eq!(create(&mut m, "0000:41:00.5", &q12, 2), Ok(()));
     assert_eq!(m.available_instances("0000:41:00.6", &q12), 0);
@@ -560,14 +645,95 @@ fn nvidia_sriov_vfs_drop_to_zero_when_the_pf_is_full() {
 
 #[test]
 fn nvidia_sriov_vfs_are_parents_only_once_enabled() {
-    let (mut m, _) = model(&A10.replace("numvfs = 4", "numvfs = 0"));
+    let (mut m, _) = model(&A10.replace("numvfs = 4", "numvfs = 0\ntotalvfs = 2"));
     assert!(m.parents().is_empty());
-    let pf = "0000:41:00.0";
+    sriov_manage_enable(&mut m, "0000:41:00.0", "10de 2236");
+    assert_eq!(m.parents(), ["0000:41:00.4", "0000:41:00.5"]);
+}
+
+#[test]
+fn nvidia_pf_bound_to_nvidia_has_no_sriov_configure() {
+    let (mut m, _) = model(&A10.replace("numvfs = 4", "numvfs = 0"));
     assert_eq!(
-        pci_write(&mut m, pf, PciAttr::SriovNumvfs, "2\n"),
+        pci_write(&mut m, "0000:41:00.0", PciAttr::SriovNumvfs, "2"),
+        done(Err(libc::ENOENT))
+    );
+}
+
+#[test]
+fn sriov_manage_flow_leaves_kernel_6_8_vfs_with_their_nvidia_dir() {
+    let (mut m, _) = model(&L40S.replace("numvfs = 3", "numvfs = 0\ntotalvfs = 4"));
+    let pf = "0000:c1:00.0";
+    sriov_manage_enable(&mut m, pf, "10de 26b9");
+    assert_eq!(read(&m, Attr::Pci(pf.into(), PciAttr::SriovNumvfs)), "4\n");
+    assert!(m.vfio_dir_visible("0000:c1:00.7"));
+    assert_eq!(
+        m.pci_device(pf).and_then(|d| d.driver.clone()).as_deref(),
+        Some("nvidia")
+    );
+    // Unbinding the PF from nvidia keeps its VFs; `sriov-manage -d` is the reverse flow.
+    assert_eq!(drv_write(&mut m, "nvidia", DriverAttr::Unbind, pf), Ok(()));
+    assert!(m.pci_device("0000:c1:00.4").is_some());
+    assert_eq!(
+        drv_write(&mut m, "pci-pf-stub", DriverAttr::NewId, "10de 26b9"),
+        Ok(())
+    );
+    assert_eq!(
+        pci_write(&mut m, pf, PciAttr::SriovNumvfs, "0"),
         done(Ok(()))
     );
-    assert_eq!(m.parents(), ["0000:41:00.4", "0000:41:00.5"]);
+    assert!(m.pci_device("0000:c1:00.4").is_none());
+    assert_eq!(
+        drv_write(&mut m, "pci-pf-stub", DriverAttr::RemoveId, "10de 26b9"),
+        Ok(())
+    );
+    assert_eq!(
+        drv_write(&mut m, "pci-pf-stub", DriverAttr::RemoveId, "10de 26b9"),
+        Err(libc::ENODEV)
+    );
+}
+
+#[test]
+fn vfio_pci_configures_sriov_only_with_enable_sriov() {
+    for (flag, want) in [("", libc::ENOENT), ("vfio_pci_enable_sriov = true\n", 0)] {
+        let (mut m, _) = model(&format!("{flag}{NIC}"));
+        let pf = "0000:05:00.0";
+        assert_eq!(drv_write(&mut m, "i915", DriverAttr::Unbind, pf), Ok(()));
+        assert_eq!(
+            pci_write(&mut m, pf, PciAttr::DriverOverride, "vfio-pci"),
+            done(Ok(()))
+        );
+        assert_eq!(drv_write(&mut m, "vfio-pci", DriverAttr::Bind, pf), Ok(()));
+        let got = match pci_write(&mut m, pf, PciAttr::SriovNumvfs, "2") {
+            WriteOutcome::Done(r) => r.err().unwrap_or(0),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, want, "{flag:?}");
+    }
+}
+
+#[test]
+fn pf_config_space_carries_the_sriov_capability() {
+    let (m, _) = model(&A10.replace("numvfs = 4", "numvfs = 0\nvf_offset = 8\nvf_stride = 2"));
+    let c = m
+        .read_bytes(&Attr::Pci("0000:41:00.0".into(), PciAttr::Config))
+        .expect("config");
+    assert_eq!(c.len(), 4096);
+    assert_eq!(&c[0..4], &[0xde, 0x10, 0x36, 0x22]);
+    assert_eq!(&c[0x100..0x104], &0x0001_0010u32.to_le_bytes());
+    assert_eq!(&c[0x114..0x118], &[8, 0, 2, 0]);
+    assert_eq!(
+        read(&m, Attr::Pci("0000:41:00.0".into(), PciAttr::SriovOffset)),
+        "8\n"
+    );
+    assert_eq!(
+        read(&m, Attr::Pci("0000:41:00.0".into(), PciAttr::SriovStride)),
+        "2\n"
+    );
+    assert_eq!(
+        read(&m, Attr::Pci("0000:41:00.0".into(), PciAttr::SriovVfDevice)),
+        "2236\n"
+    );
 }
 
 // ----- SR-IOV -----
@@ -608,6 +774,11 @@ fn sriov_numvfs_of_a_non_number_is_einval() {
     let (mut m, _) = model(NIC);
     assert_eq!(
         pci_write(&mut m, "0000:05:00.0", PciAttr::SriovNumvfs, "two"),
+        done(Err(libc::EINVAL))
+    );
+    // kstrtou16 fails on 65536 and sriov_numvfs_store turns any failure into EINVAL.
+    assert_eq!(
+        pci_write(&mut m, "0000:05:00.0", PciAttr::SriovNumvfs, "65536"),
         done(Err(libc::EINVAL))
     );
 }
@@ -685,6 +856,11 @@ fn sriov_autoprobe_off_leaves_new_vfs_unbound() {
     assert_eq!(
         pci_write(&mut m, pf, PciAttr::SriovAutoprobe, "0\n"),
         done(Ok(()))
+    );
+    assert_eq!(drv_write(&mut m, "nvidia", DriverAttr::Unbind, pf), Ok(()));
+    assert_eq!(
+        drv_write(&mut m, "pci-pf-stub", DriverAttr::NewId, "10de 2236"),
+        Ok(())
     );
     assert_eq!(
         pci_write(&mut m, pf, PciAttr::SriovNumvfs, "1"),
@@ -797,7 +973,7 @@ fn driver_override_cleared_by_a_newline_reads_null() {
 fn new_id_binds_every_unbound_matching_device() {
     let (mut m, _) = model(GIM);
     let new_id = Attr::Driver("vfio-pci".into(), DriverAttr::NewId);
-    assert_eq!(m.write(&new_id, b"1002 74a1\n"), done(Ok(())));
+    assert_eq!(m.write(&new_id, b"1002 6929\n"), done(Ok(())));
     for vf in ["0000:04:00.4", "0000:04:00.5"] {
         assert_eq!(
             m.pci_device(vf).and_then(|d| d.driver.clone()).as_deref(),
@@ -808,9 +984,10 @@ fn new_id_binds_every_unbound_matching_device() {
         m.pci_device("0000:04:00.0")
             .and_then(|d| d.driver.clone())
             .as_deref(),
-        Some("gim")
+        Some("vfio-pci"),
+        "the old GIM's PF has no driver, so it matches too"
     );
-    assert_eq!(m.write(&new_id, b"1002 74a1\n"), done(Err(libc::EEXIST)));
+    assert_eq!(m.write(&new_id, b"1002 6929\n"), done(Err(libc::EEXIST)));
 }
 
 #[test]
@@ -830,32 +1007,53 @@ fn vfio_creatable_types_use_nvidia_format() {
     let text = read(&m, Attr::Vfio("0000:c1:00.4".into(), VfioAttr::Creatable));
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("ID    : vGPU Name"));
-    assert_eq!(lines.next(), Some("964   : NVIDIA L40S-1Q"));
+    assert_eq!(lines.next(), Some("1145  : NVIDIA L40S-1B"));
+    assert_eq!(text.lines().last(), Some("2164  : NVIDIA L40S-3B"));
 }
 
 #[test]
 fn vfio_current_type_reads_zero_when_free_and_the_id_once_set() {
     let (mut m, _) = model(L40S);
-    let cur = Attr::Vfio("0000:c1:00.4".into(), VfioAttr::Current);
+    let vf = "0000:c1:00.4";
+    let cur = Attr::Vfio(vf.into(), VfioAttr::Current);
     assert_eq!(read(&m, cur.clone()), "0\n");
-    assert_eq!(m.write(&cur, b"967\n"), done(Ok(())));
-    assert_eq!(read(&m, cur), "967\n");
+    assert_eq!(read(&m, Attr::Vfio(vf.into(), VfioAttr::Params)), "");
+    assert_eq!(m.write(&cur, b"1150\n"), done(Ok(())));
+    assert_eq!(read(&m, cur), "1150\n");
+    assert_eq!(read(&m, Attr::Vfio(vf.into(), VfioAttr::Params)), "\n");
+    assert_eq!(read(&m, Attr::Vfio(vf.into(), VfioAttr::PlacementId)), "");
 }
 
 #[test]
-fn vfio_current_type_not_in_creatable_is_einval() {
+fn vfio_current_type_is_decimal_and_uncreatable_ids_are_eio() {
     let (mut m, _) = model(L40S);
     let cur = Attr::Vfio("0000:c1:00.4".into(), VfioAttr::Current);
-    assert_eq!(m.write(&cur, b"12345"), done(Err(libc::EINVAL)));
+    assert_eq!(m.write(&cur, b"12345"), done(Err(libc::EIO)));
     assert_eq!(m.write(&cur, b"L40S-4Q"), done(Err(libc::EINVAL)));
+    assert_eq!(m.write(&cur, b"0x47e"), done(Err(libc::EINVAL)));
+    assert_eq!(
+        m.write(&cur, b"01150\n"),
+        done(Ok(())),
+        "a leading 0 is still decimal"
+    );
+}
+
+#[test]
+fn vfio_clear_without_a_vgpu_and_a_second_type_are_eperm() {
+    let (mut m, _) = model(L40S);
+    let cur = Attr::Vfio("0000:c1:00.4".into(), VfioAttr::Current);
+    assert_eq!(m.write(&cur, b"0"), done(Err(libc::EPERM)));
+    assert_eq!(m.write(&cur, b"1150"), done(Ok(())));
+    assert_eq!(m.write(&cur, b"1150"), done(Err(libc::EPERM)));
+    assert_eq!(m.write(&cur, b"0\n"), done(Ok(())));
 }
 
 #[test]
 fn vfio_creatable_types_shrink_with_siblings_and_empty_a_configured_vf() {
     let (mut m, _) = model(L40S);
-    // 973 is L40S-48Q: the whole card.
+    // 1156 is L40S-48Q: the whole card.
     let cur = |vf: &str| Attr::Vfio(vf.into(), VfioAttr::Current);
-    assert_eq!(m.write(&cur("0000:c1:00.4"), b"973"), done(Ok(())));
+    assert_eq!(m.write(&cur("0000:c1:00.4"), b"1156"), done(Ok(())));
     assert_eq!(
         read(&m, Attr::Vfio("0000:c1:00.5".into(), VfioAttr::Creatable)),
         "ID    : vGPU Name\n"
@@ -864,45 +1062,62 @@ fn vfio_creatable_types_shrink_with_siblings_and_empty_a_configured_vf() {
         read(&m, Attr::Vfio("0000:c1:00.4".into(), VfioAttr::Creatable)),
         "ID    : vGPU Name\n"
     );
-    assert_eq!(
-        m.write(&cur("0000:c1:00.5"), b"964"),
-        done(Err(libc::EINVAL))
-    );
+    assert_eq!(m.write(&cur("0000:c1:00.5"), b"1147"), done(Err(libc::EIO)));
 }
 
 #[test]
 fn vfio_sibling_of_same_size_keeps_its_share() {
     let (mut m, _) = model(L40S);
     let cur = |vf: &str| Attr::Vfio(vf.into(), VfioAttr::Current);
-    assert_eq!(m.write(&cur("0000:c1:00.4"), b"972"), done(Ok(()))); // 24Q: 2 per card
+    assert_eq!(m.write(&cur("0000:c1:00.4"), b"1155"), done(Ok(()))); // 24Q: 2 per card
     let ids: Vec<String> = m
         .creatable_types("0000:c1:00.5")
         .iter()
         .map(|t| t.id.clone())
         .collect();
-    assert_eq!(ids, ["972"]);
+    assert_eq!(ids, ["1155", "1165"], "24Q and 24A");
 }
 
 #[test]
-fn vfio_write_while_held_is_ebusy() {
+fn vfio_write_while_held_is_eperm() {
     let (mut m, _) = model(L40S);
     let cur = Attr::Vfio("0000:c1:00.4".into(), VfioAttr::Current);
-    assert_eq!(m.write(&cur, b"964"), done(Ok(())));
+    assert_eq!(m.write(&cur, b"1147"), done(Ok(())));
     assert_eq!(m.hold("0000:c1:00.4"), Ok(()));
-    assert_eq!(m.write(&cur, b"0"), done(Err(libc::EBUSY)));
+    assert_eq!(m.write(&cur, b"0"), done(Err(libc::EPERM)));
 }
 
 #[test]
-fn vfio_clear_within_reset_busy_window_is_ebusy() {
-    let (mut m, t0) = model(L40S);
-    let cur = Attr::Vfio("0000:c1:00.4".into(), VfioAttr::Current);
-    assert_eq!(m.write(&cur, b"964"), done(Ok(())));
-    assert_eq!(m.hold("0000:c1:00.4"), Ok(()));
-    assert_eq!(m.release("0000:c1:00.4"), Ok(()));
-    m.advance(t0 + Duration::from_millis(999));
-    assert_eq!(m.write(&cur, b"0"), done(Err(libc::EBUSY)));
+fn vfio_clear_within_reset_busy_window_waits_then_succeeds_or_is_ebusy() {
+    let (mut m, t0) = model(&L40S.replace(
+        "reset_busy_ms = 1000",
+        "reset_busy_ms = 1000\nexit_timeout_ms = 300",
+    ));
+    let vf = "0000:c1:00.4";
+    let cur = Attr::Vfio(vf.into(), VfioAttr::Current);
+    assert_eq!(m.write(&cur, b"1147"), done(Ok(())));
+    assert_eq!(m.hold(vf), Ok(()));
+    assert_eq!(m.release(vf), Ok(()));
+    assert_eq!(
+        m.write(&cur, b"0"),
+        WriteOutcome::Waiting {
+            addr: vf.into(),
+            delay: Duration::from_millis(300)
+        }
+    );
+    m.advance(t0 + Duration::from_millis(300));
+    assert_eq!(m.finish_clear(vf), Err(libc::EBUSY));
+    m.advance(t0 + Duration::from_millis(800));
+    assert_eq!(
+        m.write(&cur, b"0"),
+        WriteOutcome::Waiting {
+            addr: vf.into(),
+            delay: Duration::from_millis(200)
+        }
+    );
     m.advance(t0 + Duration::from_millis(1000));
-    assert_eq!(m.write(&cur, b"0"), done(Ok(())));
+    assert_eq!(m.finish_clear(vf), Ok(()));
+    assert_eq!(read(&m, cur), "0\n");
 }
 
 #[test]

@@ -3,12 +3,13 @@
 //! Without mdev, a vGPU is a VF with a type written to `current_vgpu_type`. What a VF may take
 //! depends on its siblings: the physical GPU still hosts one framebuffer size at a time, so
 //! `creatable_vgpu_types` lists only the types that fit now and shrinks to its header on a full
-//! card. Writes fail `EBUSY` while a VM holds the VF, and clearing (`0`) also fails `EBUSY` for
-//! `reset_busy_ms` after the VM let go, as the driver is still tearing the vGPU down then.
+//! card. Writes fail `EPERM` while a VM holds the VF (NVIDIA's `usage_count` check), and a
+//! clear (`0`) right after the VM let go waits for the driver's vGPU task like the real driver
+//! (`VGPU_EXIT_TIMEOUT_MILLISECONDS`) before it succeeds or fails `EBUSY`.
 
 use std::time::Duration;
 
-use super::{Errno, Model, Role};
+use super::{Errno, Model, Role, WriteOutcome};
 use crate::host::{Kind, TypeSpec};
 use crate::kparse;
 
@@ -79,30 +80,81 @@ impl Model {
         s
     }
 
-    /// A write to `current_vgpu_type`.
-    pub(super) fn write_current_type(&mut self, addr: &str, data: &[u8]) -> Result<(), Errno> {
-        let value = kparse::kstrtoull(data).map_err(|_| libc::EINVAL)?;
-        let dev = self.pci.get(addr).ok_or(libc::ENODEV)?;
-        let busy_for = Duration::from_millis(self.gpus[dev.gpu].spec.reset_busy_ms);
+    /// A write to `current_vgpu_type`, as NVIDIA's proprietary vfio-pci-core driver decides
+    /// it: `kstrtol(buf, 10)` (`EINVAL`); `EPERM` while a VM holds the VF (`usage_count`);
+    /// `0` on a VF without a vGPU `EPERM` ("No vGPU exists"); a type on a VF that has one
+    /// `EPERM`; a type that cannot be created now `EIO` (the resource manager refuses it).
+    /// Clearing within `reset_busy_ms` of the release waits for the vGPU task like the driver
+    /// (up to `exit_timeout_ms`), then succeeds or fails `EBUSY`.
+    pub(super) fn write_current_type(&mut self, addr: &str, data: &[u8]) -> WriteOutcome {
+        let done = WriteOutcome::Done;
+        let value = match kparse::kstrtol10(data) {
+            Ok(v) => v,
+            Err(_) => return done(Err(libc::EINVAL)),
+        };
+        let Some(dev) = self.pci.get(addr) else {
+            return done(Err(libc::ENODEV));
+        };
         if dev.held {
-            return Err(libc::EBUSY);
+            return done(Err(libc::EPERM));
         }
+        let has_vgpu = dev.vgpu.as_ref().is_some_and(|s| s.current.is_some());
         if value == 0 {
-            if dev.released_at.is_some_and(|t| self.now < t + busy_for) {
-                return Err(libc::EBUSY);
+            if !has_vgpu {
+                return done(Err(libc::EPERM));
             }
-            if let Some(slot) = self.pci.get_mut(addr).and_then(|d| d.vgpu.as_mut()) {
-                slot.current = None;
+            let left = self.busy_left(addr);
+            if left.is_zero() {
+                return done(self.finish_clear(addr));
             }
-            return Ok(());
+            let timeout = Duration::from_millis(self.gpus[dev.gpu].spec.exit_timeout_ms);
+            return WriteOutcome::Waiting {
+                addr: addr.to_string(),
+                delay: left.min(timeout),
+            };
+        }
+        if has_vgpu {
+            return done(Err(libc::EPERM));
         }
         let id = value.to_string();
-        if !self.creatable_types(addr).iter().any(|t| t.id == id) {
-            return Err(libc::EINVAL);
+        if value < 0 || !self.creatable_types(addr).iter().any(|t| t.id == id) {
+            return done(Err(libc::EIO));
         }
         if let Some(slot) = self.pci.get_mut(addr).and_then(|d| d.vgpu.as_mut()) {
             slot.current = Some(id);
+            slot.params.clear();
         }
+        done(Ok(()))
+    }
+
+    /// How much of the VF's reset-busy window (after its last release) is left.
+    fn busy_left(&self, addr: &str) -> Duration {
+        let Some(dev) = self.pci.get(addr) else {
+            return Duration::ZERO;
+        };
+        let busy_for = Duration::from_millis(self.gpus[dev.gpu].spec.reset_busy_ms);
+        dev.released_at.map_or(Duration::ZERO, |t| {
+            (t + busy_for).saturating_duration_since(self.now)
+        })
+    }
+
+    /// Completes a clear of `current_vgpu_type` once its wait is over: the vGPU is destroyed if
+    /// the driver has finished with it, else `EBUSY` (and `EPERM` if a VM opened the VF again).
+    pub fn finish_clear(&mut self, addr: &str) -> Result<(), Errno> {
+        let dev = self.pci.get(addr).ok_or(libc::ENODEV)?;
+        if dev.held {
+            return Err(libc::EPERM);
+        }
+        if !self.busy_left(addr).is_zero() {
+            return Err(libc::EBUSY);
+        }
+        let slot = self
+            .pci
+            .get_mut(addr)
+            .and_then(|d| d.vgpu.as_mut())
+            .ok_or(libc::ENODEV)?;
+        slot.current = None;
+        slot.params.clear();
         Ok(())
     }
 }
