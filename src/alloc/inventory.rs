@@ -77,6 +77,22 @@ pub struct MdevGpu {
     pub state: MdevState,
 }
 
+impl MdevGpu {
+    /// Whether a request restricted to `wanted` (PF addresses or parent names; empty: anywhere)
+    /// may use this GPU at all. The one rule for the hook and vgpuctl.
+    pub fn allowed_by(&self, wanted: &[ParentName]) -> bool {
+        wanted.is_empty()
+            || wanted.iter().any(|p| p.as_str() == self.key)
+            || matches!(&self.state, MdevState::Parents(_, ps) if ps.iter().any(|p| wanted.contains(p)))
+    }
+
+    /// Whether such a request may use `parent` of this GPU: any of its parents when the GPU
+    /// itself is named, else only the parents named.
+    pub fn allows_parent(&self, wanted: &[ParentName], parent: &ParentName) -> bool {
+        wanted.is_empty() || wanted.iter().any(|p| p.as_str() == self.key || p == parent)
+    }
+}
+
 /// Classifies one NVIDIA PF from sysfs.
 pub fn classify_nvidia(sysfs: &Sysfs, pf: PciAddress) -> MdevState {
     if !sysfs.pci_exists(pf) && !sysfs.is_mdev_parent(&ParentName::from(pf)) {

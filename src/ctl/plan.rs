@@ -191,9 +191,7 @@ fn check_mdev(
     let mut vfio_gpus: Vec<PciAddress> = Vec::new();
     let mut found = false;
     for gpu in &gpus {
-        let allowed = |p: &ParentName| {
-            parents.is_empty() || parents.iter().any(|q| q.as_str() == gpu.key || q == p)
-        };
+        let allowed = |p: &ParentName| gpu.allows_parent(parents, p);
         match &gpu.state {
             MdevState::Parents(_, ps) => {
                 let mut labels: Vec<String> = Vec::new();
@@ -226,7 +224,7 @@ fn check_mdev(
             }
             MdevState::NotMdev => {
                 if let Some(pf) = gpu.pf {
-                    if parents.is_empty() || parents.iter().any(|q| q.as_str() == gpu.key) {
+                    if gpu.allowed_by(parents) {
                         vfio_gpus.push(pf);
                     }
                 }
@@ -253,7 +251,7 @@ fn check_mdev(
         for pf in &vfio_gpus {
             for vf in sysfs.vfs(*pf) {
                 for (id, name) in sysfs.creatable_vgpu_types(vf).unwrap_or_default() {
-                    if vf_matches(vw, id, &name) {
+                    if vw.matches(id, &name) {
                         return Ok(Some(vw.clone()));
                     }
                     let l = format!("{name} ({id})");
@@ -295,13 +293,6 @@ fn check_mdev(
         ));
     }
     Err(PlanError::NotFound(msg))
-}
-
-fn vf_matches(want: &VfWant, id: u32, name: &str) -> bool {
-    match want {
-        VfWant::Type(t) => *t == id,
-        VfWant::Profile(p) => p.matches(name),
-    }
 }
 
 fn list_or_none(items: impl Iterator<Item = String>) -> String {
@@ -545,7 +536,7 @@ fn plan_vfs(
             }
             if let (true, Some(w)) = (nvidia, &want) {
                 let list = sysfs.creatable_vgpu_types(vf).unwrap_or_default();
-                if !list.is_empty() && !list.iter().any(|(id, n)| vf_matches(w, *id, n)) {
+                if !list.is_empty() && !list.iter().any(|(id, n)| w.matches(*id, n)) {
                     not_creatable += 1;
                     continue;
                 }
@@ -608,7 +599,7 @@ fn check_creatable(sysfs: &Sysfs, vfs: &[PciAddress], want: &VfWant) -> Result<(
             .map_or_else(|| vec![vf], |pf| sysfs.vfs(pf));
         for s in siblings {
             for (id, name) in sysfs.creatable_vgpu_types(s).unwrap_or_default() {
-                if vf_matches(want, id, &name) {
+                if want.matches(id, &name) {
                     return Ok(());
                 }
                 let l = format!("{name} ({id})");

@@ -308,23 +308,12 @@ fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
             ctx.config.path.display()
         )));
     }
-    // Which GPUs (and which of their parents) the request allows.
-    let allows = |gpu: &MdevGpu, parent: &ParentName| {
-        req.parents.is_empty()
-            || req
-                .parents
-                .iter()
-                .any(|p| p.as_str() == gpu.key || p == parent)
-    };
+    let allows = |gpu: &MdevGpu, parent: &ParentName| gpu.allows_parent(&req.parents, parent);
     let gpus: Vec<(usize, MdevGpu)> = all
         .iter()
         .cloned()
         .enumerate()
-        .filter(|(_, g)| {
-            req.parents.is_empty()
-                || req.parents.iter().any(|p| p.as_str() == g.key)
-                || matches!(&g.state, MdevState::Parents(_, ps) if ps.iter().any(|p| req.parents.contains(p)))
-        })
+        .filter(|(_, g)| g.allowed_by(&req.parents))
         .collect();
     if gpus.is_empty() {
         return Err(refuse(format!(
@@ -1140,12 +1129,9 @@ pub fn filter(
                 None => !sysfs.is_nvidia_vfio_vf(c),
                 Some(want) => {
                     sysfs.current_vgpu_type(c).is_ok_and(|t| t == 0)
-                        && sysfs.creatable_vgpu_types(c).is_ok_and(|list| {
-                            list.iter().any(|(id, name)| match want {
-                                VfWant::Type(t) => t == id,
-                                VfWant::Profile(p) => p.matches(name),
-                            })
-                        })
+                        && sysfs
+                            .creatable_vgpu_types(c)
+                            .is_ok_and(|list| list.iter().any(|(id, name)| want.matches(*id, name)))
                 }
             });
         let Some(new) = replacement else {

@@ -59,6 +59,17 @@ pub enum VfWant {
     Profile(Profile),
 }
 
+impl VfWant {
+    /// Whether an entry of a VF's `creatable_vgpu_types` (id and name) is this want: the id,
+    /// or the profile matched by [`Profile::matches`]. The one rule for the hook and vgpuctl.
+    pub fn matches(&self, id: u32, name: &str) -> bool {
+        match self {
+            VfWant::Type(t) => *t == id,
+            VfWant::Profile(p) => p.matches(name),
+        }
+    }
+}
+
 impl std::fmt::Display for VfWant {
     /// The type id or profile as the operator wrote it, for messages.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
