@@ -41,6 +41,7 @@ framebuffer_mb = 24576
 [[gpu]]
 address = "0000:04:00.0"
 kind = "amd-gim"
+gim = "old"
 numvfs = 4
 TOML
 
