@@ -3,7 +3,7 @@
 //!
 //! Every path the programs touch is derived from this one value, so tests and the simulator can
 //! move all of them at once through the environment (`VGPU_HOOK_SYSFS_ROOT`,
-//! `VGPU_HOOK_STATE_DIR`, `VGPU_HOOK_LIBVIRT_RUN_DIR`, `VGPU_HOOK_CONFIG`).
+//! `VGPU_HOOK_PROC_DIR`, `VGPU_HOOK_STATE_DIR`, `VGPU_HOOK_LIBVIRT_RUN_DIR`, `VGPU_HOOK_CONFIG`).
 
 pub mod errno;
 pub mod logging;
@@ -22,6 +22,8 @@ use crate::host::sysfs::Sysfs;
 pub struct Host {
     /// The kernel's device tree.
     pub sysfs: Sysfs,
+    /// The process table (who runs, the host's uptime).
+    pub procfs: procfs::Procfs,
     /// Ownership records.
     pub state: StateDir,
     /// libvirt's QEMU runtime directory (`<name>.pid`).
@@ -40,9 +42,15 @@ impl Host {
         };
         Host {
             sysfs: Sysfs::new(&var("VGPU_HOOK_SYSFS_ROOT", "/")),
+            procfs: procfs::Procfs::new(&var("VGPU_HOOK_PROC_DIR", "/proc")),
             state: StateDir::new(&var("VGPU_HOOK_STATE_DIR", DEFAULT_DIR)),
             libvirt_run_dir: var("VGPU_HOOK_LIBVIRT_RUN_DIR", DEFAULT_LIBVIRT_RUN_DIR),
             config_path: var("VGPU_HOOK_CONFIG", crate::model::config::DEFAULT_PATH),
         }
+    }
+
+    /// Who runs now, judged from this host's libvirt run dir and process table.
+    pub fn liveness(&self, grace: std::time::Duration) -> crate::host::state::Liveness {
+        crate::host::state::Liveness::with_procfs(&self.libvirt_run_dir, &self.procfs, grace)
     }
 }

@@ -4,7 +4,9 @@
 //! vgpuctl needs this without asking libvirt: to find the libvirt daemon to reload after
 //! installing the hook, to tell whether it started before the hook appeared, to see whether
 //! NVIDIA's manager runs, and to avoid removing a device that a QEMU process (of a domain the
-//! state does not know about) still uses. The root is a parameter so tests can use a fake tree.
+//! state does not know about) still uses. The hook needs it to tell whether a domain's QEMU
+//! runs and how long the host has been up. The root is a parameter (`VGPU_HOOK_PROC_DIR`) so
+//! tests can use a fake tree.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,14 @@ impl Procfs {
     /// The real `/proc`.
     pub fn system() -> Procfs {
         Procfs::new(Path::new("/proc"))
+    }
+
+    /// How long the host has been up (`uptime`), zero when unreadable.
+    pub fn uptime(&self) -> Duration {
+        fs::read_to_string(self.root.join("uptime"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(Duration::ZERO, Duration::from_secs_f64)
     }
 
     /// Every process id.

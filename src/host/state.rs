@@ -266,6 +266,7 @@ pub fn now_secs() -> u64 {
 #[derive(Debug, Clone)]
 pub struct Liveness {
     run_dir: PathBuf,
+    procfs: crate::host::procfs::Procfs,
     grace: Duration,
     now: u64,
 }
@@ -274,8 +275,18 @@ impl Liveness {
     /// Liveness judged from libvirt's runtime dir; records younger than `grace` count as held
     /// even before QEMU runs (the domain is between `prepare` and QEMU's start).
     pub fn new(run_dir: &Path, grace: Duration) -> Self {
+        Self::with_procfs(run_dir, &crate::host::procfs::Procfs::system(), grace)
+    }
+
+    /// The same, judging processes from `procfs` (a test tree, or the host's).
+    pub fn with_procfs(
+        run_dir: &Path,
+        procfs: &crate::host::procfs::Procfs,
+        grace: Duration,
+    ) -> Self {
         Liveness {
             run_dir: run_dir.to_path_buf(),
+            procfs: procfs.clone(),
             grace,
             now: now_secs(),
         }
@@ -292,9 +303,7 @@ impl Liveness {
             .trim()
             .parse()
             .ok()?;
-        crate::host::procfs::Procfs::system()
-            .is_qemu(pid)
-            .then_some(pid)
+        self.procfs.is_qemu(pid).then_some(pid)
     }
 
     /// Whether the domain runs now.

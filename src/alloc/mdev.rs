@@ -1,0 +1,427 @@
+//! One `vgpu:mdev` request made real: reuse the mdev if it already exists as asked, else survey
+//! the allowed GPUs (switching NVIDIA VFs on where needed), order those with room by the
+//! placement policy, create on the first that accepts, wait for the device, write its params.
+
+use std::collections::BTreeSet;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use super::inventory::{self, MdevGpu, MdevState, PfKind};
+use super::placement::{self, Candidate};
+use super::refusal::{GpuReason, Holders, Refusal, Tried};
+use super::{Ctx, Failure};
+use crate::host::errno;
+use crate::host::sriov::Switch;
+use crate::host::state::Device;
+use crate::host::sysfs::{LiveMdev, Sysfs, SysfsError};
+use crate::model::config::Timing;
+use crate::model::domain::{MdevRequest, MdevWant};
+use crate::model::names::{ParentName, TypeId};
+
+/// Creates (or reuses) the mdev a request asks for, recording it in the context.
+pub fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure> {
+    let device = Device::Mdev {
+        uuid: req.uuid.clone(),
+    };
+    if let Some(other) = ctx.other_owner(&device) {
+        return Err(Refusal::MdevHeld {
+            uuid: req.uuid.clone(),
+            other,
+        }
+        .into());
+    }
+    if !ctx.dom.has_mdev_hostdev(&req.uuid) {
+        log::warn!(
+            "domain '{}': vgpu:mdev {} has no matching <hostdev type='mdev'>; creating it anyway",
+            ctx.dom.name,
+            req.uuid
+        );
+    }
+    let gpus = allowed_gpus(ctx, req)?;
+    if let Some(live) = ctx.sysfs().mdev(&req.uuid) {
+        return reuse(ctx, req, &gpus, live);
+    }
+    let survey = survey(ctx, req, &gpus);
+    create_first(ctx, req, survey)
+}
+
+/// The configured GPUs the request's `parent=` allows, with their config position.
+fn allowed_gpus(ctx: &Ctx<'_>, req: &MdevRequest) -> Result<Vec<(usize, MdevGpu)>, Refusal> {
+    let all = inventory::mdev_gpus(ctx.config, ctx.sysfs());
+    if all.is_empty() {
+        return Err(Refusal::NoParentsConfigured {
+            label: req.want.to_string(),
+            config: ctx.config.path.clone(),
+        });
+    }
+    let gpus: Vec<(usize, MdevGpu)> = all
+        .iter()
+        .cloned()
+        .enumerate()
+        .filter(|(_, g)| g.allowed_by(&req.parents))
+        .collect();
+    if gpus.is_empty() {
+        return Err(Refusal::ParentNotConfigured {
+            wanted: req.parents.clone(),
+            configured: all.into_iter().map(|g| g.key).collect(),
+        });
+    }
+    Ok(gpus)
+}
+
+/// The UUID exists already (a leftover of this domain, or made by the operator): taken over when
+/// it is the asked type on an allowed parent, else refused and left alone.
+fn reuse(
+    ctx: &mut Ctx<'_>,
+    req: &MdevRequest,
+    gpus: &[(usize, MdevGpu)],
+    live: LiveMdev,
+) -> Result<(), Failure> {
+    let sysfs = ctx.sysfs().clone();
+    let fits = ParentName::parse(&live.parent).ok().is_some_and(|p| {
+        let on_allowed = gpus.iter().any(|(_, g)| {
+            matches!(&g.state, MdevState::Parents(_, ps) if ps.contains(&p))
+                && g.allows_parent(&req.parents, &p)
+        });
+        on_allowed
+            && matches!(find_type(&sysfs, &p, &req.want, None), Ok(Some((id, _))) if id.as_str() == live.type_id)
+    });
+    if !fits {
+        return Err(Refusal::ExistsOtherwise {
+            uuid: req.uuid.clone(),
+            type_id: live.type_id,
+            parent: live.parent,
+            label: req.want.to_string(),
+        }
+        .into());
+    }
+    write_params(&sysfs, &ctx.config.timing, req)?;
+    log::info!(
+        "domain '{}': reusing existing mdev {}",
+        ctx.dom.name,
+        req.uuid
+    );
+    let device = Device::Mdev {
+        uuid: req.uuid.clone(),
+    };
+    ctx.record(device, live.parent, Some(live.type_id), true);
+    Ok(())
+}
+
+/// What the allowed GPUs offer for a request: candidates with room, and why the others cannot.
+#[derive(Default)]
+struct Survey {
+    candidates: Vec<Candidate>,
+    tried: Tried,
+}
+
+impl Survey {
+    fn refuse(&mut self, gpu: &str, reason: GpuReason) {
+        self.tried.0.push((gpu.to_string(), reason));
+    }
+
+    /// Whether waiting may help: a GPU may still appear, and either the host is booting or no
+    /// present GPU offers the type (a GPU gone for good must not delay every refusal).
+    fn waitable(&self, boot_window: Duration, uptime: Duration) -> bool {
+        self.tried.0.iter().any(|(_, r)| r.waitable())
+            && (self.candidates.is_empty() || uptime < boot_window)
+    }
+}
+
+fn survey(ctx: &mut Ctx<'_>, req: &MdevRequest, gpus: &[(usize, MdevGpu)]) -> Survey {
+    let live_mdevs = ctx.sysfs().live_mdevs();
+    let mut out = Survey::default();
+    let mut hint: Option<TypeId> = None;
+    for (index, gpu) in gpus {
+        let parents = match parents_now(ctx, gpu) {
+            Ok(ps) => ps,
+            Err(reason) => {
+                out.refuse(&gpu.key, reason);
+                continue;
+            }
+        };
+        let parents: Vec<ParentName> = parents
+            .into_iter()
+            .filter(|p| gpu.allows_parent(&req.parents, p))
+            .collect();
+        match offer(ctx, req, &parents, &mut hint) {
+            Ok(found) => {
+                let on_gpu: Vec<&LiveMdev> = live_mdevs
+                    .iter()
+                    .filter(|m| parents.iter().any(|p| p.as_str() == m.parent))
+                    .collect();
+                add_candidates(ctx, &mut out, *index, &gpu.key, found, &on_gpu);
+            }
+            Err(reason) => out.refuse(&gpu.key, reason),
+        }
+    }
+    out
+}
+
+/// The mdev parents a GPU offers now, switching an NVIDIA GPU's VFs on if they are off.
+fn parents_now(ctx: &mut Ctx<'_>, gpu: &MdevGpu) -> Result<Vec<ParentName>, GpuReason> {
+    let mut state = gpu.state.clone();
+    if let (MdevState::VfsDisabled, Some(pf)) = (&state, gpu.pf) {
+        let sysfs = ctx.sysfs().clone();
+        let switch = Switch::for_pf(ctx.config, &sysfs, pf);
+        let changed = switch
+            .enable(&sysfs, ctx.config, pf, PfKind::Nvidia)
+            .map_err(GpuReason::VfsNotEnabled)?;
+        if changed {
+            ctx.txn.enabled_vfs.push((pf, switch));
+        }
+        state = inventory::classify_nvidia(&sysfs, pf);
+    }
+    match state {
+        MdevState::Parents(_, ps) => Ok(ps),
+        MdevState::Missing => Err(GpuReason::Missing),
+        MdevState::Unregistered | MdevState::VfsDisabled => {
+            Err(GpuReason::Unregistered { nvidia: gpu.nvidia })
+        }
+        MdevState::NotMdev => Err(GpuReason::NotMdev),
+    }
+}
+
+/// A type on one parent that is the one asked for, with its room now.
+struct Found {
+    parent: ParentName,
+    type_id: TypeId,
+    available: u32,
+}
+
+/// The asked type on each of a GPU's parents; `hint` carries the id found on an earlier GPU.
+fn offer(
+    ctx: &Ctx<'_>,
+    req: &MdevRequest,
+    parents: &[ParentName],
+    hint: &mut Option<TypeId>,
+) -> Result<Vec<Found>, GpuReason> {
+    let sysfs = ctx.sysfs();
+    let mut found = Vec::new();
+    let mut ambiguous = None;
+    for p in parents {
+        match find_type(sysfs, p, &req.want, hint.as_ref()) {
+            Ok(Some((id, _))) => {
+                *hint = Some(id.clone());
+                let available = sysfs.available_instances(p, &id).unwrap_or(0);
+                found.push(Found {
+                    parent: p.clone(),
+                    type_id: id,
+                    available,
+                });
+            }
+            Ok(None) => {}
+            Err(reason) => ambiguous = Some(reason),
+        }
+    }
+    match (found.is_empty(), ambiguous) {
+        (false, _) => Ok(found),
+        (true, Some(reason)) => Err(reason),
+        (true, None) => Err(GpuReason::NoSuchType),
+    }
+}
+
+/// Adds a GPU's parents as candidates; a GPU without room also says why.
+fn add_candidates(
+    ctx: &Ctx<'_>,
+    out: &mut Survey,
+    gpu_index: usize,
+    key: &str,
+    found: Vec<Found>,
+    on_gpu: &[&LiveMdev],
+) {
+    let gpu_free: u32 = found.iter().map(|f| f.available).sum();
+    let type_ids: BTreeSet<&str> = found.iter().map(|f| f.type_id.as_str()).collect();
+    let gpu_hosts_type = on_gpu.iter().any(|m| type_ids.contains(m.type_id.as_str()));
+    if gpu_free == 0 {
+        let others: BTreeSet<String> = on_gpu
+            .iter()
+            .filter(|m| !type_ids.contains(m.type_id.as_str()))
+            .map(|m| type_label(ctx.sysfs(), &m.parent, &m.type_id))
+            .collect();
+        let reason = if others.is_empty() {
+            GpuReason::Exhausted(holders(ctx, on_gpu))
+        } else {
+            GpuReason::Hosts(others)
+        };
+        out.refuse(key, reason);
+    }
+    out.candidates.extend(found.into_iter().map(|f| Candidate {
+        gpu_index,
+        parent: f.parent,
+        type_id: f.type_id,
+        available: f.available,
+        gpu_free,
+        gpu_hosts_type,
+    }));
+}
+
+/// Who holds the mdevs of a full GPU, as the state records them.
+fn holders(ctx: &Ctx<'_>, on_gpu: &[&LiveMdev]) -> Holders {
+    let mut h = Holders::default();
+    for m in on_gpu {
+        let device = Device::Mdev {
+            uuid: m.uuid.clone(),
+        };
+        match ctx.state.owner(&device) {
+            None => h.unowned += 1,
+            Some(r) if r.domain_uuid == ctx.dom.uuid => h.own += 1,
+            Some(r) if ctx.live.holds(r) => {
+                h.running.insert(r.domain_name.clone());
+            }
+            Some(_) => h.stopped += 1,
+        }
+    }
+    h
+}
+
+/// Tries the candidates in placement order; the first create that succeeds wins.
+fn create_first(ctx: &mut Ctx<'_>, req: &MdevRequest, mut survey: Survey) -> Result<(), Failure> {
+    let sysfs = ctx.sysfs().clone();
+    let timing = ctx.config.timing.clone();
+    let label = req.want.to_string();
+    // What a refused create's errno means, said once however many GPUs answered it.
+    let mut meanings: BTreeSet<String> = BTreeSet::new();
+    for c in placement::order(&survey.candidates, ctx.config.placement) {
+        match sysfs.create_mdev(&c.parent, &c.type_id, &req.uuid, timing.device_wait) {
+            Ok(()) => return finish_create(ctx, req, &c, &timing),
+            Err(e) => {
+                log::warn!(
+                    "domain '{}': create {} on {}: {e}",
+                    ctx.dom.name,
+                    c.type_id,
+                    c.parent
+                );
+                if let SysfsError::Timeout { pid, .. } = e {
+                    ctx.txn.pending_creates.push((pid, req.uuid.clone()));
+                    let secs = timing.device_wait.as_secs();
+                    survey.refuse(c.parent.as_str(), GpuReason::CreateTimeout { secs });
+                    return Err(Refusal::CreateStuck {
+                        label,
+                        tried: survey.tried,
+                    }
+                    .into());
+                }
+                survey.refuse(c.parent.as_str(), create_failure(&e, &mut meanings));
+            }
+        }
+    }
+    let waitable = survey.waitable(timing.boot_window, ctx.host.procfs.uptime());
+    Err(Failure {
+        waitable,
+        reason: Refusal::NoRoom {
+            label,
+            tried: survey.tried,
+            meanings,
+        },
+    })
+}
+
+/// Why one create failed; what its errno means there goes into `meanings`, once.
+fn create_failure(e: &SysfsError, meanings: &mut BTreeSet<String>) -> GpuReason {
+    match e {
+        SysfsError::Write { errno, attr, .. } => {
+            if let Some(m) = errno::meaning(*attr, *errno) {
+                meanings.insert(format!("{}: {m}", errno::name(*errno)));
+            }
+            GpuReason::CreateFailed(errno::text(*errno))
+        }
+        other => GpuReason::CreateFailed(other.to_string()),
+    }
+}
+
+/// After a create returned: wait for the device, write its params, record it.
+fn finish_create(
+    ctx: &mut Ctx<'_>,
+    req: &MdevRequest,
+    c: &Candidate,
+    timing: &Timing,
+) -> Result<(), Failure> {
+    let sysfs = ctx.sysfs().clone();
+    ctx.txn.created_mdevs.push(req.uuid.clone());
+    let deadline = Instant::now() + timing.device_wait;
+    while !sysfs.mdev_exists(&req.uuid) {
+        if Instant::now() >= deadline {
+            return Err(Refusal::DidNotAppear {
+                uuid: req.uuid.clone(),
+                parent: c.parent.clone(),
+                secs: timing.device_wait.as_secs(),
+            }
+            .into());
+        }
+        sleep(Duration::from_millis(10));
+    }
+    write_params(&sysfs, timing, req)?;
+    let device = Device::Mdev {
+        uuid: req.uuid.clone(),
+    };
+    ctx.record(
+        device,
+        c.parent.to_string(),
+        Some(c.type_id.to_string()),
+        true,
+    );
+    Ok(())
+}
+
+/// The type on `parent` that a request means, with its name: `Ok(None)` when absent, `Err`
+/// when ambiguous. `hint` is the type id found on a previous GPU: identical boards share ids,
+/// so one read confirms it instead of reading every type's name.
+fn find_type(
+    sysfs: &Sysfs,
+    parent: &ParentName,
+    want: &MdevWant,
+    hint: Option<&TypeId>,
+) -> Result<Option<(TypeId, String)>, GpuReason> {
+    let p = match want {
+        MdevWant::Type(t) => {
+            return Ok(sysfs.has_type(parent, t).then(|| {
+                let label = sysfs.type_name(parent, t).unwrap_or_else(|| t.to_string());
+                (t.clone(), label)
+            }))
+        }
+        MdevWant::Profile(p) => p,
+    };
+    if let Some(h) = hint {
+        if let Some(name) = sysfs.type_name(parent, h).filter(|n| p.matches(n)) {
+            return Ok(Some((h.clone(), name)));
+        }
+    }
+    let types = sysfs.type_names(parent);
+    match p.pick(&types, |(_, name)| name.as_deref()).as_slice() {
+        [] => Ok(None),
+        [(id, name)] => Ok(TypeId::parse(id)
+            .ok()
+            .map(|id| (id, name.clone().unwrap_or_default()))),
+        many => Err(GpuReason::Ambiguous {
+            want: want.to_string(),
+            ids: many.iter().map(|(id, _)| id.clone()).collect(),
+        }),
+    }
+}
+
+fn type_label(sysfs: &Sysfs, parent: &str, type_id: &str) -> String {
+    ParentName::parse(parent)
+        .ok()
+        .zip(TypeId::parse(type_id).ok())
+        .and_then(|(p, t)| sysfs.type_name(&p, &t))
+        .unwrap_or_else(|| type_id.to_string())
+}
+
+fn write_params(sysfs: &Sysfs, timing: &Timing, req: &MdevRequest) -> Result<(), Failure> {
+    let Some(params) = &req.params else {
+        return Ok(());
+    };
+    if !sysfs.vgpu_params_path(&req.uuid).exists() {
+        return Err(Refusal::ParamsNotNvidia(req.uuid.clone()).into());
+    }
+    sysfs
+        .set_vgpu_params(&req.uuid, params, timing.device_wait)
+        .map_err(|source| {
+            Refusal::Params {
+                uuid: req.uuid.clone(),
+                source,
+            }
+            .into()
+        })
+}

@@ -1,0 +1,202 @@
+//! One `vgpu:vf` request made real: find the VF's configured PF (switching its VFs on where the
+//! VF does not exist yet), check the hostdev fits the VF's driver, and for NVIDIA's kernel-6.8+
+//! VFs set the asked vGPU type.
+
+use super::inventory::{self, PfKind};
+use super::refusal::Refusal;
+use super::{Ctx, Failure};
+use crate::host::sriov::Switch;
+use crate::host::state::Device;
+use crate::host::sysfs::Sysfs;
+use crate::model::domain::{Hostdev, VfRequest, VfWant};
+use crate::model::pci::PciAddress;
+
+/// Claims the VF a request names (and for NVIDIA's kernel-6.8+ VFs sets its vGPU type),
+/// recording it in the context.
+pub fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
+    let vf = req.address;
+    let device = Device::Vf { address: vf };
+    if let Some(other) = ctx.other_owner(&device) {
+        return Err(Refusal::VfHeld { vf, other }.into());
+    }
+    let pf = locate_vf(ctx, vf)?;
+    let managed = match ctx.dom.pci_hostdev(vf) {
+        Some(Hostdev::Pci { managed, .. }) => Some(*managed),
+        _ => {
+            log::warn!(
+                "domain '{}': vgpu:vf {vf} has no matching <hostdev type='pci'>; claiming it anyway",
+                ctx.dom.name
+            );
+            None
+        }
+    };
+    if ctx.sysfs().is_nvidia_vfio_vf(vf) {
+        return claim_nvidia_vf(ctx, req, pf, managed);
+    }
+    if let Some(w) = &req.want {
+        let want = w.to_string();
+        return Err(Refusal::VfNotNvidia { vf, want }.into());
+    }
+    if managed == Some(false) {
+        let driver = ctx.sysfs().driver(vf);
+        if driver.as_deref() != Some("vfio-pci") {
+            return Err(Refusal::VfNotOnVfio { vf, driver }.into());
+        }
+    }
+    ctx.record(device, pf.to_string(), None, false);
+    Ok(())
+}
+
+/// Finds the configured PF a VF belongs to, switching VFs on at a configured PF that has none
+/// if needed (never changing a non-zero count).
+fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Refusal> {
+    let sysfs = ctx.sysfs().clone();
+    let pfs = inventory::vf_pfs(ctx.config);
+    if let Some(pf) = sysfs.physfn(vf) {
+        return pfs
+            .into_iter()
+            .find(|(a, _)| *a == pf)
+            .map(|(a, _)| a)
+            .ok_or_else(|| Refusal::VfPfNotConfigured {
+                vf,
+                pf,
+                config: ctx.config.path.clone(),
+            });
+    }
+    if sysfs.pci_exists(vf) {
+        return Err(Refusal::NotAVf(vf));
+    }
+    let mut tried = Vec::new();
+    for (pf, kind) in dormant_pfs(&sysfs, pfs, vf) {
+        let switch = Switch::for_pf(ctx.config, &sysfs, pf);
+        match switch.enable(&sysfs, ctx.config, pf, kind) {
+            Ok(changed) if sysfs.physfn(vf) == Some(pf) => {
+                if changed {
+                    ctx.txn.enabled_vfs.push((pf, switch));
+                }
+                return Ok(pf);
+            }
+            Ok(true) => {
+                if let Err(e) = switch.disable(&sysfs, ctx.config, pf) {
+                    log::error!("could not disable the VFs of {pf} again: {e}");
+                }
+                tried.push(format!(
+                    "{pf} (enabled VFs, {vf} not among them; disabled again)"
+                ));
+            }
+            Ok(false) => tried.push(format!(
+                "{pf} (its VFs were enabled meanwhile, {vf} not among them)"
+            )),
+            Err(e) => tried.push(format!("{pf} ({e})")),
+        }
+    }
+    Err(Refusal::VfAbsent { vf, tried })
+}
+
+/// The configured PFs with no VFs yet that may bring `vf`: where the PF's config space tells
+/// where its VFs will be (First VF Offset, VF Stride), only the PF that will have it; otherwise
+/// every candidate, nearest bus first (the caller switches off again what does not hold it).
+fn dormant_pfs(
+    sysfs: &Sysfs,
+    pfs: Vec<(PciAddress, PfKind)>,
+    vf: PciAddress,
+) -> Vec<(PciAddress, PfKind)> {
+    let mut dormant: Vec<(PciAddress, PfKind)> = pfs
+        .into_iter()
+        .filter(|(pf, _)| {
+            pf.domain == vf.domain && pf.bus <= vf.bus && sysfs.sriov_totalvfs(*pf) > 0
+        })
+        .filter(|(pf, _)| sysfs.sriov_numvfs(*pf).is_ok_and(|n| n == 0))
+        .filter(|(pf, _)| {
+            sysfs
+                .future_vfs(*pf, sysfs.sriov_totalvfs(*pf))
+                .is_none_or(|future| future.contains(&vf))
+        })
+        .collect();
+    dormant.sort_by_key(|(pf, _)| (vf.bus - pf.bus, std::cmp::Reverse(*pf)));
+    dormant
+}
+
+/// An NVIDIA kernel-6.8+ VF: `managed='no'`, a type asked, any leftover type cleared, then the
+/// asked type set (a VF that already has it is taken as it is).
+fn claim_nvidia_vf(
+    ctx: &mut Ctx<'_>,
+    req: &VfRequest,
+    pf: PciAddress,
+    managed: Option<bool>,
+) -> Result<(), Failure> {
+    let vf = req.address;
+    let sysfs = ctx.sysfs().clone();
+    if managed == Some(true) {
+        return Err(Refusal::NvidiaVfManaged(vf).into());
+    }
+    let Some(want) = &req.want else {
+        return Err(Refusal::NvidiaVfNeedsType(vf).into());
+    };
+    let current = sysfs
+        .current_vgpu_type(vf)
+        .map_err(|source| Refusal::VfSysfs { vf, source })?;
+    let device = Device::Vf { address: vf };
+    if current != 0 {
+        // Another domain holding the VF was refused above: a record is ours or a stopped one's.
+        let recorded = ctx.state.owner(&device).and_then(|r| r.type_id.clone());
+        let same = match want {
+            VfWant::Type(id) => *id == current,
+            VfWant::Profile(_) => recorded.as_deref() == Some(current.to_string().as_str()),
+        };
+        if same {
+            log::info!(
+                "domain '{}': VF {vf} already has vGPU type {current}",
+                ctx.dom.name
+            );
+            ctx.record(device, pf.to_string(), Some(current.to_string()), true);
+            return Ok(());
+        }
+        // A leftover of a stopped domain or of someone else: one bounded try to clear it (a VF
+        // still in use refuses, and retrying here would hold every other start).
+        let timeout = ctx.config.timing.remove_timeout;
+        sysfs
+            .set_current_vgpu_type(vf, 0, timeout)
+            .map_err(|source| Refusal::VfLeftover {
+                vf,
+                current,
+                source,
+            })?;
+    }
+    let id = creatable_id(&sysfs, vf, want)?;
+    sysfs
+        .set_current_vgpu_type(vf, id, ctx.config.timing.device_wait)
+        .map_err(|source| Refusal::VfSysfs { vf, source })?;
+    ctx.txn.set_vf_types.push(vf);
+    ctx.record(device, pf.to_string(), Some(id.to_string()), true);
+    Ok(())
+}
+
+/// The id of the creatable type that `want` means on `vf` now.
+fn creatable_id(sysfs: &Sysfs, vf: PciAddress, want: &VfWant) -> Result<u32, Refusal> {
+    let creatable = sysfs
+        .creatable_vgpu_types(vf)
+        .map_err(|source| Refusal::VfSysfs { vf, source })?;
+    let chosen = match want {
+        VfWant::Type(t) => creatable.iter().find(|(id, _)| id == t),
+        VfWant::Profile(p) => match p.pick(&creatable, |(_, n)| Some(n.as_str())).as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            many => {
+                return Err(Refusal::VfAmbiguous {
+                    want: p.to_string(),
+                    vf,
+                    matches: many.iter().map(|m| (*m).clone()).collect(),
+                })
+            }
+        },
+    };
+    if let Some((id, _)) = chosen {
+        return Ok(*id);
+    }
+    Err(Refusal::VfNotCreatable {
+        want: want.to_string(),
+        vf,
+        creatable,
+    })
+}

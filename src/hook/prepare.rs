@@ -1,0 +1,111 @@
+//! `prepare begin`: under the host-wide lock, allocate everything the domain asks for or nothing;
+//! while a configured GPU may still appear (boot), retry within `parent_wait_secs`.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use super::HookError;
+use crate::alloc::mdev::allocate_mdev;
+use crate::alloc::refusal::Refusal;
+use crate::alloc::txn::Txn;
+use crate::alloc::vf::allocate_vf;
+use crate::alloc::{Ctx, Failure};
+use crate::host::state::{Device, Record};
+use crate::host::sysfs::Sysfs;
+use crate::host::Host;
+use crate::model::config::Config;
+use crate::model::domain::{Domain, Request};
+use crate::model::names::domain_name_is_safe;
+
+/// `prepare begin`: create or claim everything the domain asks for, or nothing.
+pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookError> {
+    if dom.requests.is_empty() {
+        return Ok(());
+    }
+    if !domain_name_is_safe(&dom.name) || dom.uuid.is_empty() {
+        let name = crate::printable(&dom.name, 60);
+        return Err(Refusal::UnusableDomain(name).into());
+    }
+    let deadline = Instant::now() + config.timing.parent_wait;
+    loop {
+        let Err(failure) = attempt(host, config, dom)? else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if failure.waitable && now < deadline {
+            log::info!(
+                "domain '{}': waiting for devices: {}",
+                dom.name,
+                failure.reason
+            );
+            sleep((deadline - now).min(Duration::from_millis(500)));
+            continue;
+        }
+        log::warn!("domain '{}': refused: {}", dom.name, failure.reason);
+        return Err(failure.reason.into());
+    }
+}
+
+/// One try under the lock: allocate every request and save, or undo everything this try did
+/// (keeping only the stale records it dropped) and say why.
+fn attempt(host: &Host, config: &Config, dom: &Domain) -> Result<Result<(), Failure>, HookError> {
+    let locked = host.state.lock()?;
+    let mut state = locked.load()?;
+    let live = host.liveness(config.timing.prepare_grace);
+    let stale = state.drop_stale(&live, |r| leaves_something(&host.sysfs, r));
+    for r in &stale {
+        log::info!(
+            "dropped stale record: {} of domain '{}' (not running)",
+            r.device,
+            r.domain_name
+        );
+    }
+    let base = state.clone();
+    let mut txn = Txn::default();
+    let mut ctx = Ctx {
+        host,
+        live: &live,
+        config,
+        dom,
+        state: &mut state,
+        txn: &mut txn,
+    };
+    let result = dom.requests.iter().try_for_each(|r| match r {
+        Request::Mdev(m) => allocate_mdev(&mut ctx, m),
+        Request::Vf(v) => allocate_vf(&mut ctx, v),
+    });
+    if let Err(failure) = result {
+        txn.undo(&host.sysfs, config);
+        if !stale.is_empty() {
+            if let Err(e) = locked.save(&base) {
+                log::error!("could not save state: {e}");
+            }
+        }
+        return Ok(Err(failure));
+    }
+    if let Err(e) = locked.save(&state) {
+        txn.undo(&host.sysfs, config);
+        return Err(e.into());
+    }
+    for r in state.of_domain(&dom.uuid) {
+        log::info!(
+            "domain '{}': {} on {} ({})",
+            dom.name,
+            r.device,
+            r.parent,
+            r.type_id.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(Ok(()))
+}
+
+/// Whether a record's device still has something its owner's release must undo: the mdev
+/// exists, or the NVIDIA VF still has a vGPU type. A plain VF has nothing to undo.
+pub(crate) fn leaves_something(sysfs: &Sysfs, r: &Record) -> bool {
+    match &r.device {
+        Device::Mdev { uuid } => sysfs.mdev_exists(uuid),
+        Device::Vf { address } => {
+            r.type_id.is_some() && sysfs.current_vgpu_type(*address).is_ok_and(|t| t != 0)
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `release end`: free what the domain's records say it owns, bounded, never failing.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::host::state::Record;
+use crate::host::state::{Device, State};
+use crate::host::sysfs::{Sysfs, SysfsError};
+use crate::host::Host;
+use crate::model::config::Timing;
+use crate::model::domain::Domain;
+use crate::model::names::MdevUuid;
+use crate::model::pci::PciAddress;
+
+/// Whether a record belongs to the stopping domain: by UUID, or by name when the XML could not
+/// be read (release then works from argv's domain name).
+fn is_mine(r: &Record, dom: &Domain, domain_name: &str) -> bool {
+    if dom.uuid.is_empty() {
+        r.domain_name == domain_name
+    } else {
+        r.domain_uuid == dom.uuid
+    }
+}
+
+/// Whether `device` is still recorded for this domain.
+fn still_ours(state: &State, dom: &Domain, domain_name: &str, device: &Device) -> bool {
+    state
+        .owner(device)
+        .is_some_and(|r| is_mine(r, dom, domain_name))
+}
+
+/// `release end`: tear down what the domain's records say it owns. Never fails; problems go to
+/// the log. A device the metadata names but that the hook never recorded (refused because it
+/// had the wrong type, or made by someone else) is not ours to remove.
+pub fn release(host: &Host, timing: &Timing, dom: &Domain, domain_name: &str) {
+    release_selected(host, timing, dom, domain_name, |_| true);
+}
+
+/// [`release`] of the recorded devices `select` picks (vgpuctl's live detach frees one device
+/// the same way a stop frees all). Returns the devices that are still there.
+pub fn release_selected(
+    host: &Host,
+    timing: &Timing,
+    dom: &Domain,
+    domain_name: &str,
+    select: impl Fn(&Device) -> bool,
+) -> Vec<Device> {
+    let devices: Vec<(Device, bool)> = match host.state.lock().and_then(|l| l.load()) {
+        Ok(state) => state
+            .records
+            .iter()
+            .filter(|r| is_mine(r, dom, domain_name) && select(&r.device))
+            .map(|r| (r.device.clone(), r.created))
+            .collect(),
+        Err(e) => {
+            log::error!("domain '{domain_name}': release: {e}");
+            return Vec::new();
+        }
+    };
+    let sysfs = &host.sysfs;
+    let mut done: Vec<Device> = Vec::new();
+    let mut left: Vec<Device> = Vec::new();
+    for (device, created) in devices {
+        let ours = |st: &State| still_ours(st, dom, domain_name, &device);
+        let gone = match &device {
+            Device::Mdev { uuid } => release_mdev(sysfs, timing, uuid, || {
+                host.state
+                    .lock()
+                    .and_then(|l| l.load())
+                    .is_ok_and(|st| ours(&st))
+            }),
+            Device::Vf { address } if created && sysfs.is_nvidia_vfio_vf(*address) => {
+                release_nvidia_vf(host, timing, *address, ours)
+            }
+            Device::Vf { .. } => true,
+        };
+        if gone {
+            done.push(device);
+        } else {
+            left.push(device);
+        }
+    }
+    let result = host.state.lock().and_then(|locked| {
+        let mut state = locked.load()?;
+        let before = state.records.len();
+        state
+            .records
+            .retain(|r| !(is_mine(r, dom, domain_name) && done.contains(&r.device)));
+        if state.records.len() != before {
+            locked.save(&state)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        log::error!("domain '{domain_name}': release: {e}");
+    }
+    left
+}
+
+/// Waits for NVIDIA's own clean-up, then removes with bounded retries. True when the mdev is gone.
+fn release_mdev(
+    sysfs: &Sysfs,
+    timing: &Timing,
+    uuid: &MdevUuid,
+    still_ours: impl Fn() -> bool,
+) -> bool {
+    if !sysfs.mdev_exists(uuid) {
+        return true;
+    }
+    if sysfs
+        .vgpu_params_path(uuid)
+        .parent()
+        .is_some_and(|d| d.is_dir())
+    {
+        let deadline = Instant::now() + timing.cleanup_wait;
+        while sysfs.mdev_exists(uuid) && Instant::now() < deadline {
+            sleep(Duration::from_millis(100));
+        }
+        if !sysfs.mdev_exists(uuid) {
+            log::info!("mdev {uuid} removed by the driver itself");
+            return true;
+        }
+    }
+    for attempt in 1..=timing.retries {
+        if !still_ours() {
+            log::info!("mdev {uuid} now belongs to another domain; left alone");
+            return false;
+        }
+        match sysfs.remove_mdev(uuid, timing.remove_timeout) {
+            Ok(()) => {}
+            Err(e) if matches!(e.errno(), Some(libc::ENODEV) | Some(libc::ENOENT)) => {}
+            Err(e @ SysfsError::Timeout { .. }) => {
+                // The kernel waits for the holder; the pending write finishes the job then.
+                log::error!("mdev {uuid}: {e}: still in use; it is removed once its user lets go");
+                return false;
+            }
+            Err(e) => log::warn!(
+                "mdev {uuid}: remove attempt {attempt}/{}: {e}",
+                timing.retries
+            ),
+        }
+        if !sysfs.mdev_exists(uuid) {
+            log::info!("removed mdev {uuid}");
+            return true;
+        }
+        if attempt < timing.retries {
+            sleep(timing.retry_interval);
+        }
+    }
+    log::error!("mdev {uuid} could not be removed; run `vgpuctl reconcile` once its user is gone");
+    false
+}
+
+/// Resets a kernel-6.8+ VF's vGPU type to 0 with bounded retries, only while it is still ours.
+/// Each try checks ownership and writes under the state lock, so a prepare that claims the VF
+/// for another domain cannot slip in between; a try that blocks is not repeated (its write is
+/// still pending in the kernel and lands once the VF is free).
+fn release_nvidia_vf(
+    host: &Host,
+    timing: &Timing,
+    vf: PciAddress,
+    ours: impl Fn(&State) -> bool,
+) -> bool {
+    let sysfs = &host.sysfs;
+    for attempt in 1..=timing.retries {
+        let Ok(locked) = host.state.lock() else {
+            return false;
+        };
+        if !locked.load().is_ok_and(|st| ours(&st)) {
+            log::info!("VF {vf} now belongs to another domain; its vGPU type is left alone");
+            return true;
+        }
+        match sysfs.current_vgpu_type(vf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("VF {vf}: {e}");
+                return true;
+            }
+        }
+        match sysfs.set_current_vgpu_type(vf, 0, timing.remove_timeout) {
+            Ok(()) => {
+                log::info!("reset vGPU type of VF {vf}");
+                return true;
+            }
+            Err(e @ SysfsError::Timeout { .. }) => {
+                log::error!("VF {vf}: {e}; the reset lands once the VF is released");
+                return false;
+            }
+            Err(e) => log::warn!("VF {vf}: reset attempt {attempt}/{}: {e}", timing.retries),
+        }
+        drop(locked);
+        if attempt < timing.retries {
+            sleep(timing.retry_interval);
+        }
+    }
+    log::error!("VF {vf}: vGPU type could not be reset; run `vgpuctl reconcile`");
+    false
+}
