@@ -10,7 +10,7 @@ use virt::domain::Domain;
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use crate::error::{CtlError, Exit};
+use crate::error::CtlError;
 
 /// An open connection.
 pub struct Libvirt {
@@ -38,12 +38,11 @@ pub struct DomainDefs {
 }
 
 fn refused(what: impl std::fmt::Display, e: &virt::error::Error) -> CtlError {
-    let exit = if e.code().is(ErrorNumber::NoDomain) {
-        Exit::NotFound
-    } else {
-        Exit::Libvirt
-    };
-    CtlError::new(exit, format!("{what}: {}", e.message().trim()))
+    CtlError::Libvirt {
+        what: what.to_string(),
+        message: e.message().trim().to_string(),
+        no_domain: e.code().is(ErrorNumber::NoDomain),
+    }
 }
 
 impl Libvirt {
@@ -56,13 +55,10 @@ impl Libvirt {
                 conn,
                 uri: uri.to_string(),
             }),
-            Err(e) => Err(CtlError::new(
-                Exit::Libvirt,
-                format!(
-                    "cannot connect to {uri}: {}; is the libvirt daemon running (systemctl start libvirtd, or virtqemud)? Otherwise pass --connect URI",
-                    e.message().trim()
-                ),
-            )),
+            Err(e) => Err(CtlError::Connect {
+                uri: uri.to_string(),
+                message: e.message().trim().to_string(),
+            }),
         }
     }
 
@@ -127,14 +123,11 @@ impl Libvirt {
         } else {
             "virsh list --all shows the defined ones".to_string()
         };
-        Err(CtlError::new(
-            Exit::NotFound,
-            format!(
-                "domain '{}' not found at {} ({hint})",
-                vgpu_hook::printable(name, 80),
-                self.uri
-            ),
-        ))
+        Err(CtlError::NotFound(format!(
+            "domain '{}' not found at {} ({hint})",
+            vgpu_hook::printable(name, 80),
+            self.uri
+        )))
     }
 
     /// Defines (replaces) a persistent definition.

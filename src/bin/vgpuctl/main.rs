@@ -13,9 +13,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::error::CtlError;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let level = match cli.verbose {
+    init_logging(cli.verbose);
+    let stdout = std::io::stdout();
+    match commands::run(&cli, &vgpu_hook::host::Host::from_env(), &mut stdout.lock()) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Diagnostics on stderr: warnings by default, more with each `-v`, or as `RUST_LOG` says.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -23,14 +35,12 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match commands::run(&cli, &vgpu_hook::host::Host::from_env(), &mut out) {
-        Ok(code) => code,
-        Err(e) if e.message.is_empty() => ExitCode::from(e.exit as u8),
-        Err(e) => {
-            eprintln!("vgpuctl: {e}");
-            ExitCode::from(e.exit as u8)
-        }
+}
+
+/// Prints the error as one line (a closed stdout is not worth one) and gives its exit status.
+fn fail(e: &CtlError) -> ExitCode {
+    if !matches!(e, CtlError::BrokenPipe) {
+        eprintln!("vgpuctl: {e}");
     }
+    ExitCode::from(e.exit() as u8)
 }

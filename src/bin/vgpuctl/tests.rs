@@ -59,6 +59,7 @@ impl Fixture {
     fn host(&self) -> Host {
         Host {
             sysfs: Sysfs::new(&self.dir.path().join("root")),
+            procfs: vgpu_hook::host::procfs::Procfs::system(),
             state: StateDir::new(&self.dir.path().join("state")),
             libvirt_run_dir: self.dir.path().join("run"),
             config_path: self.dir.path().join("config.toml"),
@@ -181,11 +182,11 @@ fn unknown_domain_is_not_found_with_the_closest_names() {
     let name = f.define("");
     let typo = &name[..name.len() - 1];
     let e = f.run(&["status", &format!("{typo}x")]).unwrap_err();
-    assert_eq!(e.exit, Exit::NotFound);
+    assert_eq!(e.exit(), Exit::NotFound);
     assert!(
-        e.message.contains(&format!("'{name}'")) && e.message.contains("did you mean"),
+        e.to_string().contains(&format!("'{name}'")) && e.to_string().contains("did you mean"),
         "{}",
-        e.message
+        e
     );
 }
 
@@ -204,11 +205,12 @@ fn attach_vf_skips_vfs_that_other_defined_domains_use() {
     );
     assert!(!out.contains("0000:05:00.1"), "{other} uses 05:00.1: {out}");
     let e = f.run(&["attach", &f.define(""), "--vf"]).unwrap_err();
-    assert_eq!(e.exit, Exit::Failed);
+    assert_eq!(e.exit(), Exit::Failed);
     assert!(
-        e.message.contains(&format!("0000:05:00.1 by '{other}'")),
+        e.to_string()
+            .contains(&format!("0000:05:00.1 by '{other}'")),
         "{}",
-        e.message
+        e
     );
 }
 
@@ -231,7 +233,7 @@ fn detach_of_one_device_leaves_the_others() {
     let e = f
         .run(&["detach", &name, "--address", "05:00.1"])
         .unwrap_err();
-    assert_eq!(e.exit, Exit::NotFound);
+    assert_eq!(e.exit(), Exit::NotFound);
 }
 
 #[test]
@@ -241,11 +243,11 @@ fn live_attach_to_a_domain_that_is_not_running_is_refused() {
     let e = f
         .run(&["attach", &name, "--type", "mtty-2", "--force", "--live"])
         .unwrap_err();
-    assert_eq!(e.exit, Exit::Failed);
+    assert_eq!(e.exit(), Exit::Failed);
     assert!(
-        e.message.contains("is not running; drop --live"),
+        e.to_string().contains("is not running; drop --live"),
         "{}",
-        e.message
+        e
     );
 }
 
@@ -268,7 +270,7 @@ fn attach_without_config_asks_for_one_or_force() {
     let f = Fixture::new();
     let name = f.define("");
     let e = f.run(&["attach", &name, "--type", "mtty-2"]).unwrap_err();
-    assert_eq!(e.exit, Exit::Config);
-    assert!(e.message.contains("--force"), "{}", e.message);
+    assert_eq!(e.exit(), Exit::Config);
+    assert!(e.to_string().contains("--force"), "{e}");
     assert!(!Path::new(&f.dir.path().join("state")).exists());
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use vgpu_hook::ctl::daemon;
 use vgpu_hook::ctl::doctor::{self, LibvirtProbe};
-use vgpu_hook::ctl::install::{self, InstallError, InstallOptions};
+use vgpu_hook::ctl::install::{self, InstallOptions};
 use vgpu_hook::ctl::reconcile;
 use vgpu_hook::host::procfs::Procfs;
 use vgpu_hook::host::Host;
@@ -15,22 +15,6 @@ use super::{emit, load_config};
 use crate::cli::{DoctorArgs, InstallArgs, UninstallArgs};
 use crate::error::{CtlError, Exit};
 use crate::libvirt::Libvirt;
-
-fn install_error(e: InstallError) -> CtlError {
-    match &e {
-        InstallError::Io { source, .. } => {
-            let mut c = CtlError::io("", source);
-            c.message = e.to_string()
-                + if c.exit == Exit::Permission {
-                    " (run as root)"
-                } else {
-                    ""
-                };
-            c
-        }
-        _ => CtlError::failed(e.to_string()),
-    }
-}
 
 /// The vgpu-hook executable shipped next to this vgpuctl.
 fn sibling_hook() -> Option<PathBuf> {
@@ -74,13 +58,10 @@ pub fn install(host: &Host, args: &InstallArgs, out: &mut dyn Write) -> Result<E
         })?,
     };
     if !hook_binary.exists() {
-        return Err(CtlError::new(
-            Exit::NotFound,
-            format!(
-                "{} does not exist; build it (cargo build --release) or pass --hook-binary PATH",
-                hook_binary.display()
-            ),
-        ));
+        return Err(CtlError::NotFound(format!(
+            "{} does not exist; build it (cargo build --release) or pass --hook-binary PATH",
+            hook_binary.display()
+        )));
     }
     let opts = InstallOptions {
         hooks_dir: args.hooks_dir.clone(),
@@ -89,7 +70,7 @@ pub fn install(host: &Host, args: &InstallArgs, out: &mut dyn Write) -> Result<E
         config_path: host.config_path.clone(),
         probe: true,
     };
-    let done = install::install(&opts, &host.sysfs).map_err(install_error)?;
+    let done = install::install(&opts, &host.sysfs)?;
     for m in &done.messages {
         emit(writeln!(out, "{m}"))?;
     }
@@ -113,8 +94,7 @@ pub fn uninstall(
     args: &UninstallArgs,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CtlError> {
-    let (messages, removed) = install::uninstall(&args.hooks_dir, &host.config_path, args.purge)
-        .map_err(install_error)?;
+    let (messages, removed) = install::uninstall(&args.hooks_dir, &host.config_path, args.purge)?;
     for m in &messages {
         emit(writeln!(out, "{m}"))?;
     }
@@ -153,12 +133,12 @@ pub fn doctor(
             },
             Err(e) => LibvirtProbe::Unreachable {
                 uri: uri.to_string(),
-                error: e.message,
+                error: e.message(),
             },
         },
         Err(e) => LibvirtProbe::Unreachable {
             uri: uri.to_string(),
-            error: e.message,
+            error: e.message(),
         },
     };
     let pid_files: Vec<(&str, PathBuf)> = daemon::PID_FILES

@@ -23,9 +23,9 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) -> Result<E
 pub fn man(dir: Option<&Path>, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
     match dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| CtlError::io(dir.display(), &e))?;
+            std::fs::create_dir_all(dir).map_err(|e| CtlError::io(dir.display(), e))?;
             clap_mangen::generate_to(Cli::command(), dir)
-                .map_err(|e| CtlError::io(dir.display(), &e))?;
+                .map_err(|e| CtlError::io(dir.display(), e))?;
             emit(writeln!(out, "wrote man pages to {}", dir.display()))?;
         }
         None => emit(clap_mangen::Man::new(Cli::command()).render(out))?,

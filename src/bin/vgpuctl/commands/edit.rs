@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use vgpu_hook::ctl::plan::{self, Ask, Taken};
+use vgpu_hook::ctl::plan::{self, Ask, MdevAsk, Taken, VfAsk};
 use vgpu_hook::ctl::xmledit::{self, DeviceKey, NewDevice, Selector};
 use vgpu_hook::host::state::{Device, Liveness};
 use vgpu_hook::host::Host;
@@ -16,14 +16,14 @@ use vgpu_hook::model::pci::PciAddress;
 
 use super::{emit, load_config, note, read_xml};
 use crate::cli::{AttachArgs, DetachArgs, Target};
-use crate::error::{CtlError, Exit};
+use crate::error::CtlError;
 use crate::libvirt::{Dom, Libvirt};
 
 /// How long `--live` waits for a guest to release an unplugged device.
 const UNPLUG_WAIT: Duration = Duration::from_secs(10);
 
 fn usage(e: impl std::fmt::Display) -> CtlError {
-    CtlError::new(Exit::Usage, e.to_string())
+    CtlError::usage(e)
 }
 
 fn pci_arg(flag: &str, s: &str) -> Result<PciAddress, CtlError> {
@@ -44,7 +44,7 @@ fn ask_from(args: &AttachArgs) -> Result<Ask, CtlError> {
             })?)),
             (None, None) => None,
         };
-        return Ok(Ask::Vf {
+        return Ok(Ask::Vf(VfAsk {
             count: args.count,
             pf: args.pf.as_deref().map(|p| pci_arg("--pf", p)).transpose()?,
             address: args
@@ -53,7 +53,7 @@ fn ask_from(args: &AttachArgs) -> Result<Ask, CtlError> {
                 .map(|a| pci_arg("--address", a))
                 .transpose()?,
             want,
-        });
+        }));
     }
     let want = match (&args.profile, &args.type_id) {
         (Some(p), _) => {
@@ -64,7 +64,7 @@ fn ask_from(args: &AttachArgs) -> Result<Ask, CtlError> {
         }
         (None, None) => return Err(usage("say what to attach: --profile P, --type T or --vf")),
     };
-    Ok(Ask::Mdev {
+    Ok(Ask::Mdev(MdevAsk {
         want,
         count: args.count,
         parents: args.parent.clone(),
@@ -73,7 +73,7 @@ fn ask_from(args: &AttachArgs) -> Result<Ask, CtlError> {
             .as_deref()
             .map(|p| Params::parse(p).map_err(|e| usage(format!("--params: {e}"))))
             .transpose()?,
-    })
+    }))
 }
 
 fn describe(dev: &NewDevice) -> String {
@@ -147,12 +147,9 @@ fn config_for_check(host: &Host, force: bool) -> Result<Option<Config>, CtlError
     if force {
         return Ok(Config::load(&host.config_path).ok());
     }
-    load_config(host).map(Some).map_err(|e| {
-        CtlError::new(
-            e.exit,
-            format!("{}; or pass --force to skip the checks", e.message),
-        )
-    })
+    load_config(host)
+        .map(Some)
+        .map_err(|e| CtlError::Unchecked(Box::new(e)))
 }
 
 fn check_name(target: &Target, xml: &str) -> Result<(), CtlError> {
@@ -199,7 +196,7 @@ pub fn attach(
         for n in &plan.notes {
             note(n);
         }
-        if matches!(ask, Ask::Vf { address: None, .. }) {
+        if matches!(ask, Ask::Vf(VfAsk { address: None, .. })) {
             note("offline: other domains' definitions were not checked for the VF");
         }
         let new = xmledit::attach(&xml, &plan.devices)?;
@@ -226,9 +223,9 @@ pub fn attach(
         note(n);
     }
     if args.live {
-        let config = config.ok_or_else(|| {
-            CtlError::new(Exit::Config, "--live needs the config to create the device")
-        })?;
+        let config = config.ok_or(CtlError::NeedsConfig(
+            "--live needs the config to create the device",
+        ))?;
         return attach_live(&lv, host, &config, &dom, &plan.devices, out);
     }
     let new = xmledit::attach(&xml, &plan.devices)?;
@@ -285,8 +282,7 @@ fn attach_live(
         requests,
         hostdevs,
     };
-    vgpu_hook::hook::prepare(host, config, &partial)
-        .map_err(|e| CtlError::failed(format!("cannot create the device now: {e}")))?;
+    vgpu_hook::hook::prepare(host, config, &partial).map_err(CtlError::Prepare)?;
     let keys: Vec<DeviceKey> = devices.iter().map(NewDevice::key).collect();
     for (i, d) in devices.iter().enumerate() {
         if let Err(e) = dom.attach_live_and_config(&xmledit::hostdev_xml(d)) {

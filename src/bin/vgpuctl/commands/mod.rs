@@ -15,7 +15,7 @@ use vgpu_hook::host::Host;
 use vgpu_hook::model::config::Config;
 
 use crate::cli::{Cli, Command};
-use crate::error::{CtlError, Exit};
+use crate::error::CtlError;
 
 /// Runs the parsed command line on `host` (the real one, or a test's).
 pub fn run(cli: &Cli, host: &Host, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
@@ -37,13 +37,7 @@ pub fn run(cli: &Cli, host: &Host, out: &mut dyn Write) -> Result<ExitCode, CtlE
 
 /// Maps a failed write to stdout: a closed pipe (`vgpuctl list | head`) ends quietly.
 pub fn emit(r: io::Result<()>) -> Result<(), CtlError> {
-    r.map_err(|e| {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            CtlError::new(Exit::Failed, "")
-        } else {
-            CtlError::io("writing the output", &e)
-        }
-    })
+    r.map_err(CtlError::output)
 }
 
 /// A remark for the operator, on stderr.
@@ -61,9 +55,9 @@ pub fn read_xml(path: &Path) -> Result<String, CtlError> {
     };
     r.map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            CtlError::new(Exit::NotFound, format!("{}: no such file", path.display()))
+            CtlError::NotFound(format!("{}: no such file", path.display()))
         } else {
-            CtlError::io(path.display(), &e)
+            CtlError::io(path.display(), e)
         }
     })?;
     Ok(text)
