@@ -1,0 +1,198 @@
+//! Device checks: NVIDIA's manager, and every configured GPU, parent and PF as it is now.
+//!
+//! A configured device can be absent (mistyped address, card fallen off the bus), present but
+//! not yet serving (vendor manager down, VFs not enabled), or fine; each state has its own
+//! fix, the same advice the hook gives when it refuses a start.
+
+use super::{Context, Verdict};
+use crate::alloc::inventory::{self, MdevGpu, MdevState, PfKind};
+use crate::model::config::Config;
+use crate::model::pci::PciAddress;
+
+/// Whether `nvidia-vgpu-mgr` runs, when NVIDIA GPUs are configured.
+pub fn nvidia_vgpu_mgr(ctx: &Context<'_>) -> Vec<Verdict> {
+    if ctx.config().is_none_or(|c| c.nvidia_vgpu_pfs.is_empty()) {
+        return Vec::new();
+    }
+    let running = ctx.inputs.proc.find_by_comm(&["nvidia-vgpu-mgr"]);
+    let unit_known = ctx
+        .inputs
+        .unit_dirs
+        .iter()
+        .any(|d| d.join("nvidia-vgpu-mgr.service").exists());
+    vec![match (running.first(), unit_known) {
+        (Some((pid, _)), _) => Verdict::ok(format!("nvidia-vgpu-mgr runs (pid {pid})")),
+        (None, true) => Verdict::fail(
+            "nvidia-vgpu-mgr is installed but not running: NVIDIA GPUs register no vGPU types and VMs fail to open their vGPU",
+            "systemctl enable --now nvidia-vgpu-mgr; journalctl -u nvidia-vgpu-mgr tells why it stopped",
+        ),
+        (None, false) => Verdict::fail(
+            "nvidia-vgpu-mgr is not running and no systemd unit for it was found",
+            "install NVIDIA's vGPU host driver (the KVM package, not the guest driver), then systemctl enable --now nvidia-vgpu-mgr",
+        ),
+    }]
+}
+
+/// One verdict per configured mdev source (NVIDIA GPU or other parent).
+pub fn mdev_gpus(ctx: &Context<'_>) -> Vec<Verdict> {
+    let Some(c) = ctx.config() else {
+        return Vec::new();
+    };
+    inventory::mdev_gpus(c, ctx.sysfs())
+        .iter()
+        .map(|g| mdev_gpu(ctx, c, g))
+        .collect()
+}
+
+fn mdev_gpu(ctx: &Context<'_>, c: &Config, g: &MdevGpu) -> Verdict {
+    let sysfs = ctx.sysfs();
+    let gen = g.state.label();
+    let config_path = &ctx.config_path;
+    match &g.state {
+        MdevState::Parents(_, ps) => {
+            let types = ps
+                .iter()
+                .map(|p| sysfs.mdev_types(p).len())
+                .max()
+                .unwrap_or(0);
+            Verdict::ok(format!(
+                "{}: {gen}, {} parent(s), {types} types",
+                g.key,
+                ps.len()
+            ))
+        }
+        MdevState::NotMdev => Verdict::ok(format!(
+            "{}: {gen} (kernel-6.8+ vGPU on VFs), {} VFs enabled",
+            g.key,
+            g.pf.map_or(0, |pf| sysfs.vfs(pf).len())
+        )),
+        MdevState::Missing => Verdict::fail(
+            format!("{}: not present on this host", g.key),
+            if g.pf.is_some() {
+                format!("check the address with lspci -D, then fix it in {config_path}")
+            } else {
+                format!("load the parent's driver, or fix the name in {config_path} (ls /sys/class/mdev_bus)")
+            },
+        ),
+        MdevState::Unregistered => Verdict::fail(
+            format!("{}: present but not registered as an mdev parent", g.key),
+            if g.nvidia {
+                "systemctl start nvidia-vgpu-mgr (and check that the GPU is bound to the nvidia driver: lspci -k)"
+            } else {
+                "load the driver that registers it as an mdev parent"
+            },
+        ),
+        MdevState::VfsDisabled => {
+            let (runnable, how) = crate::host::sriov::nvidia_vfs_missing(&c.sriov_manage, &g.key);
+            let message = format!("{}: SR-IOV GPU with no VFs enabled", g.key);
+            if runnable {
+                Verdict::warn(message, how)
+            } else {
+                Verdict::fail(message, how)
+            }
+        }
+    }
+}
+
+/// One verdict per configured AMD or generic SR-IOV PF (NVIDIA GPUs are [`mdev_gpus`]'s).
+pub fn sriov_pfs(ctx: &Context<'_>) -> Vec<Verdict> {
+    let Some(c) = ctx.config() else {
+        return Vec::new();
+    };
+    inventory::vf_pfs(c)
+        .into_iter()
+        .filter(|(_, kind)| *kind != PfKind::Nvidia)
+        .map(|(pf, kind)| sriov_pf(ctx, pf, kind))
+        .collect()
+}
+
+fn sriov_pf(ctx: &Context<'_>, pf: PciAddress, kind: PfKind) -> Verdict {
+    let sysfs = ctx.sysfs();
+    let config_path = &ctx.config_path;
+    let total = sysfs.sriov_totalvfs(pf);
+    let enabled = sysfs.vfs(pf).len();
+    if !sysfs.pci_exists(pf) {
+        Verdict::fail(
+            format!("{pf}: not present on this host"),
+            format!("check the address with lspci -D, then fix it in {config_path}"),
+        )
+    } else if total == 0 {
+        Verdict::fail(
+            format!("{pf}: has no SR-IOV capability (sriov_totalvfs is 0 or absent)"),
+            format!(
+                "remove it from {} in {config_path}",
+                inventory::pf_kind_label(kind)
+            ),
+        )
+    } else if enabled == 0 && kind == PfKind::Amd {
+        Verdict::fail(
+            format!("{pf}: no VFs; the gim driver fixes their number when it loads"),
+            crate::host::sriov::amd_vf_num(sysfs, pf),
+        )
+    } else if enabled == 0 {
+        Verdict::warn(
+            format!("{pf}: no VFs enabled (of {total}); the hook enables them at the first start where the driver allows"),
+            format!("echo {total} > /sys/bus/pci/devices/{pf}/sriov_numvfs"),
+        )
+    } else {
+        Verdict::ok(format!("{pf}: sriov, {enabled} of {total} VFs enabled"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Fixture;
+    use super::super::Severity;
+    use super::*;
+
+    #[test]
+    fn the_nvidia_manager_is_checked_only_for_nvidia_gpus() {
+        let f = Fixture::new();
+        f.write_config("sriov_pfs = [\"05:00.0\"]\n");
+        assert!(f.check(nvidia_vgpu_mgr).is_empty());
+        f.write_config("nvidia_vgpu_pfs = [\"82:00.0\"]\n");
+        let v = f.check(nvidia_vgpu_mgr);
+        assert_eq!(v[0].severity, Severity::Error);
+        assert!(v[0].message.contains("no systemd unit"), "{v:?}");
+        f.process(1234, "nvidia-vgpu-mgr");
+        assert_eq!(
+            f.check(nvidia_vgpu_mgr),
+            [Verdict::ok("nvidia-vgpu-mgr runs (pid 1234)")]
+        );
+    }
+
+    #[test]
+    fn configured_mdev_sources_are_found_or_missing() {
+        let f = Fixture::new();
+        f.write_config("mdev_parents = [\"mtty\", \"gone\"]\n");
+        f.sys_file(
+            "class/mdev_bus/mtty/mdev_supported_types/mtty-1/name",
+            "x\n",
+        );
+        let v = f.check(mdev_gpus);
+        assert_eq!(v[0], Verdict::ok("mtty: mdev, 1 parent(s), 1 types"));
+        assert_eq!(v[1].severity, Severity::Error);
+        assert_eq!(v[1].message, "gone: not present on this host");
+        assert!(v[1]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("ls /sys/class/mdev_bus"));
+    }
+
+    #[test]
+    fn sriov_pfs_are_judged_by_their_vfs() {
+        let f = Fixture::new();
+        f.write_config("sriov_pfs = [\"05:00.0\", \"06:00.0\", \"07:00.0\"]\n");
+        f.sys_file("bus/pci/devices/0000:05:00.0/sriov_totalvfs", "4\n");
+        f.sys_file("bus/pci/devices/0000:06:00.0/sriov_totalvfs", "0\n");
+        let v = f.check(sriov_pfs);
+        assert_eq!(v[0].severity, Severity::Warning);
+        assert_eq!(
+            v[0].fix.as_deref(),
+            Some("echo 4 > /sys/bus/pci/devices/0000:05:00.0/sriov_numvfs")
+        );
+        assert!(v[1].message.contains("has no SR-IOV capability"), "{v:?}");
+        assert_eq!(v[2].message, "0000:07:00.0: not present on this host");
+    }
+}
