@@ -2,13 +2,13 @@
 //!
 //! Real hosts change under the hook's feet: QEMU opens and closes devices, drivers fail probes or
 //! take their time, GPUs fall off the bus. A test triggers each of these by writing one command
-//! per line (`hold <uuid>`, `fault create-eio <parent> 2`, `unplug <address>`); this module parses
-//! them and applies them to the model. A malformed or unknown command fails the write with
-//! `EINVAL`; a command about a device that does not exist fails with `ENOENT`.
+//! per line (`hold <uuid>`, `fault create-eio <parent> 2`, `unplug <address>`). This module is
+//! the language of those commands only: it turns a write into [`Command`]s, or `EINVAL` for a
+//! malformed or unknown one. Carrying them out is the device model's business (it answers
+//! `ENOENT` for a device that does not exist), so the model depends on this module and not the
+//! other way round.
 
-use std::time::Duration;
-
-use crate::model::{Errno, Model};
+use crate::kparse::Errno;
 
 /// One parsed control command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,24 +49,11 @@ impl Command {
             _ => return Err(libc::EINVAL),
         })
     }
-
-    /// Applies the command to the model.
-    pub fn apply(&self, model: &mut Model) -> Result<(), Errno> {
-        match self {
-            Command::Hold(t) => model.hold(t),
-            Command::Release(t) => model.release(t),
-            Command::CreateEio(p, n) => model.fault_create_eio(p, *n),
-            Command::CreateDelay(p, ms) => model.fault_create_delay(p, Duration::from_millis(*ms)),
-            Command::RemoveEio(u) => model.fault_remove_eio(u),
-            Command::Unplug(a) => model.unplug(a),
-            Command::Plug(a) => model.plug(a),
-        }
-    }
 }
 
-/// Runs every non-blank line of a write to `sim/control`, stopping at the first failure,
-/// whose errno the write returns.
-pub fn execute(model: &mut Model, data: &[u8]) -> Result<(), Errno> {
+/// Parses a whole write to `sim/control`: every non-blank line must be a command, and there
+/// must be at least one; otherwise the write fails `EINVAL` before anything is carried out.
+pub fn parse_write(data: &[u8]) -> Result<Vec<Command>, Errno> {
     let text = std::str::from_utf8(data).map_err(|_| libc::EINVAL)?;
     let commands = text
         .lines()
@@ -76,10 +63,7 @@ pub fn execute(model: &mut Model, data: &[u8]) -> Result<(), Errno> {
     if commands.is_empty() {
         return Err(libc::EINVAL);
     }
-    for c in &commands {
-        c.apply(model)?;
-    }
-    Ok(())
+    Ok(commands)
 }
 
 #[cfg(test)]

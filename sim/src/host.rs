@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::kparse;
 use crate::profiles::{self, IdStyle};
+use crate::typespec::TypeSpec;
 
 /// A validated host description.
 #[derive(Clone, Debug)]
@@ -120,25 +121,6 @@ impl Location {
             Location::Pci(a) | Location::Virtual(a) => a,
         }
     }
-}
-
-/// One supported mdev type (or, for `nvidia-vfio`, one vGPU type of `creatable_vgpu_types`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TypeSpec {
-    /// Directory name (`nvidia-46`, `mtty-2`) or numeric id (`1145`).
-    pub id: String,
-    /// Pretty name shown in `name` (`GRID P40-1Q`); no `name` file when absent.
-    pub name: Option<String>,
-    /// Shown in `description`; no `description` file when absent.
-    pub description: Option<String>,
-    /// `device_api` (`vfio-pci`).
-    pub device_api: String,
-    /// Framebuffer of one instance; NVIDIA kinds need it for the one-size rule.
-    pub framebuffer_mb: Option<u64>,
-    /// Instances that fit on an empty parent.
-    pub max_instances: u32,
-    /// Share of the parent's `pool` one instance takes (mtty: ports per device).
-    pub units: u32,
 }
 
 /// A validated `[[gpu]]` entry with every default applied.

@@ -4,7 +4,12 @@
 //! `kstrtobool`, `guid_parse`, `sysfs_streq`), each with its own quirks: an optional trailing
 //! newline, base prefixes, case-insensitive hex. The simulator must accept and refuse exactly
 //! what those helpers do, so that a writer that works here works on a real host; this module
-//! holds those helpers and the errno names used in the event log.
+//! holds those helpers, the [`Errno`] type they fail with and the errno names used in the event
+//! log.
+
+/// An errno value (`libc::EINVAL`, ...): what the kernel would return for a write. Every layer
+/// of the simulator speaks it, so it lives here, below all of them.
+pub type Errno = i32;
 
 /// Returns `data` without one trailing newline, as most store callbacks and `sysfs_streq` ignore it.
 pub fn strip_newline(data: &[u8]) -> &[u8] {
@@ -15,7 +20,7 @@ pub fn strip_newline(data: &[u8]) -> &[u8] {
 /// the prefix (`0x` hex, leading `0` octal, else decimal), one trailing newline allowed.
 ///
 /// Errors are the kernel's: `EINVAL` for anything not a number, `ERANGE` on overflow.
-pub fn kstrtoull(data: &[u8]) -> Result<u64, i32> {
+pub fn kstrtoull(data: &[u8]) -> Result<u64, Errno> {
     let s = strip_newline(data);
     let s = s.strip_prefix(b"+").unwrap_or(s);
     let (radix, digits) = if let Some(rest) = s
@@ -48,7 +53,7 @@ pub fn kstrtoull(data: &[u8]) -> Result<u64, i32> {
 
 /// Parses a signed integer like `kstrtol(s, 10, ..)`: optional `-` or `+`, decimal digits only
 /// (`0x10` is `EINVAL`; a leading `0` is still decimal, `010` is 10), one trailing newline.
-pub fn kstrtol10(data: &[u8]) -> Result<i64, i32> {
+pub fn kstrtol10(data: &[u8]) -> Result<i64, Errno> {
     let s = strip_newline(data);
     let (neg, digits) = match s {
         [b'-', rest @ ..] => (true, rest),
@@ -77,13 +82,13 @@ pub fn kstrtol10(data: &[u8]) -> Result<i64, i32> {
 
 /// Parses a `u16` like `kstrtou16(s, 0, ..)`; values above `u16::MAX` are `ERANGE` (callers
 /// such as `sriov_numvfs_store` turn any failure into `EINVAL`).
-pub fn kstrtou16(data: &[u8]) -> Result<u16, i32> {
+pub fn kstrtou16(data: &[u8]) -> Result<u16, Errno> {
     let v = kstrtoull(data)?;
     u16::try_from(v).map_err(|_| libc::ERANGE)
 }
 
 /// Parses a boolean like the kernel's `kstrtobool`: `1 y Y t T` / `0 n N f F`, `on` / `off`.
-pub fn kstrtobool(data: &[u8]) -> Result<bool, i32> {
+pub fn kstrtobool(data: &[u8]) -> Result<bool, Errno> {
     let s = strip_newline(data);
     match s {
         [b'1' | b'y' | b'Y' | b't' | b'T', ..] => Ok(true),
@@ -142,7 +147,7 @@ pub fn format_pci_address(domain: u16, bus: u8, dev: u8, func: u8) -> String {
 }
 
 /// The symbolic name of an errno value, as printed in the event log (`EEXIST`).
-pub fn errno_name(errno: i32) -> String {
+pub fn errno_name(errno: Errno) -> String {
     let name = match errno {
         libc::EPERM => "EPERM",
         libc::ENOENT => "ENOENT",

@@ -16,3 +16,4 @@ pub mod kparse;
 pub mod layout;
 pub mod model;
 pub mod profiles;
+pub mod typespec;

@@ -18,7 +18,7 @@
 //! driver's where a source gives them for the board at its real framebuffer size (tables below,
 //! each naming its source); other boards get invented but stable ids from a per-board base.
 
-use crate::host::TypeSpec;
+use crate::typespec::TypeSpec;
 
 /// A vGPU series, in the order NVIDIA lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

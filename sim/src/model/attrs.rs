@@ -6,7 +6,6 @@
 //! kernel refuses to open an attribute in a direction it does not support with `EACCES`.
 
 use super::{Errno, Model, Role, WriteOutcome};
-use crate::control;
 
 /// An attribute of a PCI function.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,7 +280,7 @@ impl Model {
                 DriverAttr::RemoveId => self.write_remove_id(drv, data),
             }),
             Attr::DriversProbe => done(self.write_drivers_probe(data)),
-            Attr::Control => done(control::execute(self, data)),
+            Attr::Control => done(self.write_control(data)),
             Attr::ModuleInitstate(_) | Attr::Events | Attr::Requests => done(Err(libc::EACCES)),
         }
     }

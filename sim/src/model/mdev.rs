@@ -12,8 +12,9 @@
 use std::time::Duration;
 
 use super::{Errno, Mdev, MdevState, Model, Role, WriteOutcome};
-use crate::host::{Available, Kind, TypeSpec};
+use crate::host::{Available, Kind};
 use crate::kparse;
+use crate::typespec::TypeSpec;
 
 /// Instances of `t` still creatable when vGPUs of sizes `used` share its physical GPU.
 fn nvidia_room(used: &[u64], t: &TypeSpec) -> u32 {

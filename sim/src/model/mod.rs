@@ -9,10 +9,11 @@
 //! caller to finish later, so the model itself never blocks.
 //!
 //! The rules are split by interface: `mdev` (mdev core and NVIDIA capacity), `pci` (SR-IOV and
-//! driver binding), `vfio` (NVIDIA's kernel-6.8+ per-VF interface) and `attrs` (reading and
-//! writing attribute files).
+//! driver binding), `vfio` (NVIDIA's kernel-6.8+ per-VF interface), `attrs` (reading and
+//! writing attribute files) and `commands` (what `sim/control` makes the outside world do).
 
 mod attrs;
+mod commands;
 mod mdev;
 mod pci;
 mod vfio;
@@ -23,13 +24,13 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::host::{Gpu, Host, Kind, Location, TypeSpec};
+use crate::host::{Gpu, Host, Kind, Location};
 use crate::kparse;
+use crate::typespec::TypeSpec;
 
 pub use attrs::{Attr, DriverAttr, PciAttr, TypeAttr, VfioAttr};
 
-/// An errno value (`libc::EINVAL`, ...): what the kernel would return for a write.
-pub type Errno = i32;
+pub use crate::kparse::Errno;
 
 /// What a write did: finished, or left for the caller to complete later.
 #[derive(Debug, PartialEq, Eq)]
@@ -480,150 +481,6 @@ impl Model {
             Err(e) => kparse::errno_name(e),
         };
         self.events.push(format!("{path} {value} -> {outcome}"));
-    }
-
-    // ----- control operations (sim/control) -----
-
-    /// A VM opened the device (an mdev UUID or a PCI address): removes block, VF
-    /// reconfiguration fails `EBUSY`. A second hold is `EBUSY` (VFIO devices open once).
-    pub fn hold(&mut self, target: &str) -> Result<(), Errno> {
-        if let Some(uuid) = kparse::parse_uuid(target) {
-            let d = self
-                .mdevs
-                .get_mut(&uuid)
-                .filter(|d| d.state != MdevState::Creating)
-                .ok_or(libc::ENOENT)?;
-            if d.state == MdevState::Removing {
-                return Err(libc::ENODEV);
-            }
-            if d.held {
-                return Err(libc::EBUSY);
-            }
-            d.held = true;
-            d.cleanup_at = None;
-            return Ok(());
-        }
-        let addr = kparse::parse_pci_address(target).ok_or(libc::EINVAL)?;
-        let d = self.pci.get_mut(&addr).ok_or(libc::ENOENT)?;
-        if d.held {
-            return Err(libc::EBUSY);
-        }
-        d.held = true;
-        Ok(())
-    }
-
-    /// The VM closed the device: a blocked remove completes now; otherwise the driver's
-    /// self-clean-up (mdev) or reset-busy window (kernel-6.8+ VF) starts.
-    pub fn release(&mut self, target: &str) -> Result<(), Errno> {
-        let now = self.now;
-        if let Some(uuid) = kparse::parse_uuid(target) {
-            let d = self
-                .mdevs
-                .get(&uuid)
-                .filter(|d| d.state != MdevState::Creating)
-                .ok_or(libc::ENOENT)?;
-            if !d.held {
-                return Err(libc::EINVAL);
-            }
-            if d.state == MdevState::Removing {
-                self.mdevs.remove(&uuid);
-                return Ok(());
-            }
-            let cleanup = self
-                .gpu_of_parent(&d.parent)
-                .map_or(0, |gi| self.gpus[gi].spec.self_cleanup_ms);
-            if let Some(d) = self.mdevs.get_mut(&uuid) {
-                d.held = false;
-                d.cleanup_at = (cleanup > 0).then(|| now + Duration::from_millis(cleanup));
-            }
-            return Ok(());
-        }
-        let addr = kparse::parse_pci_address(target).ok_or(libc::EINVAL)?;
-        let d = self.pci.get_mut(&addr).ok_or(libc::ENOENT)?;
-        if !d.held {
-            return Err(libc::EINVAL);
-        }
-        d.held = false;
-        d.released_at = Some(now);
-        Ok(())
-    }
-
-    fn known_parent_name(&self, parent: &str) -> bool {
-        kparse::parse_pci_address(parent).is_some()
-            || self
-                .gpus
-                .iter()
-                .any(|g| g.spec.location == Location::Virtual(parent.to_string()))
-    }
-
-    /// The next `count` creates on `parent` fail `EIO` (the vendor probe failing).
-    pub fn fault_create_eio(&mut self, parent: &str, count: u32) -> Result<(), Errno> {
-        let parent = kparse::parse_pci_address(parent).unwrap_or_else(|| parent.to_string());
-        if !self.known_parent_name(&parent) {
-            return Err(libc::ENOENT);
-        }
-        if count == 0 {
-            self.create_eio.remove(&parent);
-        } else {
-            self.create_eio.insert(parent, count);
-        }
-        Ok(())
-    }
-
-    /// Creates on `parent` take `delay` before the device appears (zero: immediate again).
-    pub fn fault_create_delay(&mut self, parent: &str, delay: Duration) -> Result<(), Errno> {
-        let parent = kparse::parse_pci_address(parent).unwrap_or_else(|| parent.to_string());
-        if !self.known_parent_name(&parent) {
-            return Err(libc::ENOENT);
-        }
-        if delay.is_zero() {
-            self.create_delay.remove(&parent);
-        } else {
-            self.create_delay.insert(parent, delay);
-        }
-        Ok(())
-    }
-
-    /// The next remove of `uuid` fails `EIO`.
-    pub fn fault_remove_eio(&mut self, uuid: &str) -> Result<(), Errno> {
-        let uuid = kparse::parse_uuid(uuid).ok_or(libc::EINVAL)?;
-        self.remove_eio.insert(uuid);
-        Ok(())
-    }
-
-    fn gpu_by_name(&self, name: &str) -> Result<usize, Errno> {
-        let name = kparse::parse_pci_address(name).unwrap_or_else(|| name.to_string());
-        self.gpus
-            .iter()
-            .position(|g| g.spec.location.name() == name)
-            .ok_or(libc::ENOENT)
-    }
-
-    /// The GPU falls off the bus: its PF, VFs, parents and mdevs vanish at once
-    /// (`ENODEV` if it is already gone, `ENOENT` if the host has no such device).
-    pub fn unplug(&mut self, name: &str) -> Result<(), Errno> {
-        let gi = self.gpu_by_name(name)?;
-        if !self.gpus[gi].plugged {
-            return Err(libc::ENODEV);
-        }
-        self.gpus[gi].plugged = false;
-        self.pci.retain(|_, d| d.gpu != gi);
-        self.reap_orphans();
-        Ok(())
-    }
-
-    /// The GPU comes back as after a fresh probe: bound to its driver, the host file's VFs
-    /// enabled, no mdevs; its parent registers `appear_after_ms` from now.
-    pub fn plug(&mut self, name: &str) -> Result<(), Errno> {
-        let gi = self.gpu_by_name(name)?;
-        if self.gpus[gi].plugged {
-            return Err(libc::EEXIST);
-        }
-        let g = &mut self.gpus[gi];
-        g.plugged = true;
-        g.appear_at = self.now + Duration::from_millis(g.spec.appear_after_ms);
-        self.bring_up(gi);
-        Ok(())
     }
 
     /// Drops mdevs whose parent is no longer registered (unplug, unbind, VFs disabled), as

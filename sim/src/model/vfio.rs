@@ -10,8 +10,9 @@
 use std::time::Duration;
 
 use super::{Errno, Model, Role, WriteOutcome};
-use crate::host::{Kind, TypeSpec};
+use crate::host::Kind;
 use crate::kparse;
+use crate::typespec::TypeSpec;
 
 /// Header line of `creatable_vgpu_types`.
 pub const CREATABLE_HEADER: &str = "ID    : vGPU Name";
