@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use vgpu_hook::hook;
 use vgpu_hook::host::Host;
-use vgpu_hook::model::config::{Config, Timing};
+use vgpu_hook::model::config::{Config, ConfigError, Timing};
 use vgpu_hook::model::domain::{self, Domain, Request};
 
 /// libvirt caps domain XML at 10 MiB; anything larger is not from libvirt.
@@ -53,43 +53,28 @@ fn main() -> ExitCode {
     }
     let domain_arg = args[1].to_string_lossy().into_owned();
     let call = classify(&args[2], &args[3]);
-
-    let mut input = Vec::new();
-    let mut stdin = std::io::stdin().lock();
-    let oversize = match stdin.by_ref().take(MAX_STDIN + 1).read_to_end(&mut input) {
-        Ok(n) => n as u64 > MAX_STDIN,
-        Err(_) => return ExitCode::SUCCESS,
+    let Some(stdin) = read_stdin() else {
+        return ExitCode::SUCCESS;
     };
-    if oversize {
-        let _ = std::io::copy(&mut stdin, &mut std::io::sink());
-    }
     if matches!(call, Call::Other) {
         return ExitCode::SUCCESS;
     }
-    if !domain::mentions_namespace(&input) {
+    if !domain::mentions_namespace(&stdin.bytes) {
         release_leftovers(&call, &domain_arg);
         return ExitCode::SUCCESS;
     }
     vgpu_hook::host::logging::init();
     let refuses = matches!(call, Call::Prepare | Call::Filter);
-    if oversize {
+    if stdin.oversize {
         log::error!("domain '{domain_arg}': stdin exceeds {MAX_STDIN} bytes");
+        let why = format!("domain XML on stdin exceeds {} MiB", MAX_STDIN >> 20);
         return if refuses {
-            fail(
-                &domain_arg,
-                format!("domain XML on stdin exceeds {} MiB", MAX_STDIN >> 20),
-            )
+            fail(&domain_arg, why)
         } else {
             ExitCode::SUCCESS
         };
     }
-    let parsed = std::str::from_utf8(&input)
-        .map_err(|e| domain::DomainError::Syntax {
-            position: e.valid_up_to() as u64,
-            message: "not UTF-8".into(),
-        })
-        .and_then(|xml| Domain::parse(xml).map(|d| (xml, d)));
-    let (xml, dom) = match parsed {
+    let (xml, dom) = match parse(&stdin.bytes) {
         Ok((_, d)) if !d.has_metadata => {
             release_leftovers(&call, &domain_arg);
             return ExitCode::SUCCESS;
@@ -97,68 +82,134 @@ fn main() -> ExitCode {
         Ok(v) => v,
         Err(e) if refuses => return fail(&domain_arg, e),
         Err(e) => {
-            // Release still frees what the state says this domain holds, found by name.
             log::error!("domain '{domain_arg}': {e}");
-            if matches!(call, Call::Release) {
-                let host = Host::from_env();
-                let timing = Config::load(&host.config_path)
-                    .map_or_else(|_| Timing::default(), |c| c.timing);
-                hook::release(&host, &timing, &Domain::default(), &domain_arg);
-            }
+            release_by_name(&call, &domain_arg);
             return ExitCode::SUCCESS;
         }
     };
-    // Nothing asked for: no config needed, nothing can fail.
-    let asks_vf = dom.requests.iter().any(|r| matches!(r, Request::Vf(_)));
-    match call {
-        Call::Prepare | Call::Reconnect if dom.requests.is_empty() => return ExitCode::SUCCESS,
-        Call::Filter if !asks_vf => return ExitCode::SUCCESS,
-        _ => {}
+    if asks_nothing(&call, &dom) {
+        return ExitCode::SUCCESS;
     }
     let host = Host::from_env();
     let config = Config::load(&host.config_path);
-
     match call {
-        Call::Prepare => match config
-            .map_err(hook::HookError::from)
-            .and_then(|c| hook::prepare(&host, &c, &dom))
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&dom.name, e),
-        },
-        Call::Filter => match config
-            .map_err(hook::HookError::from)
-            .and_then(|c| hook::filter(&host, &c, &dom, xml))
-        {
-            Ok(Some(out)) => {
-                let mut stdout = std::io::stdout().lock();
-                if stdout
-                    .write_all(out.as_bytes())
-                    .and_then(|_| stdout.flush())
-                    .is_err()
-                {
-                    return fail(&dom.name, "could not write the rewritten XML to stdout");
-                }
-                ExitCode::SUCCESS
-            }
-            Ok(None) => ExitCode::SUCCESS,
-            Err(e) => fail(&dom.name, e),
-        },
-        Call::Release => {
-            let timing = config
-                .as_ref()
-                .map_or_else(|_| Timing::default(), |c| c.timing.clone());
-            hook::release(&host, &timing, &dom, &domain_arg);
-            ExitCode::SUCCESS
-        }
-        Call::Reconnect => {
-            if let Err(e) = hook::reconnect(&host, config.as_ref().ok(), &dom) {
-                log::error!("domain '{}': reconnect: {e}", dom.name);
-            }
-            ExitCode::SUCCESS
-        }
+        Call::Prepare => run_prepare(&host, config, &dom),
+        Call::Filter => run_filter(&host, config, &dom, xml),
+        Call::Release => run_release(&host, config, &dom, &domain_arg),
+        Call::Reconnect => run_reconnect(&host, config, &dom),
         Call::Other => ExitCode::SUCCESS,
     }
+}
+
+/// What libvirt wrote on stdin, read whole (so libvirt never blocks on the pipe), up to a cap.
+struct Stdin {
+    bytes: Vec<u8>,
+    oversize: bool,
+}
+
+/// `None` when stdin cannot be read (nothing can be decided; the hook then does nothing).
+fn read_stdin() -> Option<Stdin> {
+    let mut bytes = Vec::new();
+    let mut stdin = std::io::stdin().lock();
+    let n = stdin
+        .by_ref()
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let oversize = n as u64 > MAX_STDIN;
+    if oversize {
+        let _ = std::io::copy(&mut stdin, &mut std::io::sink());
+    }
+    Some(Stdin { bytes, oversize })
+}
+
+fn parse(input: &[u8]) -> Result<(&str, Domain), domain::DomainError> {
+    std::str::from_utf8(input)
+        .map_err(|e| domain::DomainError::Syntax {
+            position: e.valid_up_to() as u64,
+            message: "not UTF-8".into(),
+        })
+        .and_then(|xml| Domain::parse(xml).map(|d| (xml, d)))
+}
+
+/// A call that has nothing to do for this domain needs no config and cannot fail.
+fn asks_nothing(call: &Call, dom: &Domain) -> bool {
+    let asks_vf = dom.requests.iter().any(|r| matches!(r, Request::Vf(_)));
+    match call {
+        Call::Prepare | Call::Reconnect => dom.requests.is_empty(),
+        Call::Filter => !asks_vf,
+        _ => false,
+    }
+}
+
+fn timing_of(config: &Result<Config, ConfigError>) -> Timing {
+    config
+        .as_ref()
+        .map_or_else(|_| Timing::default(), |c| c.timing.clone())
+}
+
+fn run_prepare(host: &Host, config: Result<Config, ConfigError>, dom: &Domain) -> ExitCode {
+    match config
+        .map_err(hook::HookError::from)
+        .and_then(|c| hook::prepare(host, &c, dom))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&dom.name, e),
+    }
+}
+
+fn run_filter(
+    host: &Host,
+    config: Result<Config, ConfigError>,
+    dom: &Domain,
+    xml: &str,
+) -> ExitCode {
+    match config
+        .map_err(hook::HookError::from)
+        .and_then(|c| hook::filter(host, &c, dom, xml))
+    {
+        Ok(Some(out)) => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout
+                .write_all(out.as_bytes())
+                .and_then(|_| stdout.flush())
+                .is_err()
+            {
+                return fail(&dom.name, "could not write the rewritten XML to stdout");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => fail(&dom.name, e),
+    }
+}
+
+fn run_release(
+    host: &Host,
+    config: Result<Config, ConfigError>,
+    dom: &Domain,
+    domain_name: &str,
+) -> ExitCode {
+    hook::release(host, &timing_of(&config), dom, domain_name);
+    ExitCode::SUCCESS
+}
+
+fn run_reconnect(host: &Host, config: Result<Config, ConfigError>, dom: &Domain) -> ExitCode {
+    if let Err(e) = hook::reconnect(host, config.as_ref().ok(), dom) {
+        log::error!("domain '{}': reconnect: {e}", dom.name);
+    }
+    ExitCode::SUCCESS
+}
+
+/// At `release end` for a domain whose XML cannot be read: release still frees what the state
+/// says this domain holds, found by name.
+fn release_by_name(call: &Call, domain_name: &str) {
+    if !matches!(call, Call::Release) {
+        return;
+    }
+    let host = Host::from_env();
+    let timing = timing_of(&Config::load(&host.config_path));
+    hook::release(&host, &timing, &Domain::default(), domain_name);
 }
 
 /// At `release end` for a domain whose XML carries none of our metadata (removed while it ran):
@@ -174,8 +225,7 @@ fn release_leftovers(call: &Call, domain_name: &str) {
         .is_ok_and(|st| st.records.iter().any(|r| r.domain_name == domain_name));
     if recorded {
         vgpu_hook::host::logging::init();
-        let timing =
-            Config::load(&host.config_path).map_or_else(|_| Timing::default(), |c| c.timing);
+        let timing = timing_of(&Config::load(&host.config_path));
         hook::release(&host, &timing, &Domain::default(), domain_name);
     }
 }

@@ -179,144 +179,221 @@ impl Config {
 
     /// Parses config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |span: Option<Range<usize>>, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            line: span.map_or(1, |s| line_of_offset(text.as_bytes(), s.start)),
-            message,
-        };
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().replace('\n', " ");
-            let message = match message.strip_prefix("unknown field ") {
-                Some(rest) => format!(
-                    "unknown key {}",
-                    rest.replace(", expected one of", "; known keys are")
-                ),
-                None => match e.span().and_then(|s| key_before(text, s.start)) {
-                    Some(key) if !message.contains(&key) => format!("{key}: {message}"),
-                    _ => message,
-                },
-            };
-            invalid(e.span(), message)
-        })?;
-
-        let pci_list = |key: &str, items: Vec<Spanned<String>>| {
-            let mut out: Vec<PciAddress> = Vec::new();
-            for item in items {
-                let addr: PciAddress = item
-                    .get_ref()
-                    .parse()
-                    .map_err(|e| invalid(Some(item.span()), format!("{key}: {e}")))?;
-                if !out.contains(&addr) {
-                    out.push(addr);
-                }
-            }
-            Ok::<_, ConfigError>(out)
-        };
-        let nvidia_vgpu_pfs = pci_list("nvidia_vgpu_pfs", raw.nvidia_vgpu_pfs)?;
-        let amd_vgpu_pfs = pci_list("amd_vgpu_pfs", raw.amd_vgpu_pfs)?;
-        let sriov_pfs = pci_list("sriov_pfs", raw.sriov_pfs)?;
-
-        let mut mdev_parents = Vec::new();
-        for item in raw.mdev_parents {
-            let name = ParentName::parse(item.get_ref())
-                .map_err(|e: NameError| invalid(Some(item.span()), format!("mdev_parents: {e}")))?;
-            if !mdev_parents.contains(&name) {
-                mdev_parents.push(name);
-            }
-        }
-
-        let placement = match raw.placement {
-            None => Placement::default(),
-            Some(p) => match p.get_ref().as_str() {
-                "pack" => Placement::Pack,
-                "spread" => Placement::Spread,
-                other => {
-                    return Err(invalid(
-                        Some(p.span()),
-                        format!(
-                            "placement: '{}' is not a policy (expected \"pack\" or \"spread\")",
-                            crate::printable(other, 40)
-                        ),
-                    ))
-                }
-            },
-        };
-
-        let bounded =
-            |key: &str, v: Option<Spanned<i64>>, max: i64| -> Result<Option<u64>, ConfigError> {
-                match v {
-                    None => Ok(None),
-                    Some(v) if (0..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref() as u64)),
-                    Some(v) => Err(invalid(
-                        Some(v.span()),
-                        format!(
-                            "{key}: {} is out of range (expected 0 to {max})",
-                            v.get_ref()
-                        ),
-                    )),
-                }
-            };
-        let mut timing = Timing::default();
-        let secs = Duration::from_secs;
-        if let Some(v) = bounded("parent_wait_secs", raw.parent_wait_secs, 3600)? {
-            timing.parent_wait = secs(v);
-        }
-        if let Some(v) = bounded("device_wait_secs", raw.device_wait_secs, 600)? {
-            timing.device_wait = secs(v);
-        }
-        if let Some(v) = bounded("cleanup_wait_secs", raw.cleanup_wait_secs, 600)? {
-            timing.cleanup_wait = secs(v);
-        }
-        if let Some(v) = bounded("remove_timeout_secs", raw.remove_timeout_secs, 600)? {
-            timing.remove_timeout = secs(v);
-        }
-        if let Some(v) = bounded("retries", raw.retries, 100)? {
-            timing.retries = v.max(1) as u32;
-        }
-        if let Some(v) = bounded("retry_interval_ms", raw.retry_interval_ms, 60_000)? {
-            timing.retry_interval = Duration::from_millis(v);
-        }
-        if let Some(v) = bounded("prepare_grace_secs", raw.prepare_grace_secs, 86_400)? {
-            timing.prepare_grace = secs(v);
-        }
-        if let Some(v) = bounded("boot_window_secs", raw.boot_window_secs, 86_400)? {
-            timing.boot_window = secs(v);
-        }
-        if let Some(v) = bounded(
-            "sriov_manage_timeout_secs",
-            raw.sriov_manage_timeout_secs,
-            3600,
-        )? {
-            timing.sriov_manage = secs(v);
-        }
-        let vf_count = bounded("vf_count", raw.vf_count, 65_535)?.unwrap_or(0) as u32;
-        let sriov_manage = match raw.sriov_manage {
-            None => PathBuf::from(DEFAULT_SRIOV_MANAGE),
-            Some(p) if Path::new(p.get_ref()).is_absolute() && !p.get_ref().contains('\0') => {
-                PathBuf::from(p.get_ref())
-            }
-            Some(p) => {
-                return Err(invalid(
-                    Some(p.span()),
-                    format!(
-                        "sriov_manage: '{}' is not an absolute path (expected e.g. \"{DEFAULT_SRIOV_MANAGE}\")",
-                        crate::printable(p.get_ref(), 60)
-                    ),
-                ))
-            }
-        };
-
+        let src = Source { text, path };
+        let raw: Raw = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+        let timing = src.timing(&raw)?;
+        let vf_count = src.bounded("vf_count", &raw.vf_count, 65_535)?.unwrap_or(0) as u32;
         Ok(Config {
             path: path.to_path_buf(),
-            nvidia_vgpu_pfs,
-            amd_vgpu_pfs,
-            mdev_parents,
-            sriov_pfs,
-            placement,
+            nvidia_vgpu_pfs: src.pci_list("nvidia_vgpu_pfs", raw.nvidia_vgpu_pfs)?,
+            amd_vgpu_pfs: src.pci_list("amd_vgpu_pfs", raw.amd_vgpu_pfs)?,
+            mdev_parents: src.parents(raw.mdev_parents)?,
+            sriov_pfs: src.pci_list("sriov_pfs", raw.sriov_pfs)?,
+            placement: src.placement(raw.placement)?,
             vf_count,
-            sriov_manage,
+            sriov_manage: src.sriov_manage(raw.sriov_manage)?,
             timing,
         })
+    }
+}
+
+/// The text being parsed, for errors that name the file, the line and the key.
+struct Source<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    fn invalid(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: span.map_or(1, |s| line_of_offset(self.text.as_bytes(), s.start)),
+            message,
+        }
+    }
+
+    /// A TOML error said in the config's terms: `unknown key ...; known keys are ...`, or the
+    /// key the bad value belongs to.
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim().replace('\n', " ");
+        let message = match message.strip_prefix("unknown field ") {
+            Some(rest) => format!(
+                "unknown key {}",
+                rest.replace(", expected one of", "; known keys are")
+            ),
+            None => match e.span().and_then(|s| key_before(self.text, s.start)) {
+                Some(key) if !message.contains(&key) => format!("{key}: {message}"),
+                _ => message,
+            },
+        };
+        self.invalid(e.span(), message)
+    }
+
+    /// PCI addresses, normalised, duplicates once.
+    fn pci_list(
+        &self,
+        key: &str,
+        items: Vec<Spanned<String>>,
+    ) -> Result<Vec<PciAddress>, ConfigError> {
+        let mut out: Vec<PciAddress> = Vec::new();
+        for item in items {
+            let addr: PciAddress = item
+                .get_ref()
+                .parse()
+                .map_err(|e| self.invalid(Some(item.span()), format!("{key}: {e}")))?;
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        Ok(out)
+    }
+
+    fn parents(&self, items: Vec<Spanned<String>>) -> Result<Vec<ParentName>, ConfigError> {
+        let mut out = Vec::new();
+        for item in items {
+            let name = ParentName::parse(item.get_ref()).map_err(|e: NameError| {
+                self.invalid(Some(item.span()), format!("mdev_parents: {e}"))
+            })?;
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    fn placement(&self, p: Option<Spanned<String>>) -> Result<Placement, ConfigError> {
+        let Some(p) = p else {
+            return Ok(Placement::default());
+        };
+        match p.get_ref().as_str() {
+            "pack" => Ok(Placement::Pack),
+            "spread" => Ok(Placement::Spread),
+            other => Err(self.invalid(
+                Some(p.span()),
+                format!(
+                    "placement: '{}' is not a policy (expected \"pack\" or \"spread\")",
+                    crate::printable(other, 40)
+                ),
+            )),
+        }
+    }
+
+    /// A whole number within `0..=max`, if given.
+    fn bounded(
+        &self,
+        key: &str,
+        v: &Option<Spanned<i64>>,
+        max: i64,
+    ) -> Result<Option<u64>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(v) if (0..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref() as u64)),
+            Some(v) => Err(self.invalid(
+                Some(v.span()),
+                format!(
+                    "{key}: {} is out of range (expected 0 to {max})",
+                    v.get_ref()
+                ),
+            )),
+        }
+    }
+
+    fn timing(&self, raw: &Raw) -> Result<Timing, ConfigError> {
+        let mut t = Timing::default();
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        self.knob(
+            &mut t.parent_wait,
+            "parent_wait_secs",
+            &raw.parent_wait_secs,
+            3600,
+            secs,
+        )?;
+        self.knob(
+            &mut t.device_wait,
+            "device_wait_secs",
+            &raw.device_wait_secs,
+            600,
+            secs,
+        )?;
+        self.knob(
+            &mut t.cleanup_wait,
+            "cleanup_wait_secs",
+            &raw.cleanup_wait_secs,
+            600,
+            secs,
+        )?;
+        self.knob(
+            &mut t.remove_timeout,
+            "remove_timeout_secs",
+            &raw.remove_timeout_secs,
+            600,
+            secs,
+        )?;
+        self.knob(
+            &mut t.retry_interval,
+            "retry_interval_ms",
+            &raw.retry_interval_ms,
+            60_000,
+            ms,
+        )?;
+        self.knob(
+            &mut t.prepare_grace,
+            "prepare_grace_secs",
+            &raw.prepare_grace_secs,
+            86_400,
+            secs,
+        )?;
+        self.knob(
+            &mut t.boot_window,
+            "boot_window_secs",
+            &raw.boot_window_secs,
+            86_400,
+            secs,
+        )?;
+        let manage = &raw.sriov_manage_timeout_secs;
+        self.knob(
+            &mut t.sriov_manage,
+            "sriov_manage_timeout_secs",
+            manage,
+            3600,
+            secs,
+        )?;
+        if let Some(v) = self.bounded("retries", &raw.retries, 100)? {
+            t.retries = v.max(1) as u32;
+        }
+        Ok(t)
+    }
+
+    /// Sets a duration knob when the key is given, within `0..=max` of `unit`s.
+    fn knob(
+        &self,
+        slot: &mut Duration,
+        key: &str,
+        value: &Option<Spanned<i64>>,
+        max: i64,
+        unit: fn(u64) -> Duration,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = self.bounded(key, value, max)? {
+            *slot = unit(v);
+        }
+        Ok(())
+    }
+
+    fn sriov_manage(&self, p: Option<Spanned<String>>) -> Result<PathBuf, ConfigError> {
+        match p {
+            None => Ok(PathBuf::from(DEFAULT_SRIOV_MANAGE)),
+            Some(p) if Path::new(p.get_ref()).is_absolute() && !p.get_ref().contains('\0') => {
+                Ok(PathBuf::from(p.get_ref()))
+            }
+            Some(p) => Err(self.invalid(
+                Some(p.span()),
+                format!(
+                    "sriov_manage: '{}' is not an absolute path (expected e.g. \"{DEFAULT_SRIOV_MANAGE}\")",
+                    crate::printable(p.get_ref(), 60)
+                ),
+            )),
+        }
     }
 }
 

@@ -324,19 +324,9 @@ impl Domain {
     /// Parses a domain definition. Fails only on malformed XML or invalid metadata of ours.
     pub fn parse(xml: &str) -> Result<Domain, DomainError> {
         let mut reader = NsReader::from_str(xml);
-        let mut dom = Domain::default();
-        // Element path as (is ours, local name).
-        let mut path: Vec<(bool, String)> = Vec::new();
-        let mut text_target: Option<&'static str> = None;
-        let mut text = String::new();
-        let mut hostdev_type: Option<String> = None;
-        let mut hostdev_managed = false;
-        let mut counts = (0usize, 0usize);
-        let mut seen_uuids: Vec<MdevUuid> = Vec::new();
-        let mut seen_vfs: Vec<PciAddress> = Vec::new();
-
+        let mut p = Parser::default();
         loop {
-            let start_pos = reader.buffer_position();
+            let start = reader.buffer_position();
             let (ours, event) = match reader.read_resolved_event() {
                 Ok((ns, event)) => (
                     matches!(ns, ResolveResult::Bound(n) if n.0 == NAMESPACE),
@@ -350,142 +340,20 @@ impl Domain {
                     });
                 }
             };
-            let end_pos = reader.buffer_position();
+            let span = start..reader.buffer_position();
             match event {
-                Event::Start(ref e) | Event::Empty(ref e) => {
-                    let is_empty = matches!(event, Event::Empty(_));
-                    let local = e.local_name().as_ref().to_string();
-                    let parent_names: Vec<&str> = path.iter().map(|(_, n)| n.as_str()).collect();
-                    let in_metadata = parent_names.as_slice() == ["domain", "metadata"];
-                    let in_ours = path.len() >= 3 && path[2].0 && path[1].1 == "metadata";
-
-                    if ours && in_metadata && local == "vgpu" {
-                        dom.has_metadata = true;
-                    } else if ours && in_ours && path.len() == 3 {
-                        let attrs = attributes(e, start_pos)?;
-                        match local.as_str() {
-                            "mdev" => {
-                                counts.0 += 1;
-                                let el = format!("vgpu:mdev #{}", counts.0);
-                                let r = mdev_request(&el, &attrs)?;
-                                if seen_uuids.contains(&r.uuid) {
-                                    return Err(metadata_err(
-                                        &el,
-                                        format!("uuid {} is listed twice", r.uuid),
-                                    ));
-                                }
-                                seen_uuids.push(r.uuid.clone());
-                                dom.requests.push(Request::Mdev(r));
-                            }
-                            "vf" => {
-                                counts.1 += 1;
-                                let el = format!("vgpu:vf #{}", counts.1);
-                                let r = vf_request(&el, &attrs)?;
-                                if seen_vfs.contains(&r.address) {
-                                    return Err(metadata_err(
-                                        &el,
-                                        format!("address {} is listed twice", r.address),
-                                    ));
-                                }
-                                seen_vfs.push(r.address);
-                                dom.requests.push(Request::Vf(r));
-                            }
-                            other => {
-                                return Err(metadata_err(
-                                    &format!("vgpu:{}", crate::printable(other, 40)),
-                                    "unknown element (expected vgpu:mdev or vgpu:vf)",
-                                ))
-                            }
-                        }
-                    } else if !ours {
-                        match (parent_names.as_slice(), local.as_str()) {
-                            (["domain"], "name") => text_target = Some("name"),
-                            (["domain"], "uuid") => text_target = Some("uuid"),
-                            (["domain", "devices"], "hostdev") => {
-                                let attrs = attributes(e, start_pos)?;
-                                hostdev_type = attr(&attrs, "type").map(str::to_string);
-                                hostdev_managed = attr(&attrs, "managed") == Some("yes");
-                            }
-                            (["domain", "devices", "hostdev", "source"], "address") => {
-                                let attrs = attributes(e, start_pos)?;
-                                match hostdev_type.as_deref() {
-                                    Some("mdev") => {
-                                        if let Some(u) = attr(&attrs, "uuid") {
-                                            dom.hostdevs.push(Hostdev::Mdev {
-                                                uuid: u.to_string(),
-                                            });
-                                        }
-                                    }
-                                    Some("pci") => {
-                                        let get = |k| attr(&attrs, k).unwrap_or("0");
-                                        if let Some(address) = PciAddress::from_libvirt(
-                                            get("domain"),
-                                            get("bus"),
-                                            get("slot"),
-                                            get("function"),
-                                        ) {
-                                            dom.hostdevs.push(Hostdev::Pci {
-                                                address,
-                                                managed: hostdev_managed,
-                                                source_span: start_pos as usize..end_pos as usize,
-                                            });
-                                        }
-                                    }
-                                    _ => {}
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    if !is_empty {
-                        path.push((ours, local));
-                        text.clear();
-                    } else if text_target.is_some() {
-                        text_target = None;
-                    }
+                Event::Start(ref e) => p.open(ours, e, span, false)?,
+                Event::Empty(ref e) => p.open(ours, e, span, true)?,
+                Event::Text(t) if p.text_target.is_some() => {
+                    p.text
+                        .push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0));
                 }
-                Event::Text(t) if text_target.is_some() => {
-                    text.push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0));
-                }
-                Event::GeneralRef(r) if text_target.is_some() => {
-                    let resolved = match r.resolve_char_ref() {
-                        Ok(Some(c)) => c.to_string(),
-                        _ => quick_xml::escape::resolve_predefined_entity(r.as_ref())
-                            .map(str::to_string)
-                            .unwrap_or_default(),
-                    };
-                    text.push_str(&resolved);
-                }
-                Event::End(_) => {
-                    if let Some(target) = text_target.take() {
-                        let value = text.trim().to_string();
-                        match target {
-                            "name" => dom.name = value,
-                            _ => dom.uuid = value,
-                        }
-                    }
-                    if let Some((_, name)) = path.pop() {
-                        if name == "hostdev" && path.len() == 2 {
-                            hostdev_type = None;
-                        }
-                    }
-                }
-                Event::Eof => {
-                    if let Some((_, open)) = path.last() {
-                        return Err(DomainError::Syntax {
-                            position: end_pos,
-                            message: format!(
-                                "document ends inside <{}>",
-                                crate::printable(open, 40)
-                            ),
-                        });
-                    }
-                    break;
-                }
+                Event::GeneralRef(r) if p.text_target.is_some() => p.text.push_str(&resolve(&r)),
+                Event::End(_) => p.close(),
+                Event::Eof => return p.finish(span.end),
                 _ => {}
             }
         }
-        Ok(dom)
     }
 
     /// The `<hostdev>` a VF request must come with, if present.
@@ -500,6 +368,176 @@ impl Domain {
         self.hostdevs.iter().any(
             |h| matches!(h, Hostdev::Mdev { uuid: u } if u.eq_ignore_ascii_case(uuid.as_str())),
         )
+    }
+}
+
+/// Text of a character or entity reference (`&#233;`, `&amp;`); empty when unknown.
+fn resolve(r: &quick_xml::events::BytesRef<'_>) -> String {
+    match r.resolve_char_ref() {
+        Ok(Some(c)) => c.to_string(),
+        _ => quick_xml::escape::resolve_predefined_entity(r.as_ref())
+            .map(str::to_string)
+            .unwrap_or_default(),
+    }
+}
+
+/// The walk over one document: where it is, what it has found, and what our metadata has named
+/// so far (to refuse duplicates).
+#[derive(Default)]
+struct Parser {
+    dom: Domain,
+    /// Open elements as (in our namespace, local name).
+    path: Vec<(bool, String)>,
+    /// Which text the current element carries (`name` or `uuid`).
+    text_target: Option<&'static str>,
+    text: String,
+    hostdev_type: Option<String>,
+    hostdev_managed: bool,
+    mdevs: Vec<MdevUuid>,
+    vfs: Vec<PciAddress>,
+}
+
+impl Parser {
+    /// A start (or empty) element.
+    fn open(
+        &mut self,
+        ours: bool,
+        e: &BytesStart<'_>,
+        span: Range<u64>,
+        empty: bool,
+    ) -> Result<(), DomainError> {
+        let local = e.local_name().as_ref().to_string();
+        let names: Vec<&str> = self.path.iter().map(|(_, n)| n.as_str()).collect();
+        let in_metadata = names.as_slice() == ["domain", "metadata"];
+        let in_ours = self.path.len() == 3 && self.path[2].0 && self.path[1].1 == "metadata";
+        if ours && in_metadata && local == "vgpu" {
+            self.dom.has_metadata = true;
+        } else if ours && in_ours {
+            self.request(&local, &attributes(e, span.start)?)?;
+        } else if !ours {
+            self.libvirt_element(&local, e, span)?;
+        }
+        if !empty {
+            self.path.push((ours, local));
+            self.text.clear();
+        } else if self.text_target.is_some() {
+            self.text_target = None;
+        }
+        Ok(())
+    }
+
+    /// One request of ours (`vgpu:mdev`, `vgpu:vf`), each named once.
+    fn request(&mut self, local: &str, attrs: &[(String, String)]) -> Result<(), DomainError> {
+        match local {
+            "mdev" => {
+                let el = format!("vgpu:mdev #{}", self.mdevs.len() + 1);
+                let r = mdev_request(&el, attrs)?;
+                if self.mdevs.contains(&r.uuid) {
+                    let why = format!("uuid {} is listed twice", r.uuid);
+                    return Err(metadata_err(&el, why));
+                }
+                self.mdevs.push(r.uuid.clone());
+                self.dom.requests.push(Request::Mdev(r));
+            }
+            "vf" => {
+                let el = format!("vgpu:vf #{}", self.vfs.len() + 1);
+                let r = vf_request(&el, attrs)?;
+                if self.vfs.contains(&r.address) {
+                    let why = format!("address {} is listed twice", r.address);
+                    return Err(metadata_err(&el, why));
+                }
+                self.vfs.push(r.address);
+                self.dom.requests.push(Request::Vf(r));
+            }
+            other => {
+                return Err(metadata_err(
+                    &format!("vgpu:{}", crate::printable(other, 40)),
+                    "unknown element (expected vgpu:mdev or vgpu:vf)",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// libvirt's own elements that matter: the name, the UUID and the hostdevs.
+    fn libvirt_element(
+        &mut self,
+        local: &str,
+        e: &BytesStart<'_>,
+        span: Range<u64>,
+    ) -> Result<(), DomainError> {
+        let names: Vec<&str> = self.path.iter().map(|(_, n)| n.as_str()).collect();
+        match (names.as_slice(), local) {
+            (["domain"], "name") => self.text_target = Some("name"),
+            (["domain"], "uuid") => self.text_target = Some("uuid"),
+            (["domain", "devices"], "hostdev") => {
+                let attrs = attributes(e, span.start)?;
+                self.hostdev_type = attr(&attrs, "type").map(str::to_string);
+                self.hostdev_managed = attr(&attrs, "managed") == Some("yes");
+            }
+            (["domain", "devices", "hostdev", "source"], "address") => {
+                let attrs = attributes(e, span.start)?;
+                self.hostdev_source(&attrs, span);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A hostdev's `<source><address/>`: an mdev UUID or a PCI address.
+    fn hostdev_source(&mut self, attrs: &[(String, String)], span: Range<u64>) {
+        match self.hostdev_type.as_deref() {
+            Some("mdev") => {
+                if let Some(u) = attr(attrs, "uuid") {
+                    let uuid = u.to_string();
+                    self.dom.hostdevs.push(Hostdev::Mdev { uuid });
+                }
+            }
+            Some("pci") => {
+                let get = |k| attr(attrs, k).unwrap_or("0");
+                let address = PciAddress::from_libvirt(
+                    get("domain"),
+                    get("bus"),
+                    get("slot"),
+                    get("function"),
+                );
+                if let Some(address) = address {
+                    self.dom.hostdevs.push(Hostdev::Pci {
+                        address,
+                        managed: self.hostdev_managed,
+                        source_span: span.start as usize..span.end as usize,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// An end element: the text it carried is stored, a hostdev is left.
+    fn close(&mut self) {
+        if let Some(target) = self.text_target.take() {
+            let value = self.text.trim().to_string();
+            match target {
+                "name" => self.dom.name = value,
+                _ => self.dom.uuid = value,
+            }
+        }
+        if let Some((_, name)) = self.path.pop() {
+            if name == "hostdev" && self.path.len() == 2 {
+                self.hostdev_type = None;
+            }
+        }
+    }
+
+    /// The end of the document: complete only when every element was closed.
+    fn finish(self, position: u64) -> Result<Domain, DomainError> {
+        if let Some((_, open)) = self.path.last() {
+            return Err(DomainError::Syntax {
+                position,
+                message: format!("document ends inside <{}>", crate::printable(open, 40)),
+            });
+        }
+        Ok(self.dom)
     }
 }
 

@@ -5,12 +5,18 @@
 //! on them (sysfs is the truth; nothing here caches). Writes are single `write(2)` calls on an
 //! existing attribute, never creating files, and their errors keep the errno because the errno is
 //! the kernel's whole answer (`EEXIST`, `EINVAL`, `EBUSY` ...). Writes that may block (a `remove`
-//! while QEMU still holds the device) run under a time bound.
+//! while QEMU still holds the device) run under a time bound ([`write`]); where a PF's VFs will
+//! appear is read from its config space ([`pci_config`]).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod pci_config;
+mod write;
+
+pub use write::{wait_child, write_attr, write_bounded};
 
 use crate::host::errno::Attr;
 use crate::model::names::{MdevUuid, Params, ParentName, TypeId};
@@ -523,45 +529,7 @@ impl Sysfs {
     /// config space cannot be read that far (it needs root) or has no SR-IOV capability.
     pub fn future_vfs(&self, pf: PciAddress, count: u32) -> Option<Vec<PciAddress>> {
         let config = fs::read(self.pci_dir(pf).join("config")).ok()?;
-        let u16_at = |o: usize| Some(u16::from_le_bytes([*config.get(o)?, *config.get(o + 1)?]));
-        let u32_at = |o: usize| {
-            Some(u32::from_le_bytes([
-                *config.get(o)?,
-                *config.get(o + 1)?,
-                *config.get(o + 2)?,
-                *config.get(o + 3)?,
-            ]))
-        };
-        let mut pos = 0x100usize;
-        for _ in 0..64 {
-            let header = u32_at(pos)?;
-            if header == 0 || header == u32::MAX {
-                return None;
-            }
-            if header & 0xffff == 0x0010 {
-                let offset = u32::from(u16_at(pos + 0x14)?);
-                let stride = u32::from(u16_at(pos + 0x16)?);
-                let rid =
-                    (u32::from(pf.bus) << 8) | (u32::from(pf.slot) << 3) | u32::from(pf.function);
-                return (0..count)
-                    .map(|i| {
-                        let r = rid + offset + i * stride;
-                        PciAddress::new(
-                            pf.domain,
-                            u8::try_from(r >> 8).ok()?,
-                            ((r >> 3) & 0x1f) as u8,
-                            (r & 7) as u8,
-                        )
-                    })
-                    .collect();
-            }
-            let next = ((header >> 20) & 0xffc) as usize;
-            if next < 0x100 {
-                return None;
-            }
-            pos = next;
-        }
-        None
+        pci_config::future_vfs(&config, pf, count)
     }
 }
 
@@ -589,142 +557,6 @@ fn read_at(dir: &fs::File, rel: &str) -> Option<String> {
     Some(s.trim().to_string())
 }
 
-/// One `write(2)` of `value` to an existing attribute.
-pub fn write_attr(path: &Path, value: &str) -> Result<(), SysfsError> {
-    let fail = |e: io::Error| SysfsError::Write {
-        path: path.to_path_buf(),
-        value: crate::printable(value, 60),
-        errno: e.raw_os_error().unwrap_or(0),
-        attr: Attr::Other,
-    };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(fail)?;
-    f.write_all(value.as_bytes()).map_err(fail)
-}
-
-/// [`write_attr`] that gives up waiting after `timeout`.
-///
-/// Some writes block in the kernel until another process lets go of the device (`remove` while
-/// QEMU or the vGPU manager still holds it), and such a wait is not interruptible: even a killed
-/// process stays until the kernel is done. So the write runs in a forked child that owns nothing
-/// but the attribute (stdio on /dev/null, every other descriptor closed, so neither libvirt's
-/// pipes nor the state lock are held by it). The caller waits up to `timeout`; past that it goes
-/// on and the child finishes the write on its own whenever the device is released.
-pub fn write_bounded(path: &Path, value: &str, timeout: Duration) -> Result<(), SysfsError> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-
-    let fail = |errno: i32| SysfsError::Write {
-        path: path.to_path_buf(),
-        value: crate::printable(value, 60),
-        errno,
-        attr: Attr::Other,
-    };
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| fail(libc::EINVAL))?;
-    let bytes = value.as_bytes();
-    // SAFETY: plain libc calls; the child only uses async-signal-safe calls on memory prepared
-    // before the fork, then `_exit`s.
-    unsafe {
-        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-        if devnull < 0 {
-            return write_attr(path, value);
-        }
-        let pid = libc::fork();
-        if pid == 0 {
-            libc::dup2(devnull, 0);
-            libc::dup2(devnull, 1);
-            libc::dup2(devnull, 2);
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
-                // Kernels before 5.9: close one by one (the state lock must not stay with us).
-                let max = match libc::sysconf(libc::_SC_OPEN_MAX) {
-                    n if n > 0 => n.min(65_536) as i32,
-                    _ => 4096,
-                };
-                for fd in 3..max {
-                    libc::close(fd);
-                }
-            }
-            let fd = libc::open(c_path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                libc::_exit(*libc::__errno_location() & 0xff);
-            }
-            let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-            if n < 0 {
-                libc::_exit(*libc::__errno_location() & 0xff);
-            }
-            libc::_exit(0);
-        }
-        libc::close(devnull);
-        if pid < 0 {
-            return write_attr(path, value);
-        }
-        // Wait for the child: on a pidfd (readable at exit) where the kernel has them, else by
-        // polling with short sleeps.
-        let deadline = std::time::Instant::now() + timeout;
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
-        loop {
-            let mut status = 0;
-            let r = libc::waitpid(pid, &mut status, libc::WNOHANG);
-            if r == pid {
-                if pidfd >= 0 {
-                    libc::close(pidfd);
-                }
-                return match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
-                    Some(0) => Ok(()),
-                    Some(errno) => Err(fail(errno)),
-                    None => Err(fail(libc::EINTR)),
-                };
-            }
-            let now = std::time::Instant::now();
-            if r < 0 || now >= deadline {
-                if pidfd >= 0 {
-                    libc::close(pidfd);
-                }
-                return Err(SysfsError::Timeout {
-                    path: path.to_path_buf(),
-                    value: crate::printable(value, 60),
-                    secs: timeout.as_secs().max(1),
-                    pid: if r < 0 { 0 } else { pid },
-                });
-            }
-            if pidfd >= 0 {
-                let mut pfd = libc::pollfd {
-                    fd: pidfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-                libc::poll(&mut pfd, 1, ms);
-            } else {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-    }
-}
-
-/// Waits up to `timeout` for the child of a timed-out [`write_bounded`] to finish its write.
-/// True when it has (whatever the outcome).
-pub fn wait_child(pid: i32, timeout: Duration) -> bool {
-    if pid <= 0 {
-        return true;
-    }
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let mut status = 0;
-        // SAFETY: reaps our own child, if it has exited.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r != 0 {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,15 +572,6 @@ mod tests {
         };
         assert_eq!(t.framebuffer_mb(), Some(1024));
         assert_eq!(t.max_instances(), Some(24));
-    }
-
-    #[test]
-    fn write_to_missing_attribute_fails_without_creating_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("create");
-        let e = write_attr(&p, "x").unwrap_err();
-        assert_eq!(e.errno(), Some(libc::ENOENT));
-        assert!(!p.exists());
     }
 
     #[test]
