@@ -1,0 +1,154 @@
+//! `vgpuctl list`: the devices that exist now on configured GPUs, and who holds them.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{dash, hold_state, utc, Table, JSON_VERSION};
+use crate::alloc::inventory::{self, MdevState};
+use crate::host::state::{Device, Liveness, State};
+use crate::host::sysfs::Sysfs;
+use crate::model::config::Config;
+use crate::model::names::ParentName;
+
+/// `vgpuctl list`: devices that exist now on configured GPUs.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ListReport {
+    /// Shape version.
+    pub version: u32,
+    /// Sorted by parent, then device.
+    pub devices: Vec<DeviceReport>,
+}
+
+/// One live device.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeviceReport {
+    /// `mdev` or `vf`.
+    pub kind: &'static str,
+    /// mdev UUID or VF address.
+    pub device: String,
+    /// The configured GPU it belongs to.
+    pub gpu: String,
+    /// mdev parent, or the VF's PF.
+    pub parent: String,
+    /// Type id (mdev type, or NVIDIA vGPU type id of a VF); `null` for plain VFs.
+    pub type_id: Option<String>,
+    /// The type's pretty name, when known.
+    pub type_name: Option<String>,
+    /// Owning domain, from the state.
+    pub domain: Option<String>,
+    /// Owning domain's UUID.
+    pub domain_uuid: Option<String>,
+    /// `running` (the owner runs), `starting` (recorded moments ago, QEMU not up yet),
+    /// `stale` (the owner is gone: `vgpuctl reconcile` cleans it) or `unowned` (not made by
+    /// vgpu-hook, or its record was lost).
+    pub state: &'static str,
+    /// When the owner took it (seconds since the epoch).
+    pub since: Option<u64>,
+}
+
+/// Builds the `list` report.
+pub fn list_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Liveness) -> ListReport {
+    let mut devices = Vec::new();
+    let mut parent_gpu: BTreeMap<String, String> = BTreeMap::new();
+    for g in inventory::mdev_gpus(config, sysfs) {
+        if let MdevState::Parents(_, ps) = &g.state {
+            for p in ps {
+                parent_gpu.insert(p.to_string(), g.key.clone());
+            }
+        }
+    }
+    for m in sysfs.live_mdevs() {
+        let Some(gpu) = parent_gpu.get(&m.parent) else {
+            continue;
+        };
+        let rec = state.owner(&Device::Mdev {
+            uuid: m.uuid.clone(),
+        });
+        let type_name = ParentName::parse(&m.parent).ok().and_then(|p| {
+            sysfs
+                .mdev_types(&p)
+                .into_iter()
+                .find(|t| t.id == m.type_id)
+                .and_then(|t| t.name)
+        });
+        devices.push(DeviceReport {
+            kind: "mdev",
+            device: m.uuid.to_string(),
+            gpu: gpu.clone(),
+            parent: m.parent.clone(),
+            type_id: Some(m.type_id.clone()),
+            type_name,
+            domain: rec.map(|r| r.domain_name.clone()),
+            domain_uuid: rec.map(|r| r.domain_uuid.clone()),
+            state: hold_state(rec, live),
+            since: rec.map(|r| r.since),
+        });
+    }
+    for (pf, _) in inventory::vf_pfs(config) {
+        for vf in sysfs.vfs(pf) {
+            let rec = state.owner(&Device::Vf { address: vf });
+            let current = sysfs
+                .is_nvidia_vfio_vf(vf)
+                .then(|| sysfs.current_vgpu_type(vf).ok())
+                .flatten()
+                .filter(|&t| t != 0);
+            if rec.is_none() && current.is_none() {
+                continue;
+            }
+            let type_id = current
+                .map(|t| t.to_string())
+                .or_else(|| rec.and_then(|r| r.type_id.clone()));
+            let type_name = current.and_then(|t| {
+                sysfs
+                    .vfs(pf)
+                    .into_iter()
+                    .flat_map(|s| sysfs.creatable_vgpu_types(s).unwrap_or_default())
+                    .find(|(id, _)| *id == t)
+                    .map(|(_, n)| n)
+            });
+            devices.push(DeviceReport {
+                kind: "vf",
+                device: vf.to_string(),
+                gpu: pf.to_string(),
+                parent: pf.to_string(),
+                type_id,
+                type_name,
+                domain: rec.map(|r| r.domain_name.clone()),
+                domain_uuid: rec.map(|r| r.domain_uuid.clone()),
+                state: hold_state(rec, live),
+                since: rec.map(|r| r.since),
+            });
+        }
+    }
+    devices.sort_by(|a, b| (&a.parent, &a.device).cmp(&(&b.parent, &b.device)));
+    ListReport {
+        version: JSON_VERSION,
+        devices,
+    }
+}
+
+impl ListReport {
+    /// Writes the aligned table.
+    pub fn write_table(&self, w: &mut dyn Write) -> io::Result<()> {
+        if self.devices.is_empty() {
+            return writeln!(w, "no vGPU devices on the configured GPUs");
+        }
+        let mut t = Table::new(&[
+            "DEVICE", "PARENT", "TYPE", "NAME", "DOMAIN", "STATE", "SINCE",
+        ]);
+        for d in &self.devices {
+            t.row(vec![
+                d.device.clone(),
+                d.parent.clone(),
+                dash(d.type_id.as_ref()),
+                dash(d.type_name.as_ref()),
+                dash(d.domain.as_ref()),
+                d.state.to_string(),
+                dash(d.since.map(utc)),
+            ]);
+        }
+        t.write(w)
+    }
+}

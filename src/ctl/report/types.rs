@@ -1,0 +1,299 @@
+//! `vgpuctl types`: every configured GPU, what it is now and what it offers, with capacity.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{dash, framebuffer_from_name, Table, JSON_VERSION};
+use crate::alloc::inventory::{self, Generation, MdevGpu, MdevState, PfKind};
+use crate::host::state::{Device, Liveness, State};
+use crate::host::sysfs::Sysfs;
+use crate::model::config::Config;
+use crate::model::names::ParentName;
+use crate::model::pci::PciAddress;
+
+/// `vgpuctl types`: every configured GPU, what it is now and what it offers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TypesReport {
+    /// Shape version.
+    pub version: u32,
+    /// In config order: `nvidia_vgpu_pfs`, `mdev_parents`, `amd_vgpu_pfs`, `sriov_pfs`.
+    pub gpus: Vec<GpuReport>,
+}
+
+/// One configured GPU (or other parent / PF).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GpuReport {
+    /// The config entry: PF address, or parent name for `mdev_parents`.
+    pub gpu: String,
+    /// Which config list it comes from.
+    pub config_key: &'static str,
+    /// `mdev`, `sriov-mdev`, `nvidia-vfio`, `sriov`, or why it offers nothing now:
+    /// `missing`, `unregistered`, `vfs-disabled`.
+    pub generation: &'static str,
+    /// mdev parents it offers now (itself, or its VFs).
+    pub parents: Vec<String>,
+    /// SR-IOV counts, for GPUs whose VFs matter.
+    pub vfs: Option<VfCounts>,
+    /// Types offered, by type id.
+    pub types: Vec<TypeReport>,
+    /// What the operator must know or do when the GPU offers nothing now (the same advice the
+    /// hook's refusal and `doctor` give).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// SR-IOV counts of a PF.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VfCounts {
+    /// `sriov_totalvfs`.
+    pub total: u32,
+    /// VFs enabled now.
+    pub enabled: u32,
+    /// Enabled VFs nobody holds (no running domain, no vGPU on it).
+    pub free: u32,
+}
+
+/// One type of a GPU, summed over its parents.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TypeReport {
+    /// Sysfs type id (`nvidia-46`), or NVIDIA's numeric vGPU type id for kernel-6.8+ GPUs.
+    pub id: String,
+    /// Pretty name (`GRID P40-1Q`), when the driver gives one.
+    pub name: Option<String>,
+    /// Framebuffer in MiB, from the driver's description or the NVIDIA profile name.
+    pub framebuffer_mb: Option<u64>,
+    /// Instances the GPU can host at most: the driver's `max_instance`, else what is available
+    /// plus what exists; unknown for kernel-6.8+ GPUs.
+    pub max_instances: Option<u32>,
+    /// Instances that can be created now.
+    pub available_instances: u32,
+}
+
+fn mdev_types_of(sysfs: &Sysfs, parents: &[ParentName]) -> Vec<TypeReport> {
+    let live = sysfs.live_mdevs();
+    let mut by_id: BTreeMap<String, TypeReport> = BTreeMap::new();
+    let mut existing: BTreeMap<String, u32> = BTreeMap::new();
+    let mut described_max: BTreeMap<String, bool> = BTreeMap::new();
+    for p in parents {
+        for t in sysfs.mdev_types(p) {
+            let avail = crate::model::names::TypeId::parse(&t.id)
+                .ok()
+                .and_then(|id| sysfs.available_instances(p, &id).ok())
+                .unwrap_or(0);
+            let here = live
+                .iter()
+                .filter(|m| m.parent == p.as_str() && m.type_id == t.id)
+                .count() as u32;
+            *existing.entry(t.id.clone()).or_default() += here;
+            described_max.insert(t.id.clone(), t.max_instances().is_some());
+            let e = by_id.entry(t.id.clone()).or_insert_with(|| TypeReport {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                framebuffer_mb: t.framebuffer_mb(),
+                max_instances: t.max_instances(),
+                available_instances: 0,
+            });
+            e.available_instances += avail;
+        }
+    }
+    by_id
+        .into_values()
+        .map(|mut t| {
+            if described_max.get(&t.id) != Some(&true) {
+                t.max_instances =
+                    Some(t.available_instances + existing.get(&t.id).copied().unwrap_or(0));
+            }
+            t
+        })
+        .collect()
+}
+
+fn held_vfs(state: &State, live: &Liveness) -> Vec<PciAddress> {
+    state
+        .records
+        .iter()
+        .filter(|r| live.holds(r))
+        .filter_map(|r| match r.device {
+            Device::Vf { address } => Some(address),
+            _ => None,
+        })
+        .collect()
+}
+
+fn vf_counts(sysfs: &Sysfs, pf: PciAddress, busy: impl Fn(PciAddress) -> bool) -> VfCounts {
+    let vfs = sysfs.vfs(pf);
+    VfCounts {
+        total: sysfs.sriov_totalvfs(pf),
+        enabled: vfs.len() as u32,
+        free: vfs.iter().filter(|&&v| !busy(v)).count() as u32,
+    }
+}
+
+fn nvidia_vfio_types(sysfs: &Sysfs, pf: PciAddress, held: &[PciAddress]) -> Vec<TypeReport> {
+    let mut by_id: BTreeMap<u32, TypeReport> = BTreeMap::new();
+    for vf in sysfs.vfs(pf) {
+        let free = !held.contains(&vf) && sysfs.current_vgpu_type(vf).is_ok_and(|t| t == 0);
+        for (id, name) in sysfs.creatable_vgpu_types(vf).unwrap_or_default() {
+            let e = by_id.entry(id).or_insert_with(|| TypeReport {
+                id: id.to_string(),
+                framebuffer_mb: framebuffer_from_name(&name),
+                name: Some(name),
+                max_instances: None,
+                available_instances: 0,
+            });
+            if free {
+                e.available_instances += 1;
+            }
+        }
+    }
+    by_id.into_values().collect()
+}
+
+/// Builds the `types` report: the configured mdev sources, then the other SR-IOV PFs.
+pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Liveness) -> TypesReport {
+    let held = held_vfs(state, live);
+    let mut gpus: Vec<GpuReport> = inventory::mdev_gpus(config, sysfs)
+        .iter()
+        .map(|g| mdev_gpu_report(config, sysfs, g, &held))
+        .collect();
+    gpus.extend(
+        inventory::vf_pfs(config)
+            .into_iter()
+            .filter(|(_, kind)| *kind != PfKind::Nvidia)
+            .map(|(pf, kind)| sriov_pf_report(sysfs, pf, kind, &held)),
+    );
+    TypesReport {
+        version: JSON_VERSION,
+        gpus,
+    }
+}
+
+/// One configured NVIDIA GPU or mdev parent, by what it offers now.
+fn mdev_gpu_report(config: &Config, sysfs: &Sysfs, g: &MdevGpu, held: &[PciAddress]) -> GpuReport {
+    let mut report = GpuReport {
+        gpu: g.key.clone(),
+        config_key: if g.nvidia {
+            "nvidia_vgpu_pfs"
+        } else {
+            "mdev_parents"
+        },
+        generation: g.state.label(),
+        parents: Vec::new(),
+        vfs: None,
+        types: Vec::new(),
+        note: None,
+    };
+    match &g.state {
+        MdevState::Parents(gen, ps) => {
+            report.parents = ps.iter().map(|p| p.to_string()).collect();
+            report.vfs = g.pf.filter(|_| *gen == Generation::SriovMdev).map(|pf| {
+                let live_mdevs = sysfs.live_mdevs();
+                vf_counts(sysfs, pf, |v| {
+                    live_mdevs.iter().any(|m| m.parent == v.to_string())
+                })
+            });
+            report.types = mdev_types_of(sysfs, ps);
+        }
+        MdevState::NotMdev => {
+            report.vfs = g.pf.map(|pf| {
+                vf_counts(sysfs, pf, |v| {
+                    held.contains(&v) || sysfs.current_vgpu_type(v).map_or(true, |t| t != 0)
+                })
+            });
+            report.types =
+                g.pf.map_or_else(Vec::new, |pf| nvidia_vfio_types(sysfs, pf, held));
+        }
+        MdevState::VfsDisabled => {
+            report.vfs = g.pf.map(|pf| vf_counts(sysfs, pf, |_| true));
+            report.note =
+                Some(crate::host::sriov::nvidia_vfs_missing(&config.sriov_manage, &g.key).1);
+        }
+        MdevState::Missing | MdevState::Unregistered => {}
+    }
+    report
+}
+
+/// One configured AMD or generic SR-IOV PF: its VF counts, and AMD's advice when it has none.
+fn sriov_pf_report(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, held: &[PciAddress]) -> GpuReport {
+    let exists = sysfs.pci_exists(pf);
+    GpuReport {
+        gpu: pf.to_string(),
+        config_key: inventory::pf_kind_label(kind),
+        generation: if exists {
+            Generation::Sriov.label()
+        } else {
+            "missing"
+        },
+        parents: Vec::new(),
+        vfs: exists.then(|| vf_counts(sysfs, pf, |v| held.contains(&v))),
+        types: Vec::new(),
+        note: (exists && kind == PfKind::Amd && sysfs.vfs(pf).is_empty())
+            .then(|| crate::host::sriov::amd_vf_num(sysfs, pf)),
+    }
+}
+
+impl TypesReport {
+    /// Writes the aligned table.
+    pub fn write_table(&self, w: &mut dyn Write) -> io::Result<()> {
+        if self.gpus.is_empty() {
+            return writeln!(
+                w,
+                "no GPUs configured (list them in the config: nvidia_vgpu_pfs, amd_vgpu_pfs, mdev_parents, sriov_pfs)"
+            );
+        }
+        let mut t = Table::new(&[
+            "GPU",
+            "GENERATION",
+            "TYPE",
+            "NAME",
+            "FRAMEBUFFER",
+            "MAX",
+            "AVAILABLE",
+        ]);
+        for g in &self.gpus {
+            if !g.types.is_empty() {
+                for ty in &g.types {
+                    t.row(vec![
+                        g.gpu.clone(),
+                        g.generation.to_string(),
+                        ty.id.clone(),
+                        dash(ty.name.as_ref()),
+                        dash(ty.framebuffer_mb.map(|m| format!("{m}M"))),
+                        dash(ty.max_instances),
+                        ty.available_instances.to_string(),
+                    ]);
+                }
+            } else if g.generation == Generation::Sriov.label() {
+                let v = g.vfs.as_ref();
+                t.row(vec![
+                    g.gpu.clone(),
+                    g.generation.to_string(),
+                    "vf".into(),
+                    "whole VF".into(),
+                    "-".into(),
+                    dash(v.map(|v| v.total)),
+                    dash(v.map(|v| v.free)),
+                ]);
+            } else {
+                t.row(vec![
+                    g.gpu.clone(),
+                    g.generation.to_string(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+        }
+        t.write(w)?;
+        for g in &self.gpus {
+            if let Some(note) = &g.note {
+                writeln!(w, "note: {}: {note}", g.gpu)?;
+            }
+        }
+        Ok(())
+    }
+}
