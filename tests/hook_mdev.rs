@@ -24,10 +24,8 @@ board = "P40"
 framebuffer_mb = 24576
 "#;
 
-const FAST: &str = "parent_wait_secs = 0\ncleanup_wait_secs = 0\nremove_timeout_secs = 1\nretries = 3\nretry_interval_ms = 50\ndevice_wait_secs = 2\n";
-
 fn p40_config(extra: &str) -> String {
-    format!("nvidia_vgpu_pfs = [\"82:00.0\", \"0000:83:00.0\"]\n{FAST}{extra}")
+    format!("nvidia_vgpu_pfs = [\"82:00.0\", \"0000:83:00.0\"]\n{FAST_TIMING}{extra}")
 }
 
 const MTTY: &str = r#"
@@ -39,7 +37,7 @@ types = [{ id = "mtty-1", name = "Single port serial", max_instances = 24 },
 "#;
 
 fn mtty_config(extra: &str) -> String {
-    format!("mdev_parents = [\"mtty\"]\n{FAST}{extra}")
+    format!("mdev_parents = [\"mtty\"]\n{FAST_TIMING}{extra}")
 }
 
 fn dev_path(sim: &Sim, n: u32) -> PathBuf {
@@ -173,7 +171,7 @@ fn pack_prefers_the_parent_with_the_fewest_free_when_none_hosts_the_profile() {
     };
     let h = TestHost::new(
         sim.root(),
-        &format!("mdev_parents = [\"big\", \"small\"]\n{FAST}"),
+        &format!("mdev_parents = [\"big\", \"small\"]\n{FAST_TIMING}"),
     );
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"Slice\"")])));
     assert_eq!(parent_of(&sim, 1).as_deref(), Some("small"));
@@ -186,7 +184,7 @@ fn spread_prefers_the_parent_with_the_most_free() {
     };
     let h = TestHost::new(
         sim.root(),
-        &format!("mdev_parents = [\"big\", \"small\"]\nplacement = \"spread\"\n{FAST}"),
+        &format!("mdev_parents = [\"big\", \"small\"]\nplacement = \"spread\"\n{FAST_TIMING}"),
     );
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"Slice\"")])));
     assert_eq!(parent_of(&sim, 1).as_deref(), Some("big"));
@@ -431,7 +429,7 @@ fn a_parent_that_never_appears_is_given_up_on_within_the_bound() {
     let Some(sim) = Sim::start(MTTY) else { return };
     let h = TestHost::new(
         sim.root(),
-        &format!("nvidia_vgpu_pfs = [\"99:00.0\"]\n{FAST}")
+        &format!("nvidia_vgpu_pfs = [\"99:00.0\"]\n{FAST_TIMING}")
             .replace("parent_wait_secs = 0", "parent_wait_secs = 1"),
     );
     let t = Instant::now();
@@ -744,8 +742,9 @@ fn a_gpu_gone_for_good_does_not_delay_a_no_room_refusal_after_boot() {
     let Some(sim) = Sim::start(MTTY) else {
         return;
     };
-    let config = format!("mdev_parents = [\"mtty\", \"gone\"]\n{FAST}boot_window_secs = 0\n")
-        .replace("parent_wait_secs = 0", "parent_wait_secs = 60");
+    let config =
+        format!("mdev_parents = [\"mtty\", \"gone\"]\n{FAST_TIMING}boot_window_secs = 0\n")
+            .replace("parent_wait_secs = 0", "parent_wait_secs = 60");
     let h = TestHost::new(sim.root(), &config);
     let reqs: Vec<(u32, &str)> = (1..=13).map(|n| (n, "type=\"mtty-2\"")).collect();
     let t = Instant::now();

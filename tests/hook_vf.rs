@@ -9,15 +9,16 @@ use std::path::PathBuf;
 use common::hook::*;
 use common::sim::Sim;
 
-const FAST: &str = "parent_wait_secs = 0\ncleanup_wait_secs = 0\nremove_timeout_secs = 1\nretries = 3\nretry_interval_ms = 100\ndevice_wait_secs = 2\n";
-
 /// An S7150 on the old GIM: VFs fixed at load (the new GIM gives an MI300X one VF only).
 const GIM: &str =
     "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ngim = \"old\"\nnumvfs = 4\n";
 
 fn gim_host() -> Option<(Sim, TestHost)> {
     let sim = Sim::start(GIM)?;
-    let h = TestHost::new(sim.root(), &format!("amd_vgpu_pfs = [\"04:00.0\"]\n{FAST}"));
+    let h = TestHost::new(
+        sim.root(),
+        &format!("amd_vgpu_pfs = [\"04:00.0\"]\n{FAST_TIMING}"),
+    );
     Some((sim, h))
 }
 
@@ -89,7 +90,10 @@ fn gim_with_no_vfs_says_the_count_is_fixed_at_module_load() {
     else {
         return;
     };
-    let h = TestHost::new(sim.root(), &format!("amd_vgpu_pfs = [\"04:00.0\"]\n{FAST}"));
+    let h = TestHost::new(
+        sim.root(),
+        &format!("amd_vgpu_pfs = [\"04:00.0\"]\n{FAST_TIMING}"),
+    );
     let o = h.prepare(&vf_domain("a", &[("04:00.4", "", true)]));
     assert_refused(&o, &["VF 0000:04:00.4 does not exist", "vf_num"]);
     assert_eq!(read(pci(&sim, "0000:04:00.0").join("sriov_numvfs")), "0");
@@ -101,7 +105,10 @@ const SRIOV: &str =
 #[test]
 fn a_generic_pf_without_vfs_gets_them_enabled_for_the_request() {
     let Some(sim) = Sim::start(SRIOV) else { return };
-    let h = TestHost::new(sim.root(), &format!("sriov_pfs = [\"05:00.0\"]\n{FAST}"));
+    let h = TestHost::new(
+        sim.root(),
+        &format!("sriov_pfs = [\"05:00.0\"]\n{FAST_TIMING}"),
+    );
     assert_ok(&h.prepare(&vf_domain("a", &[("05:00.5", "", true)])));
     assert_eq!(read(pci(&sim, "0000:05:00.0").join("sriov_numvfs")), "4");
     assert_eq!(h.owners(), ["a"]);
@@ -112,7 +119,7 @@ fn vf_count_setting_limits_how_many_vfs_are_enabled() {
     let Some(sim) = Sim::start(SRIOV) else { return };
     let h = TestHost::new(
         sim.root(),
-        &format!("sriov_pfs = [\"05:00.0\"]\nvf_count = 2\n{FAST}"),
+        &format!("sriov_pfs = [\"05:00.0\"]\nvf_count = 2\n{FAST_TIMING}"),
     );
     assert_ok(&h.prepare(&vf_domain("a", &[("05:00.4", "", true)])));
     assert_eq!(read(pci(&sim, "0000:05:00.0").join("sriov_numvfs")), "2");
@@ -123,7 +130,10 @@ fn a_non_zero_vf_count_that_lacks_the_vf_is_never_changed() {
     let Some(sim) = Sim::start(&SRIOV.replace("numvfs = 0", "numvfs = 2")) else {
         return;
     };
-    let h = TestHost::new(sim.root(), &format!("sriov_pfs = [\"05:00.0\"]\n{FAST}"));
+    let h = TestHost::new(
+        sim.root(),
+        &format!("sriov_pfs = [\"05:00.0\"]\n{FAST_TIMING}"),
+    );
     assert_refused(
         &h.prepare(&vf_domain("a", &[("05:00.7", "", true)])),
         &["VF 0000:05:00.7 does not exist"],
@@ -137,7 +147,7 @@ fn a_vf_of_an_unconfigured_pf_is_refused_with_the_key_to_add() {
     let Some(sim) = Sim::start(&SRIOV.replace("numvfs = 0", "numvfs = 2")) else {
         return;
     };
-    let h = TestHost::new(sim.root(), FAST);
+    let h = TestHost::new(sim.root(), FAST_TIMING);
     assert_refused(
         &h.prepare(&vf_domain("a", &[("05:00.4", "", true)])),
         &["belongs to PF 0000:05:00.0", "sriov_pfs"],
@@ -159,7 +169,10 @@ fn an_unmanaged_vf_already_on_vfio_pci_is_accepted() {
     else {
         return;
     };
-    let h = TestHost::new(sim.root(), &format!("amd_vgpu_pfs = [\"04:00.0\"]\n{FAST}"));
+    let h = TestHost::new(
+        sim.root(),
+        &format!("amd_vgpu_pfs = [\"04:00.0\"]\n{FAST_TIMING}"),
+    );
     assert_ok(&h.prepare(&vf_domain("a", &[("04:00.4", "", false)])));
 }
 
@@ -178,7 +191,7 @@ fn l40s_host(extra_host: &str) -> Option<(Sim, TestHost)> {
     let sim = Sim::start(&format!("{L40S}{extra_host}"))?;
     let h = TestHost::new(
         sim.root(),
-        &format!("nvidia_vgpu_pfs = [\"41:00.0\"]\nprepare_grace_secs = 0\n{FAST}"),
+        &format!("nvidia_vgpu_pfs = [\"41:00.0\"]\nprepare_grace_secs = 0\n{FAST_TIMING}"),
     );
     Some((sim, h))
 }
@@ -314,7 +327,7 @@ fn a_failing_vf_request_undoes_the_mdev_created_before_it() {
     let Some(sim) = Sim::start(&host) else { return };
     let mut h = TestHost::new(
         sim.root(),
-        &format!("amd_vgpu_pfs = [\"04:00.0\"]\nmdev_parents = [\"mtty\"]\n{FAST}"),
+        &format!("amd_vgpu_pfs = [\"04:00.0\"]\nmdev_parents = [\"mtty\"]\n{FAST_TIMING}"),
     );
     assert_ok(&h.prepare(&vf_domain("first", &[("04:00.4", "", true)])));
     h.start_qemu("first");
@@ -340,7 +353,7 @@ fn ampere_vfs_each_host_one_vgpu() {
     let Some(sim) = Sim::start(A10) else { return };
     let h = TestHost::new(
         sim.root(),
-        &format!("nvidia_vgpu_pfs = [\"42:00.0\"]\n{FAST}"),
+        &format!("nvidia_vgpu_pfs = [\"42:00.0\"]\n{FAST_TIMING}"),
     );
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"A10-4Q\"")])));
     assert_ok(&h.prepare(&mdev_domain("b", &[(2, "profile=\"A10-4Q\"")])));
@@ -449,7 +462,7 @@ fn the_filter_never_replaces_a_vf_with_one_of_another_model() {
     };
     let mut h = TestHost::new(
         sim.root(),
-        &format!("amd_vgpu_pfs = [\"04:00.0\"]\nsriov_pfs = [\"05:00.0\"]\n{FAST}"),
+        &format!("amd_vgpu_pfs = [\"04:00.0\"]\nsriov_pfs = [\"05:00.0\"]\n{FAST_TIMING}"),
     );
     for (i, f) in ["4", "5", "6", "7"].iter().enumerate() {
         let name = format!("o{i}");

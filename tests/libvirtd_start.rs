@@ -4,10 +4,9 @@
 //! This is its own test binary on purpose: it stops the daemons, which would pull them away
 //! from tests running beside it (cargo runs test binaries one after another).
 
-#[path = "common/libvirtd.rs"]
-mod libvirtd;
+mod common;
 
-use libvirtd::{stop_daemons, virsh, Libvirtd};
+use common::libvirtd::{stop_daemons, virsh, Libvirtd};
 
 /// How many tests ask for the daemon at once (more than `--test-threads=2` ever runs).
 const SIBLINGS: usize = 4;

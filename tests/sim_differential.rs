@@ -8,8 +8,7 @@
 //! A listed difference the simulator no longer shows fails the test too: once the simulator
 //! follows the kernel on a point, its entry goes.
 
-#[path = "common/sim.rs"]
-mod sim;
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -203,7 +202,7 @@ fn every_listed_difference_names_a_line_of_the_real_transcript_and_has_a_reason(
 
 #[test]
 fn the_simulator_answers_the_differential_script_like_the_real_kernel() {
-    let Some(sim) = sim::Sim::start(GUEST) else {
+    let Some(sim) = common::sim::Sim::start(GUEST) else {
         return;
     };
     let out = Command::new("sh")

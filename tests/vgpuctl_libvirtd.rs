@@ -5,17 +5,14 @@
 //! Needs root and libvirtd (tests/common/libvirtd.rs starts it when it is installed); without
 //! them each test says why and returns, or panics when CI=true.
 
-#[path = "common/libvirtd.rs"]
-mod libvirtd;
-#[path = "common/sim.rs"]
-mod sim;
+mod common;
 
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use libvirtd::{virsh, virsh_ok, HostLock, Libvirtd, Restore, TestDomain, URI};
+use common::libvirtd::{virsh, virsh_ok, HostLock, Libvirtd, Restore, TestDomain, URI};
 
 const NS: &str = "urn:vgpu-hook:domain:1";
 
@@ -138,7 +135,7 @@ types = [{ id = "mtty-2", name = "Dual port serial", max_instances = 12 }]
 "#;
 
 /// A temp dir whose `sysroot` is a mounted simulated host, with a config listing it.
-fn sim_dir(sim: &sim::Sim) -> tempfile::TempDir {
+fn sim_dir(sim: &common::sim::Sim) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(sim.root(), t.path().join("sysroot")).unwrap();
     fs::write(
@@ -152,7 +149,7 @@ fn sim_dir(sim: &sim::Sim) -> tempfile::TempDir {
 #[test]
 fn attach_vf_picks_a_vf_no_other_defined_domain_names() {
     let Some(_d) = Libvirtd::ensure() else { return };
-    let Some(sim) = sim::Sim::start(SRIOV_HOST) else {
+    let Some(sim) = common::sim::Sim::start(SRIOV_HOST) else {
         return;
     };
     let t = sim_dir(&sim);
@@ -185,7 +182,7 @@ fn attach_vf_picks_a_vf_no_other_defined_domain_names() {
 #[test]
 fn live_attach_that_libvirt_cannot_plug_frees_the_device_it_created() {
     let Some(_d) = Libvirtd::ensure() else { return };
-    let Some(sim) = sim::Sim::start(SRIOV_HOST) else {
+    let Some(sim) = common::sim::Sim::start(SRIOV_HOST) else {
         return;
     };
     let t = sim_dir(&sim);

@@ -8,10 +8,7 @@
 //! holds libvirt's pid file) and holds a P40-2Q and an AMD VF; `gone` and `l40` stopped without
 //! their devices being freed; one mtty device was made by someone else.
 
-#[path = "common/golden.rs"]
-mod golden;
-#[path = "common/sim.rs"]
-mod sim;
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -73,7 +70,7 @@ const D: &str = "deadbeef-0000-4000-8000-000000000001";
 const SINCE: u64 = 1_700_000_000;
 
 struct SimHost {
-    sim: sim::Sim,
+    sim: common::sim::Sim,
     dir: tempfile::TempDir,
     qemus: Vec<Child>,
 }
@@ -124,7 +121,7 @@ fn vf(a: &str) -> Device {
 impl SimHost {
     /// The simulated host with the config and empty state; `None` when FUSE is unavailable.
     fn bare() -> Option<SimHost> {
-        let sim = sim::Sim::start(HOST)?;
+        let sim = common::sim::Sim::start(HOST)?;
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
         fs::create_dir_all(dir.path().join("run")).unwrap();
@@ -275,7 +272,7 @@ fn types_table_lists_each_configured_gpu_with_generation_and_capacity() {
     let Some(h) = SimHost::populated() else {
         return;
     };
-    golden::check("types.txt", &h.ok(&["types"]));
+    common::golden::check("types.txt", &h.ok(&["types"]));
 }
 
 #[test]
@@ -284,7 +281,7 @@ fn types_json_has_the_documented_shape() {
         return;
     };
     let out = h.ok(&["types", "--json"]);
-    golden::check("types.json", &out);
+    common::golden::check("types.json", &out);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["version"], 1);
     for g in v["gpus"].as_array().unwrap() {
@@ -297,7 +294,7 @@ fn types_json_has_the_documented_shape() {
 #[test]
 fn types_on_an_untouched_host_show_full_capacity() {
     let Some(h) = SimHost::bare() else { return };
-    golden::check("types-empty-host.txt", &h.ok(&["types"]));
+    common::golden::check("types-empty-host.txt", &h.ok(&["types"]));
 }
 
 #[test]
@@ -321,7 +318,7 @@ fn list_table_shows_who_holds_each_device_and_since_when() {
     let Some(h) = SimHost::populated() else {
         return;
     };
-    golden::check("list.txt", &h.ok(&["list"]));
+    common::golden::check("list.txt", &h.ok(&["list"]));
 }
 
 #[test]
@@ -330,7 +327,7 @@ fn list_json_has_the_documented_shape() {
         return;
     };
     let out = h.ok(&["list", "--json"]);
-    golden::check("list.json", &out);
+    common::golden::check("list.json", &out);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let states: Vec<&str> = v["devices"]
         .as_array()
@@ -359,7 +356,7 @@ fn status_table_shows_requests_against_holdings_and_problems() {
     let Some(h) = SimHost::populated() else {
         return;
     };
-    golden::check(
+    common::golden::check(
         "status.txt",
         &h.ok(&["status", "--xml", &fixture("vgpuctl-win11.xml")]),
     );
@@ -371,7 +368,7 @@ fn status_json_has_the_documented_shape() {
         return;
     };
     let out = h.ok(&["status", "--json", "--xml", &fixture("vgpuctl-win11.xml")]);
-    golden::check("status.json", &out);
+    common::golden::check("status.json", &out);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["running"], true);
     assert_eq!(v["devices"].as_array().unwrap().len(), 3);
@@ -531,7 +528,7 @@ fn doctor_reports_missing_vfio_modules_with_modprobe() {
     let Some(h) = SimHost::bare() else { return };
     // The same host without modules.
     drop(h);
-    let Some(sim) = sim::Sim::start(&HOST.replace(
+    let Some(sim) = common::sim::Sim::start(&HOST.replace(
         "modules = [\"vfio\", \"vfio_pci\", \"vfio_iommu_type1\", \"mdev\"]",
         "modules = [\"vfio\"]",
     )) else {
@@ -584,7 +581,7 @@ fn install_writes_a_config_skeleton_listing_what_the_host_offers() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = fs::read_to_string(&config).unwrap();
-    golden::check("config-skeleton.toml", &text);
+    common::golden::check("config-skeleton.toml", &text);
     let parsed = vgpu_hook::model::config::Config::parse(&text, &config).unwrap();
     assert!(
         parsed.nvidia_vgpu_pfs.is_empty(),
