@@ -187,6 +187,32 @@ fn mkdir(path: &Path) -> Result<(), InstallError> {
 
 /// Installs the hook and, when absent, the config skeleton.
 pub fn install(opts: &InstallOptions, sysfs: &Sysfs) -> Result<Installed, InstallError> {
+    let bytes = read_hook_binary(opts)?;
+    let target = hook_target(&opts.hooks_dir, opts.as_qemu);
+    if opts.as_qemu && target.exists() && !is_our_hook(&target) {
+        return Err(InstallError::Foreign(target));
+    }
+    let mut out = Installed {
+        target: target.clone(),
+        ..Installed::default()
+    };
+    mkdir(&opts.hooks_dir)?;
+    if let Some(dir) = target.parent() {
+        mkdir(dir)?;
+    }
+    let (changed, message) = place_hook(opts, &target, &bytes)?;
+    out.hook_changed = changed;
+    out.messages.push(message);
+    out.messages.extend(legacy_hook_note(opts));
+    let (written, message) = write_config(opts, sysfs)?;
+    out.config_written = written;
+    out.messages.push(message);
+    Ok(out)
+}
+
+/// The executable to install, once it is known to be the hook (by content, and by behaviour
+/// when `opts.probe`).
+fn read_hook_binary(opts: &InstallOptions) -> Result<Vec<u8>, InstallError> {
     if !is_our_hook(&opts.hook_binary) {
         return Err(InstallError::NotHook(opts.hook_binary.clone()));
     }
@@ -196,42 +222,45 @@ pub fn install(opts: &InstallOptions, sysfs: &Sysfs) -> Result<Installed, Instal
             why,
         })?;
     }
-    let bytes = fs::read(&opts.hook_binary).map_err(io_err(&opts.hook_binary))?;
-    let target = hook_target(&opts.hooks_dir, opts.as_qemu);
-    let mut out = Installed {
-        target: target.clone(),
-        ..Installed::default()
-    };
-    if opts.as_qemu && target.exists() && !is_our_hook(&target) {
-        return Err(InstallError::Foreign(target));
-    }
-    mkdir(&opts.hooks_dir)?;
-    if let Some(dir) = target.parent() {
-        mkdir(dir)?;
-    }
-    let current = fs::read(&target).ok();
-    let executable = fs::metadata(&target).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111);
-    if current.as_deref() == Some(bytes.as_slice()) && executable {
-        out.messages.push(format!(
-            "hook {} is already installed and up to date",
-            target.display()
+    fs::read(&opts.hook_binary).map_err(io_err(&opts.hook_binary))
+}
+
+/// Writes the hook to `target` unless an identical executable is already there. Returns
+/// whether it was written, and the line for the operator.
+fn place_hook(
+    opts: &InstallOptions,
+    target: &Path,
+    bytes: &[u8],
+) -> Result<(bool, String), InstallError> {
+    let current = fs::read(target).ok();
+    let executable = fs::metadata(target).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111);
+    if current.as_deref() == Some(bytes) && executable {
+        return Ok((
+            false,
+            format!(
+                "hook {} is already installed and up to date",
+                target.display()
+            ),
         ));
-    } else {
-        let written = atomic_write(&target, &opts.hooks_dir, &bytes, 0o755).or_else(|e| {
-            if e.raw_os_error() == Some(libc::EXDEV) {
-                atomic_write(
-                    &target,
-                    target.parent().unwrap_or(&opts.hooks_dir),
-                    &bytes,
-                    0o755,
-                )
-            } else {
-                Err(e)
-            }
-        });
-        written.map_err(io_err(&target))?;
-        out.hook_changed = true;
-        out.messages.push(format!(
+    }
+    // The temp file goes to the hooks directory, where libvirt does not look for hooks; across
+    // filesystems (a bind-mounted qemu.d) it goes next to the target instead.
+    let written = atomic_write(target, &opts.hooks_dir, bytes, 0o755).or_else(|e| {
+        if e.raw_os_error() == Some(libc::EXDEV) {
+            atomic_write(
+                target,
+                target.parent().unwrap_or(&opts.hooks_dir),
+                bytes,
+                0o755,
+            )
+        } else {
+            Err(e)
+        }
+    });
+    written.map_err(io_err(target))?;
+    Ok((
+        true,
+        format!(
             "{} hook {} (from {})",
             if current.is_some() {
                 "updated"
@@ -240,43 +269,49 @@ pub fn install(opts: &InstallOptions, sysfs: &Sysfs) -> Result<Installed, Instal
             },
             target.display(),
             opts.hook_binary.display()
-        ));
-    }
-    if !opts.as_qemu {
-        let legacy = opts.hooks_dir.join("qemu");
-        if legacy.exists() && is_our_hook(&legacy) {
-            out.messages.push(format!(
-                "note: {0} is also vgpu-hook, so it runs twice; remove it: rm {0}",
-                legacy.display()
-            ));
-        }
-    }
+        ),
+    ))
+}
 
-    if opts.config_path.exists() {
-        out.messages.push(format!(
-            "kept the existing config {}",
-            opts.config_path.display()
-        ));
-    } else {
-        let dir = opts
-            .config_path
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        mkdir(&dir)?;
-        atomic_write(
-            &opts.config_path,
-            &dir,
-            config_skeleton(sysfs).as_bytes(),
-            0o644,
+/// A note when the hook installed into `qemu.d` is also installed as `HOOKS/qemu`.
+fn legacy_hook_note(opts: &InstallOptions) -> Option<String> {
+    let legacy = opts.hooks_dir.join("qemu");
+    (!opts.as_qemu && legacy.exists() && is_our_hook(&legacy)).then(|| {
+        format!(
+            "note: {0} is also vgpu-hook, so it runs twice; remove it: rm {0}",
+            legacy.display()
         )
-        .map_err(io_err(&opts.config_path))?;
-        out.config_written = true;
-        out.messages.push(format!(
+    })
+}
+
+/// Writes the config skeleton unless a config exists. Returns whether it was written, and the
+/// line for the operator.
+fn write_config(opts: &InstallOptions, sysfs: &Sysfs) -> Result<(bool, String), InstallError> {
+    if opts.config_path.exists() {
+        return Ok((
+            false,
+            format!("kept the existing config {}", opts.config_path.display()),
+        ));
+    }
+    let dir = opts
+        .config_path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    mkdir(&dir)?;
+    atomic_write(
+        &opts.config_path,
+        &dir,
+        config_skeleton(sysfs).as_bytes(),
+        0o644,
+    )
+    .map_err(io_err(&opts.config_path))?;
+    Ok((
+        true,
+        format!(
             "wrote config skeleton {} (uncomment the devices to hand out)",
             opts.config_path.display()
-        ));
-    }
-    Ok(out)
+        ),
+    ))
 }
 
 /// Removes our hook files from `hooks_dir` (never another program's), and the config when
@@ -413,87 +448,92 @@ pub fn discover(sysfs: &Sysfs) -> Discovery {
     d
 }
 
+/// The skeleton's opening comment.
+const SKELETON_HEAD: &str = "\
+# vgpu-hook configuration: which devices the hook may hand out to libvirt domains.
+# Written by `vgpuctl install` from what this host offered then; uncomment what applies.
+# Addresses may be written with or without the PCI domain (82:00.0 or 0000:82:00.0).
+# `vgpuctl types` shows what the listed devices offer; `vgpuctl doctor` checks the setup.
+";
+
+/// The skeleton's settings after the device lists, commented out at their defaults.
+const SKELETON_SETTINGS: &str = "
+# Where a vGPU goes when several GPUs can host it: \"pack\" fills one GPU first, \"spread\"
+# takes the one with the most room.
+# placement = \"pack\"
+
+# VFs to enable on a configured PF that has none, where the driver allows (0 = all).
+# vf_count = 0
+
+# NVIDIA GPUs get their SR-IOV VFs from NVIDIA's sriov-manage (their driver refuses
+# sriov_numvfs); the hook runs it for a configured NVIDIA GPU that has none.
+# sriov_manage = \"/usr/lib/nvidia/sriov-manage\"
+# sriov_manage_timeout_secs = 60
+
+# Timing (defaults shown): waiting for a GPU's driver at boot, for a new device to appear,
+# for NVIDIA's own clean-up at stop, for one remove; retries and their interval; how long a
+# device prepared for a domain counts as taken before QEMU runs; how long after boot absent
+# GPUs are waited for even when present ones are full.
+# parent_wait_secs = 30
+# device_wait_secs = 5
+# cleanup_wait_secs = 10
+# remove_timeout_secs = 10
+# retries = 10
+# retry_interval_ms = 1000
+# prepare_grace_secs = 300
+# boot_window_secs = 600
+";
+
 /// The commented first config: every key with its meaning, and what this host offers.
 pub fn config_skeleton(sysfs: &Sysfs) -> String {
     let d = discover(sysfs);
-    let mut s = String::new();
-    s.push_str(
-        "# vgpu-hook configuration: which devices the hook may hand out to libvirt domains.\n\
-         # Written by `vgpuctl install` from what this host offered then; uncomment what applies.\n\
-         # Addresses may be written with or without the PCI domain (82:00.0 or 0000:82:00.0).\n\
-         # `vgpuctl types` shows what the listed devices offer; `vgpuctl doctor` checks the setup.\n",
-    );
-    let section = |s: &mut String, title: &str, key: &str, items: Vec<(String, String)>| {
-        s.push_str(&format!("\n# {title}\n"));
-        if items.is_empty() {
-            s.push_str("#   (none found)\n");
-        }
-        for (name, what) in &items {
-            s.push_str(&format!("#   {name}: {what}\n"));
-        }
-        let list: Vec<String> = items.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-        s.push_str(&format!("# {key} = [{}]\n", list.join(", ")));
+    let by_address = |items: &[(PciAddress, String)]| -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, w)| (a.to_string(), w.clone()))
+            .collect()
     };
-    section(
+    let mut s = String::from(SKELETON_HEAD);
+    skeleton_section(
         &mut s,
         "NVIDIA GPUs (physical functions) that host vGPUs, any generation:",
         "nvidia_vgpu_pfs",
-        d.nvidia
-            .iter()
-            .map(|(a, w)| (a.to_string(), w.clone()))
-            .collect(),
+        &by_address(&d.nvidia),
     );
-    section(
+    skeleton_section(
         &mut s,
         "AMD MxGPU PFs whose SR-IOV VFs are handed out whole:",
         "amd_vgpu_pfs",
-        d.amd
-            .iter()
-            .map(|(a, w)| (a.to_string(), w.clone()))
-            .collect(),
+        &by_address(&d.amd),
     );
-    section(
+    skeleton_section(
         &mut s,
         "Other mdev parents, by their /sys/class/mdev_bus name:",
         "mdev_parents",
-        d.mdev.clone(),
+        &d.mdev,
     );
-    section(
+    skeleton_section(
         &mut s,
         "Other SR-IOV PFs whose VFs are handed out whole:",
         "sriov_pfs",
-        d.sriov
-            .iter()
-            .map(|(a, w)| (a.to_string(), w.clone()))
-            .collect(),
+        &by_address(&d.sriov),
     );
-    s.push_str(
-        "\n# Where a vGPU goes when several GPUs can host it: \"pack\" fills one GPU first, \"spread\"\n\
-         # takes the one with the most room.\n\
-         # placement = \"pack\"\n\
-         \n\
-         # VFs to enable on a configured PF that has none, where the driver allows (0 = all).\n\
-         # vf_count = 0\n\
-         \n\
-         # NVIDIA GPUs get their SR-IOV VFs from NVIDIA's sriov-manage (their driver refuses\n\
-         # sriov_numvfs); the hook runs it for a configured NVIDIA GPU that has none.\n\
-         # sriov_manage = \"/usr/lib/nvidia/sriov-manage\"\n\
-         # sriov_manage_timeout_secs = 60\n\
-         \n\
-         # Timing (defaults shown): waiting for a GPU's driver at boot, for a new device to appear,\n\
-         # for NVIDIA's own clean-up at stop, for one remove; retries and their interval; how long a\n\
-         # device prepared for a domain counts as taken before QEMU runs; how long after boot absent\n\
-         # GPUs are waited for even when present ones are full.\n\
-         # parent_wait_secs = 30\n\
-         # device_wait_secs = 5\n\
-         # cleanup_wait_secs = 10\n\
-         # remove_timeout_secs = 10\n\
-         # retries = 10\n\
-         # retry_interval_ms = 1000\n\
-         # prepare_grace_secs = 300\n\
-         # boot_window_secs = 600\n",
-    );
+    s.push_str(SKELETON_SETTINGS);
     s
+}
+
+/// One device list of the skeleton: a title, what was found with what it offers, and the key
+/// listing them all, commented out.
+fn skeleton_section(s: &mut String, title: &str, key: &str, items: &[(String, String)]) {
+    s.push_str(&format!("\n# {title}\n"));
+    if items.is_empty() {
+        s.push_str("#   (none found)\n");
+    }
+    for (name, what) in items {
+        s.push_str(&format!("#   {name}: {what}\n"));
+    }
+    let list: Vec<String> = items.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    s.push_str(&format!("# {key} = [{}]\n", list.join(", ")));
 }
 
 #[cfg(test)]

@@ -191,6 +191,95 @@ fn decode_attrs(e: &BytesStart<'_>, pos: u64) -> Result<Vec<(String, String)>, E
     Ok(out)
 }
 
+/// The element tree as the reader's events build it: elements in document order, the open
+/// ones, and the root. Positions are in the original string (`base` is the skipped BOM).
+struct Tree {
+    base: usize,
+    elems: Vec<Elem>,
+    stack: Vec<usize>,
+    root: Option<usize>,
+}
+
+impl Tree {
+    fn syntax(&self, position: u64, message: &str) -> EditError {
+        syntax(position + self.base as u64, message)
+    }
+
+    /// Takes one event spanning `before..after` of the parsed text; `false` at the end.
+    fn take(
+        &mut self,
+        event: Event<'_>,
+        ours: bool,
+        before: u64,
+        after: u64,
+    ) -> Result<bool, EditError> {
+        let range = self.base + before as usize..self.base + after as usize;
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let empty = matches!(event, Event::Empty(_));
+                self.open(e, ours, before, range, empty)?;
+            }
+            Event::End(_) => {
+                if let Some(idx) = self.stack.pop() {
+                    self.elems[idx].end = Some(range);
+                }
+            }
+            Event::Text(ref t)
+                if self.stack.is_empty()
+                    && !t.as_ref().bytes().all(|b| b.is_ascii_whitespace()) =>
+            {
+                return Err(self.syntax(before, "text outside the root element"));
+            }
+            Event::Eof => {
+                if let Some(&open) = self.stack.last() {
+                    return Err(self.syntax(
+                        after,
+                        &format!(
+                            "document ends inside <{}>",
+                            crate::printable(&self.elems[open].qname, 40)
+                        ),
+                    ));
+                }
+                return Ok(false);
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    /// A start tag (or a whole `<x/>`): a new child of the open element, or the root.
+    fn open(
+        &mut self,
+        e: &BytesStart<'_>,
+        ours: bool,
+        before: u64,
+        range: Range<usize>,
+        empty: bool,
+    ) -> Result<(), EditError> {
+        if self.stack.is_empty() && self.root.is_some() {
+            return Err(self.syntax(before, "more than one root element"));
+        }
+        let idx = self.elems.len();
+        self.elems.push(Elem {
+            qname: e.name().as_ref().to_string(),
+            local: e.local_name().as_ref().to_string(),
+            ours,
+            attrs: decode_attrs(e, before + self.base as u64)?,
+            start: range,
+            end: None,
+            children: Vec::new(),
+        });
+        match self.stack.last() {
+            Some(&p) => self.elems[p].children.push(idx),
+            None => self.root = Some(idx),
+        }
+        if !empty {
+            self.stack.push(idx);
+        }
+        Ok(())
+    }
+}
+
 impl<'a> Doc<'a> {
     fn parse(xml: &'a str) -> Result<Doc<'a>, EditError> {
         // The reader skips a byte-order mark without counting it: parse after it and shift
@@ -199,11 +288,13 @@ impl<'a> Doc<'a> {
             Some(rest) => (rest, xml.len() - rest.len()),
             None => (xml, 0),
         };
-        let syntax = |position: u64, message: &str| syntax(position + base as u64, message);
         let mut reader = NsReader::from_str(body);
-        let mut elems: Vec<Elem> = Vec::new();
-        let mut stack: Vec<usize> = Vec::new();
-        let mut root: Option<usize> = None;
+        let mut tree = Tree {
+            base,
+            elems: Vec::new(),
+            stack: Vec::new(),
+            root: None,
+        };
         loop {
             let before = reader.buffer_position();
             let (ours, event) = match reader.read_resolved_event() {
@@ -211,60 +302,14 @@ impl<'a> Doc<'a> {
                     matches!(ns, ResolveResult::Bound(n) if n.0 == NAMESPACE),
                     ev,
                 ),
-                Err(e) => return Err(syntax(reader.error_position(), &e.to_string())),
+                Err(e) => return Err(tree.syntax(reader.error_position(), &e.to_string())),
             };
-            let after = reader.buffer_position();
-            let range = base + before as usize..base + after as usize;
-            match event {
-                Event::Start(ref e) | Event::Empty(ref e) => {
-                    let empty = matches!(event, Event::Empty(_));
-                    if stack.is_empty() && root.is_some() {
-                        return Err(syntax(before, "more than one root element"));
-                    }
-                    let idx = elems.len();
-                    elems.push(Elem {
-                        qname: e.name().as_ref().to_string(),
-                        local: e.local_name().as_ref().to_string(),
-                        ours,
-                        attrs: decode_attrs(e, before + base as u64)?,
-                        start: range,
-                        end: None,
-                        children: Vec::new(),
-                    });
-                    match stack.last() {
-                        Some(&p) => elems[p].children.push(idx),
-                        None => root = Some(idx),
-                    }
-                    if !empty {
-                        stack.push(idx);
-                    }
-                }
-                Event::End(_) => {
-                    if let Some(idx) = stack.pop() {
-                        elems[idx].end = Some(range);
-                    }
-                }
-                Event::Text(ref t)
-                    if stack.is_empty() && !t.as_ref().bytes().all(|b| b.is_ascii_whitespace()) =>
-                {
-                    return Err(syntax(before, "text outside the root element"));
-                }
-                Event::Eof => {
-                    if let Some(&open) = stack.last() {
-                        return Err(syntax(
-                            after,
-                            &format!(
-                                "document ends inside <{}>",
-                                crate::printable(&elems[open].qname, 40)
-                            ),
-                        ));
-                    }
-                    break;
-                }
-                _ => {}
+            if !tree.take(event, ours, before, reader.buffer_position())? {
+                break;
             }
         }
-        let root = root.ok_or_else(|| syntax(0, "no root element"))?;
+        let root = tree.root.ok_or_else(|| tree.syntax(0, "no root element"))?;
+        let elems = tree.elems;
         if elems[root].local != "domain" {
             return Err(EditError::NotDomain(crate::printable(
                 &elems[root].qname,
@@ -712,7 +757,35 @@ pub fn attach_parts(
     metadata: bool,
 ) -> Result<String, EditError> {
     let doc = Doc::parse(xml)?;
+    check_new(&doc, devices, hostdevs, metadata)?;
+    if devices.is_empty() {
+        return Ok(xml.to_string());
+    }
     let layout = Layout::of(&doc);
+    let mut edits = Vec::new();
+    if metadata {
+        edits.push(metadata_edit(&doc, &layout, devices));
+    }
+    if hostdevs {
+        let pieces: Vec<Snippet> = devices.iter().map(hostdev_snippet).collect();
+        edits.push(match doc.devices() {
+            Some(d) => insert_into(&doc, &layout, d, &pieces),
+            None => {
+                let devs = render(TPL_DEVICES, &[], &pieces);
+                insert_into(&doc, &layout, doc.root, &[devs])
+            }
+        });
+    }
+    Ok(apply(xml, edits))
+}
+
+/// Refuses a device the document already has (in the parts to be added), or one asked twice.
+fn check_new(
+    doc: &Doc<'_>,
+    devices: &[NewDevice],
+    hostdevs: bool,
+    metadata: bool,
+) -> Result<(), EditError> {
     let entries = doc.entries();
     let present = doc.hostdevs();
     let mut seen: BTreeSet<DeviceKey> = BTreeSet::new();
@@ -732,57 +805,33 @@ pub fn attach_parts(
             return Err(EditError::Duplicate(format!("{key} is asked for twice")));
         }
     }
-    if devices.is_empty() {
-        return Ok(xml.to_string());
-    }
-    let mut edits = Vec::new();
+    Ok(())
+}
 
-    if metadata {
-        match doc.wrapper() {
-            Some(w) => {
-                let prefix = prefix_of(&doc.elems[w].qname);
-                let pieces: Vec<Snippet> =
-                    devices.iter().map(|d| entry_snippet(d, &prefix)).collect();
-                edits.push(insert_into(&doc, &layout, w, &pieces));
-            }
-            None => {
-                let pieces: Vec<Snippet> =
-                    devices.iter().map(|d| entry_snippet(d, "vgpu:")).collect();
-                let wrapper = render(TPL_VGPU, &[("namespace", &esc(NAMESPACE))], &pieces);
-                match doc.metadata() {
-                    Some(m) => edits.push(insert_into(&doc, &layout, m, &[wrapper])),
-                    None => {
-                        let meta = render(TPL_METADATA, &[], &[wrapper]);
-                        let after = doc.elems[doc.root]
-                            .children
-                            .iter()
-                            .rev()
-                            .copied()
-                            .find(|&c| {
-                                !doc.elems[c].ours
-                                    && BEFORE_METADATA.contains(&doc.elems[c].local.as_str())
-                            });
-                        edits.push(match after {
-                            Some(a) => insert_after(&doc, &layout, a, &meta),
-                            None => insert_first(&doc, &layout, doc.root, &meta),
-                        });
-                    }
-                }
-            }
-        }
+/// The metadata entries, into our `vgpu:vgpu` element (with its own prefix) when there is one;
+/// else a new one into `<metadata>`; else a new `<metadata>` where libvirt would put it.
+fn metadata_edit(doc: &Doc<'_>, layout: &Layout, devices: &[NewDevice]) -> Edit {
+    if let Some(w) = doc.wrapper() {
+        let prefix = prefix_of(&doc.elems[w].qname);
+        let pieces: Vec<Snippet> = devices.iter().map(|d| entry_snippet(d, &prefix)).collect();
+        return insert_into(doc, layout, w, &pieces);
     }
-
-    if hostdevs {
-        let pieces: Vec<Snippet> = devices.iter().map(hostdev_snippet).collect();
-        match doc.devices() {
-            Some(d) => edits.push(insert_into(&doc, &layout, d, &pieces)),
-            None => {
-                let devs = render(TPL_DEVICES, &[], &pieces);
-                edits.push(insert_into(&doc, &layout, doc.root, &[devs]));
-            }
-        }
+    let pieces: Vec<Snippet> = devices.iter().map(|d| entry_snippet(d, "vgpu:")).collect();
+    let wrapper = render(TPL_VGPU, &[("namespace", &esc(NAMESPACE))], &pieces);
+    if let Some(m) = doc.metadata() {
+        return insert_into(doc, layout, m, &[wrapper]);
     }
-    Ok(apply(xml, edits))
+    let meta = render(TPL_METADATA, &[], &[wrapper]);
+    let after = doc.elems[doc.root]
+        .children
+        .iter()
+        .rev()
+        .copied()
+        .find(|&c| !doc.elems[c].ours && BEFORE_METADATA.contains(&doc.elems[c].local.as_str()));
+    match after {
+        Some(a) => insert_after(doc, layout, a, &meta),
+        None => insert_first(doc, layout, doc.root, &meta),
+    }
 }
 
 /// Removes our devices (metadata entries and their `<hostdev>` elements).
@@ -796,102 +845,29 @@ pub fn detach_parts(xml: &str, selector: &Selector, hostdevs: bool) -> Result<De
     let doc = Doc::parse(xml)?;
     let entries = doc.entries();
     let present = doc.hostdevs();
-    let listing = || {
-        entries
-            .iter()
-            .map(|(_, k)| k.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let selected: Vec<&(usize, DeviceKey)> = match selector {
-        Selector::All => entries.iter().collect(),
-        Selector::Only => match entries.as_slice() {
-            [one] => vec![one],
-            [] => Vec::new(),
-            _ => {
-                return Err(EditError::Ambiguous(format!(
-                    "the domain has {} vgpu-hook devices ({}); say which with --uuid or --address, or use --all",
-                    entries.len(),
-                    listing()
-                )))
-            }
-        },
-        Selector::Uuid(u) => entries
-            .iter()
-            .filter(|(_, k)| *k == DeviceKey::Mdev(u.to_string()))
-            .collect(),
-        Selector::Address(a) => entries
-            .iter()
-            .filter(|(_, k)| *k == DeviceKey::Vf(*a))
-            .collect(),
-    };
+    let selected = select(&entries, selector)?;
     if selected.is_empty() {
-        let wanted = match selector {
-            Selector::Uuid(u) => Some(DeviceKey::Mdev(u.to_string())),
-            Selector::Address(a) => Some(DeviceKey::Vf(*a)),
-            _ => None,
-        };
-        let message = match wanted {
-            Some(k) if present.iter().any(|(_, p)| *p == k) => format!(
-                "{k} has a <hostdev> but no vgpu-hook metadata: it is not managed by vgpu-hook (remove it with virsh detach-device)"
-            ),
-            Some(k) if entries.is_empty() => {
-                format!("{k} is not in the domain, which has no vgpu-hook devices")
-            }
-            Some(k) => format!("{k} is not in the domain (its vgpu-hook devices: {})", listing()),
-            None => "the domain has no vgpu-hook devices".to_string(),
-        };
-        return Err(EditError::NotFound(message));
+        return Err(not_found(&entries, &present, selector));
     }
-
-    let mut removed_set: BTreeSet<usize> = BTreeSet::new();
+    let mut gone: BTreeSet<usize> = BTreeSet::new();
     let mut removed = Vec::new();
-    for (idx, key) in &selected {
-        removed_set.insert(*idx);
-        let mut had = false;
-        for (h, k) in &present {
-            if k == key {
-                had = true;
-                if hostdevs {
-                    removed_set.insert(*h);
-                }
-            }
+    for (idx, key) in selected {
+        gone.insert(*idx);
+        let matching: Vec<usize> = present
+            .iter()
+            .filter(|(_, k)| k == key)
+            .map(|(h, _)| *h)
+            .collect();
+        if hostdevs {
+            gone.extend(&matching);
         }
         removed.push(Removed {
             key: key.clone(),
-            hostdev: had,
+            hostdev: !matching.is_empty(),
         });
     }
-    // Containers left with nothing but whitespace go too, innermost first.
-    let containers = [doc.wrapper(), doc.metadata(), doc.devices()];
-    for c in containers.into_iter().flatten() {
-        let e = &doc.elems[c];
-        let Some(end) = &e.end else { continue };
-        let kids: Vec<usize> = e
-            .children
-            .iter()
-            .copied()
-            .filter(|k| removed_set.contains(k))
-            .collect();
-        if kids.is_empty() {
-            continue;
-        }
-        let mut rest = String::new();
-        let mut cursor = e.start.end;
-        for &k in &kids {
-            let span = doc.elems[k].span();
-            rest.push_str(&doc.xml[cursor..span.start]);
-            cursor = span.end;
-        }
-        rest.push_str(&doc.xml[cursor..end.start]);
-        if rest.bytes().all(|b| b.is_ascii_whitespace()) {
-            for k in kids {
-                removed_set.remove(&k);
-            }
-            removed_set.insert(c);
-        }
-    }
-    let edits = removed_set
+    prune_emptied_containers(&doc, &mut gone);
+    let edits = gone
         .into_iter()
         .map(|idx| {
             let span = doc.elems[idx].span();
@@ -906,6 +882,105 @@ pub fn detach_parts(xml: &str, selector: &Selector, hostdevs: bool) -> Result<De
         xml: apply(xml, edits),
         removed,
     })
+}
+
+fn listing(entries: &[(usize, DeviceKey)]) -> String {
+    entries
+        .iter()
+        .map(|(_, k)| k.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The entries `selector` picks; empty when it names nothing of ours.
+fn select<'e>(
+    entries: &'e [(usize, DeviceKey)],
+    selector: &Selector,
+) -> Result<Vec<&'e (usize, DeviceKey)>, EditError> {
+    Ok(match selector {
+        Selector::All => entries.iter().collect(),
+        Selector::Only => match entries {
+            [one] => vec![one],
+            [] => Vec::new(),
+            _ => {
+                return Err(EditError::Ambiguous(format!(
+                    "the domain has {} vgpu-hook devices ({}); say which with --uuid or --address, or use --all",
+                    entries.len(),
+                    listing(entries)
+                )))
+            }
+        },
+        Selector::Uuid(u) => entries
+            .iter()
+            .filter(|(_, k)| *k == DeviceKey::Mdev(u.to_string()))
+            .collect(),
+        Selector::Address(a) => entries
+            .iter()
+            .filter(|(_, k)| *k == DeviceKey::Vf(*a))
+            .collect(),
+    })
+}
+
+/// Why `selector` picks nothing: the device is not ours, not there, or there is nothing.
+fn not_found(
+    entries: &[(usize, DeviceKey)],
+    present: &[(usize, DeviceKey)],
+    selector: &Selector,
+) -> EditError {
+    let wanted = match selector {
+        Selector::Uuid(u) => Some(DeviceKey::Mdev(u.to_string())),
+        Selector::Address(a) => Some(DeviceKey::Vf(*a)),
+        _ => None,
+    };
+    let message = match wanted {
+        Some(k) if present.iter().any(|(_, p)| *p == k) => format!(
+            "{k} has a <hostdev> but no vgpu-hook metadata: it is not managed by vgpu-hook (remove it with virsh detach-device)"
+        ),
+        Some(k) if entries.is_empty() => {
+            format!("{k} is not in the domain, which has no vgpu-hook devices")
+        }
+        Some(k) => format!(
+            "{k} is not in the domain (its vgpu-hook devices: {})",
+            listing(entries)
+        ),
+        None => "the domain has no vgpu-hook devices".to_string(),
+    };
+    EditError::NotFound(message)
+}
+
+/// Replaces removed children by their container when it is left with nothing but whitespace,
+/// innermost first (`vgpu:vgpu`, then `<metadata>`, then `<devices>`).
+fn prune_emptied_containers(doc: &Doc<'_>, gone: &mut BTreeSet<usize>) {
+    for c in [doc.wrapper(), doc.metadata(), doc.devices()]
+        .into_iter()
+        .flatten()
+    {
+        let e = &doc.elems[c];
+        let Some(end) = &e.end else { continue };
+        let kids: Vec<usize> = e
+            .children
+            .iter()
+            .copied()
+            .filter(|k| gone.contains(k))
+            .collect();
+        if kids.is_empty() {
+            continue;
+        }
+        let mut rest = String::new();
+        let mut cursor = e.start.end;
+        for &k in &kids {
+            let span = doc.elems[k].span();
+            rest.push_str(&doc.xml[cursor..span.start]);
+            cursor = span.end;
+        }
+        rest.push_str(&doc.xml[cursor..end.start]);
+        if rest.bytes().all(|b| b.is_ascii_whitespace()) {
+            for k in kids {
+                gone.remove(&k);
+            }
+            gone.insert(c);
+        }
+    }
 }
 
 /// Our `vgpu:vgpu` element as libvirt's metadata API takes it (`virDomainSetMetadata` with

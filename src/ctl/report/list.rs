@@ -48,9 +48,49 @@ pub struct DeviceReport {
     pub since: Option<u64>,
 }
 
-/// Builds the `list` report.
+/// Builds the `list` report: mdevs on configured parents, then VFs of configured PFs that a
+/// record or a vGPU type says are in use, sorted by parent.
 pub fn list_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Liveness) -> ListReport {
-    let mut devices = Vec::new();
+    let holding = Holding { state, live };
+    let mut devices = mdev_devices(config, sysfs, &holding);
+    devices.extend(vf_devices(config, sysfs, &holding));
+    devices.sort_by(|a, b| (&a.parent, &a.device).cmp(&(&b.parent, &b.device)));
+    ListReport {
+        version: JSON_VERSION,
+        devices,
+    }
+}
+
+/// Who holds what: the records, and whether their domains run.
+struct Holding<'a> {
+    state: &'a State,
+    live: &'a Liveness,
+}
+
+impl Holding<'_> {
+    /// A row for `device` with its owner (if any) filled in.
+    fn row(&self, device: &Device, kind: &'static str, parent: String) -> DeviceReport {
+        let rec = self.state.owner(device);
+        DeviceReport {
+            kind,
+            device: match device {
+                Device::Mdev { uuid } => uuid.to_string(),
+                Device::Vf { address } => address.to_string(),
+            },
+            gpu: parent.clone(),
+            parent,
+            type_id: None,
+            type_name: None,
+            domain: rec.map(|r| r.domain_name.clone()),
+            domain_uuid: rec.map(|r| r.domain_uuid.clone()),
+            state: hold_state(rec, self.live),
+            since: rec.map(|r| r.since),
+        }
+    }
+}
+
+/// Every live mdev on a configured parent.
+fn mdev_devices(config: &Config, sysfs: &Sysfs, holding: &Holding<'_>) -> Vec<DeviceReport> {
     let mut parent_gpu: BTreeMap<String, String> = BTreeMap::new();
     for g in inventory::mdev_gpus(config, sysfs) {
         if let MdevState::Parents(_, ps) = &g.state {
@@ -59,13 +99,11 @@ pub fn list_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livenes
             }
         }
     }
+    let mut devices = Vec::new();
     for m in sysfs.live_mdevs() {
         let Some(gpu) = parent_gpu.get(&m.parent) else {
             continue;
         };
-        let rec = state.owner(&Device::Mdev {
-            uuid: m.uuid.clone(),
-        });
         let type_name = ParentName::parse(&m.parent).ok().and_then(|p| {
             sysfs
                 .mdev_types(&p)
@@ -73,22 +111,26 @@ pub fn list_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livenes
                 .find(|t| t.id == m.type_id)
                 .and_then(|t| t.name)
         });
+        let device = Device::Mdev {
+            uuid: m.uuid.clone(),
+        };
         devices.push(DeviceReport {
-            kind: "mdev",
-            device: m.uuid.to_string(),
             gpu: gpu.clone(),
-            parent: m.parent.clone(),
             type_id: Some(m.type_id.clone()),
             type_name,
-            domain: rec.map(|r| r.domain_name.clone()),
-            domain_uuid: rec.map(|r| r.domain_uuid.clone()),
-            state: hold_state(rec, live),
-            since: rec.map(|r| r.since),
+            ..holding.row(&device, "mdev", m.parent.clone())
         });
     }
+    devices
+}
+
+/// Every VF of a configured PF that is recorded as held or has an NVIDIA vGPU type set.
+fn vf_devices(config: &Config, sysfs: &Sysfs, holding: &Holding<'_>) -> Vec<DeviceReport> {
+    let mut devices = Vec::new();
     for (pf, _) in inventory::vf_pfs(config) {
         for vf in sysfs.vfs(pf) {
-            let rec = state.owner(&Device::Vf { address: vf });
+            let device = Device::Vf { address: vf };
+            let rec = holding.state.owner(&device);
             let current = sysfs
                 .is_nvidia_vfio_vf(vf)
                 .then(|| sysfs.current_vgpu_type(vf).ok())
@@ -109,24 +151,13 @@ pub fn list_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livenes
                     .map(|(_, n)| n)
             });
             devices.push(DeviceReport {
-                kind: "vf",
-                device: vf.to_string(),
-                gpu: pf.to_string(),
-                parent: pf.to_string(),
                 type_id,
                 type_name,
-                domain: rec.map(|r| r.domain_name.clone()),
-                domain_uuid: rec.map(|r| r.domain_uuid.clone()),
-                state: hold_state(rec, live),
-                since: rec.map(|r| r.since),
+                ..holding.row(&device, "vf", pf.to_string())
             });
         }
     }
-    devices.sort_by(|a, b| (&a.parent, &a.device).cmp(&(&b.parent, &b.device)));
-    ListReport {
-        version: JSON_VERSION,
-        devices,
-    }
+    devices
 }
 
 impl ListReport {

@@ -2,6 +2,7 @@
 //! on a file with `--xml`), and with `--live` make or free the device now and hot-plug it.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -184,67 +185,114 @@ pub fn attach(
         || Timing::default().prepare_grace,
         |c| c.timing.prepare_grace,
     );
+    let request = Attach {
+        host,
+        args,
+        ask: &ask,
+        config: config.as_ref(),
+        grace,
+    };
+    match &args.target.xml {
+        Some(path) => request.offline(path, out),
+        None => request.defined(uri, out),
+    }
+}
 
-    if let Some(path) = &args.target.xml {
-        let xml = read_xml(path)?;
-        check_name(&args.target, &xml)?;
-        let mut taken = taken_from_state(host, grace);
-        for a in xmledit::referenced_pci(&xml)? {
-            taken.entry(a).or_insert_with(|| "this document".into());
-        }
-        let plan = plan::plan(config.as_ref(), &host.sysfs, &ask, &taken, !args.force)?;
+/// One `attach`, between parsing the command line and editing a definition.
+struct Attach<'a> {
+    host: &'a Host,
+    args: &'a AttachArgs,
+    ask: &'a Ask,
+    config: Option<&'a Config>,
+    grace: Duration,
+}
+
+impl Attach<'_> {
+    /// Plans against VFs taken by `taken` and prints the plan's notes.
+    fn plan(&self, taken: &Taken) -> Result<plan::Plan, CtlError> {
+        let plan = plan::plan(
+            self.config,
+            &self.host.sysfs,
+            self.ask,
+            taken,
+            !self.args.force,
+        )?;
         for n in &plan.notes {
             note(n);
         }
-        if matches!(ask, Ask::Vf(VfAsk { address: None, .. })) {
+        Ok(plan)
+    }
+
+    /// `--xml FILE`: prints the rewritten document.
+    fn offline(&self, path: &Path, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
+        let xml = read_xml(path)?;
+        check_name(&self.args.target, &xml)?;
+        let mut taken = taken_from_state(self.host, self.grace);
+        for a in xmledit::referenced_pci(&xml)? {
+            taken.entry(a).or_insert_with(|| "this document".into());
+        }
+        let plan = self.plan(&taken)?;
+        if matches!(self.ask, Ask::Vf(VfAsk { address: None, .. })) {
             note("offline: other domains' definitions were not checked for the VF");
         }
         let new = xmledit::attach(&xml, &plan.devices)?;
         emit(out.write_all(new.as_bytes()))?;
-        return Ok(ExitCode::SUCCESS);
+        Ok(ExitCode::SUCCESS)
     }
 
-    let name = args.target.domain.as_deref().unwrap_or_default();
-    let lv = Libvirt::open(uri)?;
-    let dom = lv.lookup(name)?;
-    if args.live && !dom.is_active()? {
-        return Err(CtlError::failed(format!(
-            "domain '{}' is not running; drop --live (the hook makes the device when the domain starts)",
-            dom.name
-        )));
+    /// A domain libvirt knows: its persistent definition, and with `--live` the running domain.
+    fn defined(&self, uri: &str, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
+        let name = self.args.target.domain.as_deref().unwrap_or_default();
+        let lv = Libvirt::open(uri)?;
+        let dom = lv.lookup(name)?;
+        if self.args.live && !dom.is_active()? {
+            return Err(CtlError::failed(format!(
+                "domain '{}' is not running; drop --live (the hook makes the device when the domain starts)",
+                dom.name
+            )));
+        }
+        let xml = dom.inactive_xml()?;
+        let mut taken = taken_from_libvirt(&lv)?;
+        for (a, n) in taken_from_state(self.host, self.grace) {
+            taken.entry(a).or_insert(n);
+        }
+        let plan = self.plan(&taken)?;
+        if self.args.live {
+            let config = self.config.ok_or(CtlError::NeedsConfig(
+                "--live needs the config to create the device",
+            ))?;
+            let live = LiveDomain {
+                lv: &lv,
+                host: self.host,
+                dom: &dom,
+            };
+            return attach_live(&live, config, &plan.devices, out);
+        }
+        let new = xmledit::attach(&xml, &plan.devices)?;
+        lv.define(&dom.name, &new)?;
+        for d in &plan.devices {
+            emit(writeln!(
+                out,
+                "added {} to domain '{}'",
+                describe(d),
+                dom.name
+            ))?;
+        }
+        if dom.is_active()? {
+            note(&format!(
+                "'{}' is running: the device takes effect at its next start (or attach with --live to hot-plug it now)",
+                dom.name
+            ));
+        }
+        Ok(ExitCode::SUCCESS)
     }
-    let xml = dom.inactive_xml()?;
-    let mut taken = taken_from_libvirt(&lv)?;
-    for (a, n) in taken_from_state(host, grace) {
-        taken.entry(a).or_insert(n);
-    }
-    let plan = plan::plan(config.as_ref(), &host.sysfs, &ask, &taken, !args.force)?;
-    for n in &plan.notes {
-        note(n);
-    }
-    if args.live {
-        let config = config.ok_or(CtlError::NeedsConfig(
-            "--live needs the config to create the device",
-        ))?;
-        return attach_live(&lv, host, &config, &dom, &plan.devices, out);
-    }
-    let new = xmledit::attach(&xml, &plan.devices)?;
-    lv.define(&dom.name, &new)?;
-    for d in &plan.devices {
-        emit(writeln!(
-            out,
-            "added {} to domain '{}'",
-            describe(d),
-            dom.name
-        ))?;
-    }
-    if dom.is_active()? {
-        note(&format!(
-            "'{}' is running: the device takes effect at its next start (or attach with --live to hot-plug it now)",
-            dom.name
-        ));
-    }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// A running domain, with the connection and host it lives on.
+struct LiveDomain<'a> {
+    lv: &'a Libvirt,
+    host: &'a Host,
+    dom: &'a Dom,
 }
 
 fn request_of(dev: &NewDevice) -> (Request, Hostdev) {
@@ -266,14 +314,15 @@ fn request_of(dev: &NewDevice) -> (Request, Hostdev) {
     }
 }
 
+/// `attach --live`: makes the devices now as the hook would, hot-plugs them (undoing all on a
+/// failure) and records them in both definitions' metadata.
 fn attach_live(
-    lv: &Libvirt,
-    host: &Host,
+    live: &LiveDomain<'_>,
     config: &Config,
-    dom: &Dom,
     devices: &[NewDevice],
     out: &mut dyn Write,
 ) -> Result<ExitCode, CtlError> {
+    let LiveDomain { lv, host, dom } = *live;
     let (requests, hostdevs) = devices.iter().map(request_of).unzip();
     let partial = Domain {
         name: dom.name.clone(),
@@ -301,35 +350,40 @@ fn attach_live(
     let inactive = dom.inactive_xml()?;
     let new = xmledit::attach_parts(&inactive, devices, false, true)?;
     lv.define(&dom.name, &new)?;
-    let live = dom.live_xml()?;
-    let live_new = xmledit::attach_parts(&live, devices, false, true)?;
+    let live_xml = dom.live_xml()?;
+    let live_new = xmledit::attach_parts(&live_xml, devices, false, true)?;
     if let Some(element) = xmledit::metadata_element(&live_new)? {
         dom.set_live_metadata(Some(&element))?;
     }
     let state = host.state.peek().unwrap_or_default();
     for d in devices {
-        let device = match d.key() {
-            DeviceKey::Mdev(u) => MdevUuid::parse(&u).ok().map(|uuid| Device::Mdev { uuid }),
-            DeviceKey::Vf(a) => Some(Device::Vf { address: a }),
-        };
-        let place = device
-            .and_then(|dv| state.owner(&dv).cloned())
-            .map(|r| {
-                format!(
-                    " on {}{}",
-                    r.parent,
-                    r.type_id.map(|t| format!(" as {t}")).unwrap_or_default()
-                )
-            })
-            .unwrap_or_default();
         emit(writeln!(
             out,
-            "added {} to domain '{}', created{place} and hot-plugged",
+            "added {} to domain '{}', created{} and hot-plugged",
             describe(d),
-            dom.name
+            dom.name,
+            placed(&state, d)
         ))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// ` on PARENT as TYPE`, where the state says the device was made; empty when it does not.
+fn placed(state: &vgpu_hook::host::state::State, d: &NewDevice) -> String {
+    let device = match d.key() {
+        DeviceKey::Mdev(u) => MdevUuid::parse(&u).ok().map(|uuid| Device::Mdev { uuid }),
+        DeviceKey::Vf(a) => Some(Device::Vf { address: a }),
+    };
+    device
+        .and_then(|dv| state.owner(&dv).cloned())
+        .map(|r| {
+            format!(
+                " on {}{}",
+                r.parent,
+                r.type_id.map(|t| format!(" as {t}")).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// Frees devices of `dom_uuid` now, exactly as the hook's release does at stop (NVIDIA's own
