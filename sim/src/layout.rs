@@ -55,37 +55,48 @@ pub fn lookup(m: &Model, path: &[&str]) -> Option<Node> {
 }
 
 /// Lists a directory; `None` if `path` is not a directory.
+///
+/// Each subtree has its own lister, and each checks that the names it matches exist (devices,
+/// types, drivers, groups), so a stale path lists nothing without walking its ancestors again.
 pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
-    // Each arm checks that the names it matches exist (devices, types, drivers, groups), so a
-    // stale path lists nothing without walking its ancestors again.
-    Some(match path {
-        [] => vec![dir("sim"), dir("sys")],
-        ["sim"] => vec![
+    match path {
+        [] => Some(vec![dir("sim"), dir("sys")]),
+        ["sim"] => Some(vec![
             file("control", Attr::Control),
             file("events", Attr::Events),
             file("requests", Attr::Requests),
-        ],
-        ["sys"] => vec![
+        ]),
+        ["sys"] => Some(vec![
             dir("bus"),
             dir("class"),
             dir("devices"),
             dir("kernel"),
             dir("module"),
-        ],
-        ["sys", "devices"] => {
+        ]),
+        ["sys", "devices", rest @ ..] => devices_children(m, path, rest),
+        ["sys", "bus", rest @ ..] => bus_children(m, path, rest),
+        ["sys", "class", rest @ ..] => class_children(m, path, rest),
+        ["sys", "kernel", rest @ ..] => kernel_children(m, path, rest),
+        ["sys", "module", rest @ ..] => module_children(m, rest),
+        _ => None,
+    }
+}
+
+/// `sys/devices`: PCI functions under `pci0000:00`, non-PCI parents under `virtual`.
+fn devices_children(m: &Model, path: &[&str], rest: &[&str]) -> Option<Entries> {
+    Some(match rest {
+        [] => {
             let mut v = vec![dir("pci0000:00")];
             if !m.virtual_devices().is_empty() {
                 v.push(dir("virtual"));
             }
             v
         }
-        ["sys", "devices", "pci0000:00"] => m.pci_devices().map(|d| dir(&d.address)).collect(),
-        ["sys", "devices", "pci0000:00", addr, rest @ ..] => pci_children(m, path, addr, rest)?,
-        ["sys", "devices", "virtual"] => m.virtual_devices().into_iter().map(dir).collect(),
-        ["sys", "devices", "virtual", name] if m.virtual_devices().contains(name) => {
-            vec![dir(name)]
-        }
-        ["sys", "devices", "virtual", name, name2, rest @ ..]
+        ["pci0000:00"] => m.pci_devices().map(|d| dir(&d.address)).collect(),
+        ["pci0000:00", addr, rest @ ..] => pci_children(m, path, addr, rest)?,
+        ["virtual"] => m.virtual_devices().into_iter().map(dir).collect(),
+        ["virtual", name] if m.virtual_devices().contains(name) => vec![dir(name)],
+        ["virtual", name, name2, rest @ ..]
             if name == name2 && m.virtual_devices().contains(name) =>
         {
             if m.parent_registered(name) {
@@ -96,78 +107,92 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
                 return None;
             }
         }
-        ["sys", "bus"] => {
+        _ => return None,
+    })
+}
+
+/// `sys/bus`: the PCI bus with its drivers, and the mdev bus while `mdev` is loaded.
+fn bus_children(m: &Model, path: &[&str], rest: &[&str]) -> Option<Entries> {
+    Some(match rest {
+        [] => {
             let mut v = vec![dir("pci")];
             if m.mdev_loaded() {
                 v.push(dir("mdev"));
             }
             v
         }
-        ["sys", "bus", "pci"] => vec![
+        ["pci"] => vec![
             dir("devices"),
             dir("drivers"),
             file("drivers_probe", Attr::DriversProbe),
         ],
-        ["sys", "bus", "pci", "devices"] => m
+        ["pci", "devices"] => m
             .pci_devices()
-            .map(|d| {
-                link(
-                    &d.address,
-                    path,
-                    &format!("sys/devices/pci0000:00/{}", d.address),
-                )
-            })
+            .map(|d| pci_device_link(&d.address, path))
             .collect(),
-        ["sys", "bus", "pci", "drivers"] => m.drivers().iter().map(|d| dir(d)).collect(),
-        ["sys", "bus", "pci", "drivers", drv] if m.drivers().contains(*drv) => {
-            let drv = drv.to_string();
-            let mut v = vec![
-                file("bind", Attr::Driver(drv.clone(), DriverAttr::Bind)),
-                file("new_id", Attr::Driver(drv.clone(), DriverAttr::NewId)),
-                file("remove_id", Attr::Driver(drv.clone(), DriverAttr::RemoveId)),
-                file("unbind", Attr::Driver(drv.clone(), DriverAttr::Unbind)),
-            ];
-            for d in m.pci_devices() {
-                if d.driver.as_deref() == Some(drv.as_str()) {
-                    v.push(link(
-                        &d.address,
-                        path,
-                        &format!("sys/devices/pci0000:00/{}", d.address),
-                    ));
-                }
-            }
-            v
-        }
-        ["sys", "bus", "mdev"] if m.mdev_loaded() => vec![dir("devices")],
-        ["sys", "bus", "mdev", "devices"] if m.mdev_loaded() => m
+        ["pci", "drivers"] => m.drivers().iter().map(|d| dir(d)).collect(),
+        ["pci", "drivers", drv] if m.drivers().contains(*drv) => driver_children(m, path, drv),
+        ["mdev"] if m.mdev_loaded() => vec![dir("devices")],
+        ["mdev", "devices"] if m.mdev_loaded() => m
             .mdevs()
             .filter_map(|d| Some(link(&d.uuid, path, &m.device_path(&d.uuid)?)))
             .collect(),
-        ["sys", "class"] => {
-            if m.mdev_loaded() {
-                vec![dir("mdev_bus")]
-            } else {
-                vec![]
-            }
-        }
-        ["sys", "class", "mdev_bus"] if m.mdev_loaded() => m
+        _ => return None,
+    })
+}
+
+/// A link named after a PCI function, pointing at its device directory.
+fn pci_device_link(addr: &str, from: &[&str]) -> (String, Node) {
+    link(addr, from, &format!("sys/devices/pci0000:00/{addr}"))
+}
+
+/// `sys/bus/pci/drivers/<drv>`: the driver's control files and a link per bound device.
+fn driver_children(m: &Model, path: &[&str], drv: &str) -> Entries {
+    let a = |x| Attr::Driver(drv.to_string(), x);
+    let mut v = vec![
+        file("bind", a(DriverAttr::Bind)),
+        file("new_id", a(DriverAttr::NewId)),
+        file("remove_id", a(DriverAttr::RemoveId)),
+        file("unbind", a(DriverAttr::Unbind)),
+    ];
+    v.extend(
+        m.pci_devices()
+            .filter(|d| d.driver.as_deref() == Some(drv))
+            .map(|d| pci_device_link(&d.address, path)),
+    );
+    v
+}
+
+/// `sys/class`: `mdev_bus`, with a link per registered parent, while `mdev` is loaded.
+fn class_children(m: &Model, path: &[&str], rest: &[&str]) -> Option<Entries> {
+    Some(match rest {
+        [] if m.mdev_loaded() => vec![dir("mdev_bus")],
+        [] => Vec::new(),
+        ["mdev_bus"] if m.mdev_loaded() => m
             .parents()
             .iter()
             .filter_map(|p| Some(link(p, path, &m.device_path(p)?)))
             .collect(),
-        ["sys", "kernel"] => vec![dir("iommu_groups")],
-        ["sys", "kernel", "iommu_groups"] => m
+        _ => return None,
+    })
+}
+
+/// `sys/kernel/iommu_groups`: a directory per group, linking to its members.
+fn kernel_children(m: &Model, path: &[&str], rest: &[&str]) -> Option<Entries> {
+    Some(match rest {
+        [] => vec![dir("iommu_groups")],
+        ["iommu_groups"] => m
             .iommu_groups()
             .keys()
             .map(|g| dir(&g.to_string()))
             .collect(),
-        ["sys", "kernel", "iommu_groups", g]
+        ["iommu_groups", g]
             if g.parse::<u32>()
                 .is_ok_and(|n| m.iommu_groups().contains_key(&n)) =>
         {
             vec![dir("devices")]
         }
-        ["sys", "kernel", "iommu_groups", g, "devices"] => {
+        ["iommu_groups", g, "devices"] => {
             let n: u32 = g.parse().ok()?;
             m.iommu_groups()
                 .get(&n)?
@@ -175,12 +200,20 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
                 .filter_map(|member| Some(link(member, path, &m.device_path(member)?)))
                 .collect()
         }
-        ["sys", "module"] => m.modules().iter().map(|n| dir(n)).collect(),
-        ["sys", "module", name] if m.modules().iter().any(|x| x == name) => {
-            vec![file("initstate", Attr::ModuleInitstate(name.to_string()))]
-        }
         _ => return None,
     })
+}
+
+/// `sys/module`: the host file's modules, each `live`.
+fn module_children(m: &Model, rest: &[&str]) -> Option<Entries> {
+    match rest {
+        [] => Some(m.modules().iter().map(|n| dir(n)).collect()),
+        [name] if m.modules().iter().any(|x| x == name) => Some(vec![file(
+            "initstate",
+            Attr::ModuleInitstate(name.to_string()),
+        )]),
+        _ => None,
+    }
 }
 
 /// Entries under a PCI function's directory (`rest` is the path below it).
