@@ -199,6 +199,58 @@ impl SimFs {
     }
 }
 
+/// A write whose reply is still owed: answered at once, or by a thread once the model has
+/// finished it, so the session keeps serving other requests meanwhile.
+struct PendingWrite {
+    shared: Arc<Shared>,
+    /// Mount-relative path written to, for the event log.
+    path: String,
+    data: Vec<u8>,
+    reply: ReplyWrite,
+}
+
+impl PendingWrite {
+    /// Replies with the whole length written, or the errno.
+    fn answer(self, result: Result<(), i32>) {
+        match result {
+            Ok(()) => self
+                .reply
+                .written(u32::try_from(self.data.len()).unwrap_or(u32::MAX)),
+            Err(e) => self.reply.error(errno(e)),
+        }
+    }
+
+    /// A remove of a held device: waits until the model no longer holds it back, then
+    /// succeeds.
+    fn finish_remove(self, uuid: &str, serial: u64) {
+        let shared = Arc::clone(&self.shared);
+        let mut st = shared.lock();
+        while st.model.remove_pending(uuid, serial) {
+            st = shared
+                .changed
+                .wait_timeout(st, Duration::from_millis(500))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            st.model.advance(Instant::now());
+        }
+        st.model.record(&self.path, &self.data, Ok(()));
+        drop(st);
+        self.answer(Ok(()));
+    }
+
+    /// A write that takes `delay`: sleeps, lets the model `finish` it, logs and answers.
+    fn finish_after(self, delay: Duration, finish: impl FnOnce(&mut Model) -> Result<(), i32>) {
+        thread::sleep(delay);
+        let shared = Arc::clone(&self.shared);
+        let mut st = shared.lock();
+        let result = finish(&mut st.model);
+        st.model.record(&self.path, &self.data, result);
+        shared.changed.notify_all();
+        drop(st);
+        self.answer(result);
+    }
+}
+
 fn file_type(node: &Node) -> FileType {
     match node {
         Node::Dir => FileType::Directory,
@@ -382,62 +434,35 @@ impl Filesystem for SimFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let mut st = self.shared.lock();
         let (path, attr) = match Self::resolve(&st, ino) {
             Some((p, Node::File(a))) => (p, a),
             Some(_) => return reply.error(Errno::EISDIR),
             None => return reply.error(Errno::ENODEV),
         };
-        let logged = path.starts_with("sys/");
         let outcome = st.model.write(&attr, data);
         self.shared.changed.notify_all();
+        let pending = PendingWrite {
+            shared: Arc::clone(&self.shared),
+            path,
+            data: data.to_vec(),
+            reply,
+        };
         match outcome {
             WriteOutcome::Done(result) => {
-                if logged {
-                    st.model.record(&path, data, result);
+                if pending.path.starts_with("sys/") {
+                    st.model.record(&pending.path, data, result);
                 }
                 drop(st);
-                match result {
-                    Ok(()) => reply.written(len),
-                    Err(e) => reply.error(errno(e)),
-                }
+                pending.answer(result);
             }
             WriteOutcome::Blocked { uuid, serial } => {
                 drop(st);
-                let shared = Arc::clone(&self.shared);
-                let data = data.to_vec();
-                thread::spawn(move || {
-                    let mut st = shared.lock();
-                    while st.model.remove_pending(&uuid, serial) {
-                        st = shared
-                            .changed
-                            .wait_timeout(st, Duration::from_millis(500))
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
-                        st.model.advance(Instant::now());
-                    }
-                    st.model.record(&path, &data, Ok(()));
-                    drop(st);
-                    reply.written(len);
-                });
+                thread::spawn(move || pending.finish_remove(&uuid, serial));
             }
             WriteOutcome::Waiting { addr, delay } => {
                 drop(st);
-                let shared = Arc::clone(&self.shared);
-                let data = data.to_vec();
-                thread::spawn(move || {
-                    thread::sleep(delay);
-                    let mut st = shared.lock();
-                    let result = st.model.finish_clear(&addr);
-                    st.model.record(&path, &data, result);
-                    shared.changed.notify_all();
-                    drop(st);
-                    match result {
-                        Ok(()) => reply.written(len),
-                        Err(e) => reply.error(errno(e)),
-                    }
-                });
+                thread::spawn(move || pending.finish_after(delay, |m| m.finish_clear(&addr)));
             }
             WriteOutcome::Delayed {
                 uuid,
@@ -445,19 +470,8 @@ impl Filesystem for SimFs {
                 delay,
             } => {
                 drop(st);
-                let shared = Arc::clone(&self.shared);
-                let data = data.to_vec();
                 thread::spawn(move || {
-                    thread::sleep(delay);
-                    let mut st = shared.lock();
-                    let result = st.model.finish_create(&uuid, serial);
-                    st.model.record(&path, &data, result);
-                    shared.changed.notify_all();
-                    drop(st);
-                    match result {
-                        Ok(()) => reply.written(len),
-                        Err(e) => reply.error(errno(e)),
-                    }
+                    pending.finish_after(delay, |m| m.finish_create(&uuid, serial))
                 });
             }
         }
