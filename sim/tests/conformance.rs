@@ -3,36 +3,22 @@
 //! same bytes wherever the capture has them. Any difference fails and names the file.
 //! Without FUSE these tests say why and return (with `CI=true` they fail instead).
 
-#[path = "../../tests/common/sim.rs"]
-mod sim;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use sim::Sim;
+use common::hosts::{P40, P40_PF};
+use common::{bytes, names, read, start, write};
 
+/// The real captures, in the root package's fixtures.
 fn captures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-captures")
 }
 
-fn start(host: &str) -> Option<Sim> {
-    Sim::start_with(Path::new(env!("CARGO_BIN_EXE_vgpu-sim")), host)
-}
-
-fn bytes(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
-fn names(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
 /// Compares `file` under both directories byte for byte, naming it on a difference.
 fn same(real: &Path, simulated: &Path, file: &str) {
-    let (want, got) = (bytes(&real.join(file)), bytes(&simulated.join(file)));
+    let (want, got) = (bytes(real.join(file)), bytes(simulated.join(file)));
     assert_eq!(
         String::from_utf8_lossy(&got),
         String::from_utf8_lossy(&want),
@@ -56,11 +42,14 @@ fn a2_sriov_vf_next_to_a_4gb_vgpu_matches_the_capture() {
     let Some(sim) = start(A2) else { return };
     let sys = sim.root().join("sys/class/mdev_bus");
     // A sibling VF holds a 4 GB vGPU.
-    std::fs::write(
-        sys.join("0000:08:00.4/mdev_supported_types/nvidia-746/create"),
-        "4e0c5c3e-5b7c-4d33-9d8e-1c1f1e1e1e1e",
-    )
-    .expect("create A2-4Q on a sibling VF");
+    assert_eq!(
+        write(
+            sys.join("0000:08:00.4/mdev_supported_types/nvidia-746/create"),
+            "4e0c5c3e-5b7c-4d33-9d8e-1c1f1e1e1e1e",
+        ),
+        None,
+        "create A2-4Q on a sibling VF"
+    );
     let real = captures().join("harvester-pcidevices/sys/class/mdev_bus/0000:08:01.7");
     let simulated = sys.join("0000:08:01.7");
     let (real_types, sim_types) = (
@@ -88,6 +77,14 @@ fn a2_sriov_vf_next_to_a_4gb_vgpu_matches_the_capture() {
     }
 }
 
+/// The RTXA6000 of the table capture, empty at start.
+const RTXA6000: &str = r#"
+[[gpu]]
+address = "0000:01:00.0"
+kind = "nvidia-classic"
+board = "RTXA6000"
+"#;
+
 const L40S: &str = r#"
 modules = ["vfio", "vfio_pci", "vfio_iommu_type1"]
 [[gpu]]
@@ -110,7 +107,7 @@ fn l40s_kernel_6_8_vf_matches_the_capture() {
 
 /// One row of a `mdevctl types`-style table: id, available_instances, name, description.
 fn rows(file: &str) -> Vec<[String; 4]> {
-    let text = String::from_utf8(bytes(&captures().join(file))).expect("utf-8");
+    let text = String::from_utf8(bytes(captures().join(file))).expect("utf-8");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
@@ -124,11 +121,11 @@ fn rows(file: &str) -> Vec<[String; 4]> {
 fn check_rows(types: &Path, rows: &[[String; 4]]) {
     for [id, avail, name, desc] in rows {
         let dir = types.join(id);
-        let read = |f: &str| String::from_utf8_lossy(&bytes(&dir.join(f))).into_owned();
-        assert_eq!(read("name"), format!("{name}\n"), "{id}/name");
-        assert_eq!(read("description"), format!("{desc}\n"), "{id}/description");
+        let file = |f: &str| read(dir.join(f));
+        assert_eq!(file("name"), format!("{name}\n"), "{id}/name");
+        assert_eq!(file("description"), format!("{desc}\n"), "{id}/description");
         assert_eq!(
-            read("available_instances"),
+            file("available_instances"),
             format!("{avail}\n"),
             "{id}/available_instances"
         );
@@ -137,17 +134,16 @@ fn check_rows(types: &Path, rows: &[[String; 4]]) {
 
 #[test]
 fn rtxa6000_with_one_2q_matches_the_capture() {
-    let host =
-        "[[gpu]]\naddress = \"0000:01:00.0\"\nkind = \"nvidia-classic\"\nboard = \"RTXA6000\"\n";
-    let Some(sim) = start(host) else { return };
-    let types = sim
-        .root()
-        .join("sys/class/mdev_bus/0000:01:00.0/mdev_supported_types");
-    std::fs::write(
-        types.join("nvidia-525/create"),
-        "7a0e5c3e-5b7c-4d33-9d8e-1c1f1e1e1e1e\n",
-    )
-    .expect("create RTXA6000-2Q");
+    let Some(sim) = start(RTXA6000) else { return };
+    let types = common::types_dir(&sim, "0000:01:00.0");
+    assert_eq!(
+        write(
+            types.join("nvidia-525/create"),
+            "7a0e5c3e-5b7c-4d33-9d8e-1c1f1e1e1e1e\n"
+        ),
+        None,
+        "create RTXA6000-2Q"
+    );
     let rows = rows("rtxa6000-driver-525.147.01-one-2Q-created.tsv");
     let listed: BTreeSet<String> = rows.iter().map(|r| r[0].clone()).collect();
     assert_eq!(names(&types), listed, "every type, no more");
@@ -156,10 +152,7 @@ fn rtxa6000_with_one_2q_matches_the_capture() {
 
 #[test]
 fn empty_p40_matches_the_partial_capture() {
-    let host = "[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\n";
-    let Some(sim) = start(host) else { return };
-    let types = sim
-        .root()
-        .join("sys/class/mdev_bus/0000:82:00.0/mdev_supported_types");
+    let Some(sim) = start(P40) else { return };
+    let types = common::types_dir(&sim, P40_PF);
     check_rows(&types, &rows("p40-empty-partial.tsv"));
 }

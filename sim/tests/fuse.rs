@@ -1,123 +1,52 @@
 //! The simulator through the kernel: real file operations on a mounted host get the model's
 //! errno, devices appear, links resolve inside the mount, a blocked remove returns after
-//! `release`, the event log records every write. Uses the same harness as the hook's tests.
+//! `release`, the event log records every write. Hosts, helpers and the harness (the hook's own) come from `common`.
 //! Without FUSE these tests say why and return (with `CI=true` they fail instead).
 
-#[path = "../../tests/common/sim.rs"]
-mod sim;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sim::Sim;
-
-const P40: &str = r#"
-[[gpu]]
-address = "0000:82:00.0"
-kind = "nvidia-classic"
-board = "P40"
-framebuffer_mb = 24576
-"#;
-
-const MTTY: &str = r#"
-[[gpu]]
-kind = "mdev"
-name = "mtty"
-types = [{ id = "mtty-1", name = "Single port serial", max_instances = 64 },
-         { id = "mtty-2", name = "Dual port serial", max_instances = 1 }]
-"#;
-
-const HOST: &str = r#"
-[[gpu]]
-address = "0000:82:00.0"
-kind = "nvidia-classic"
-board = "P40"
-framebuffer_mb = 24576
-
-[[gpu]]
-address = "0000:04:00.0"
-kind = "amd-gim"
-gim = "old"
-numvfs = 2
-
-[[gpu]]
-address = "0000:05:00.0"
-kind = "sriov"
-totalvfs = 4
-
-[[gpu]]
-address = "0000:c1:00.0"
-kind = "nvidia-vfio"
-board = "L40S"
-framebuffer_mb = 49152
-numvfs = 2
-"#;
-
-const PF: &str = "0000:82:00.0";
-
-fn start(host: &str) -> Option<Sim> {
-    Sim::start_with(Path::new(env!("CARGO_BIN_EXE_vgpu-sim")), host)
-}
-
-fn uuid(n: u32) -> String {
-    format!("00000000-0000-4000-8000-{n:012}")
-}
-
-fn errno(r: std::io::Result<()>) -> Option<i32> {
-    r.err().and_then(|e| e.raw_os_error())
-}
-
-fn read(p: impl AsRef<Path>) -> String {
-    std::fs::read_to_string(p.as_ref())
-        .unwrap_or_else(|e| panic!("read {}: {e}", p.as_ref().display()))
-}
-
-fn types_dir(sim: &Sim, parent: &str) -> PathBuf {
-    sim.root()
-        .join("sys/class/mdev_bus")
-        .join(parent)
-        .join("mdev_supported_types")
-}
-
-fn pci(sim: &Sim, addr: &str) -> PathBuf {
-    sim.root().join("sys/bus/pci/devices").join(addr)
-}
+use common::hosts::{self, A2_SRIOV, MTTY, P40, P40_PF as PF};
+use common::{errno, mdev, pci, read, start, types_dir, uuid, write, Sim};
 
 #[test]
 fn create_errnos_come_back_through_the_kernel() {
-    let Some(sim) = start(&format!("{P40}{MTTY}")) else {
+    let Some(sim) = start(&[P40, MTTY].concat()) else {
         return;
     };
     let p40 = types_dir(&sim, PF);
     let mtty = types_dir(&sim, "mtty");
-    let create = |dir: &PathBuf, ty: &str, v: &str| std::fs::write(dir.join(ty).join("create"), v);
-    assert_eq!(
-        errno(create(&p40, "nvidia-46", "bogus\n")),
-        Some(libc::EINVAL)
-    );
-    assert_eq!(errno(create(&p40, "nvidia-46", &uuid(1))), None);
-    assert_eq!(errno(create(&mtty, "mtty-1", &uuid(1))), Some(libc::EEXIST));
-    assert_eq!(
-        errno(create(&mtty, "mtty-2", &format!("{}\n", uuid(2)))),
-        None
-    );
-    assert_eq!(errno(create(&mtty, "mtty-2", &uuid(3))), Some(libc::ENOSPC));
-    assert_eq!(errno(create(&p40, "nvidia-53", &uuid(4))), Some(libc::EIO));
+    let create = |dir: &Path, ty: &str, v: &str| write(dir.join(ty).join("create"), v);
+    assert_eq!(create(&p40, "nvidia-46", "bogus\n"), Some(libc::EINVAL));
+    assert_eq!(create(&p40, "nvidia-46", &uuid(1)), None);
+    assert_eq!(create(&mtty, "mtty-1", &uuid(1)), Some(libc::EEXIST));
+    assert_eq!(create(&mtty, "mtty-2", &format!("{}\n", uuid(2))), None);
+    assert_eq!(create(&mtty, "mtty-2", &uuid(3)), Some(libc::ENOSPC));
+    assert_eq!(create(&p40, "nvidia-53", &uuid(4)), Some(libc::EIO));
 }
 
 #[test]
-fn created_device_appears_with_links_that_resolve_inside_the_mount() {
+fn a_create_takes_one_instance_and_lists_the_device_under_its_type() {
     let Some(sim) = start(P40) else { return };
     let ty = types_dir(&sim, PF).join("nvidia-49");
     assert_eq!(read(ty.join("available_instances")), "6\n");
-    std::fs::write(ty.join("create"), uuid(7)).expect("create");
+    assert_eq!(write(ty.join("create"), &uuid(7)), None);
     assert_eq!(read(ty.join("available_instances")), "5\n");
+    let listed: Vec<String> = common::names(&ty.join("devices")).into_iter().collect();
+    assert_eq!(listed, [uuid(7)]);
+}
 
+#[test]
+fn a_created_device_has_links_that_resolve_inside_the_mount() {
+    let Some(sim) = start(P40) else { return };
+    let ty = types_dir(&sim, PF).join("nvidia-49");
+    assert_eq!(write(ty.join("create"), &uuid(7)), None);
     let root = std::fs::canonicalize(sim.root()).expect("mount point");
-    let dev = std::fs::canonicalize(sim.root().join("sys/bus/mdev/devices").join(uuid(7)))
-        .expect("the mdev link resolves");
+    let dev = std::fs::canonicalize(mdev(&sim, &uuid(7))).expect("the mdev link resolves");
     assert!(
         dev.starts_with(&root),
         "{} escapes the mount",
@@ -128,17 +57,6 @@ fn created_device_appears_with_links_that_resolve_inside_the_mount() {
         "{}",
         dev.display()
     );
-    let ty_link = std::fs::read_link(dev.join("mdev_type")).expect("mdev_type link");
-    assert_eq!(
-        ty_link.file_name().and_then(|n| n.to_str()),
-        Some("nvidia-49")
-    );
-    assert_eq!(read(dev.join("mdev_type/name")), "GRID P40-4Q\n");
-    let listed: Vec<String> = std::fs::read_dir(ty.join("devices"))
-        .expect("devices dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(listed, [uuid(7)]);
     let parent =
         std::fs::canonicalize(sim.root().join("sys/class/mdev_bus").join(PF)).expect("class link");
     assert_eq!(dev.parent(), Some(parent.as_path()));
@@ -147,16 +65,27 @@ fn created_device_appears_with_links_that_resolve_inside_the_mount() {
 }
 
 #[test]
+fn a_created_device_links_to_its_type() {
+    let Some(sim) = start(P40) else { return };
+    let ty = types_dir(&sim, PF).join("nvidia-49");
+    assert_eq!(write(ty.join("create"), &uuid(7)), None);
+    let dev = mdev(&sim, &uuid(7));
+    let ty_link = std::fs::read_link(dev.join("mdev_type")).expect("mdev_type link");
+    assert_eq!(
+        ty_link.file_name().and_then(|n| n.to_str()),
+        Some("nvidia-49")
+    );
+    assert_eq!(read(dev.join("mdev_type/name")), "GRID P40-4Q\n");
+}
+
+#[test]
 fn remove_through_the_bus_link_makes_the_device_vanish() {
     let Some(sim) = start(P40) else { return };
     let ty = types_dir(&sim, PF).join("nvidia-46");
-    std::fs::write(ty.join("create"), uuid(1)).expect("create");
-    let dev = sim.root().join("sys/bus/mdev/devices").join(uuid(1));
-    assert_eq!(
-        errno(std::fs::write(dev.join("remove"), "yes")),
-        Some(libc::EINVAL)
-    );
-    assert_eq!(errno(std::fs::write(dev.join("remove"), "1\n")), None);
+    assert_eq!(write(ty.join("create"), &uuid(1)), None);
+    let dev = mdev(&sim, &uuid(1));
+    assert_eq!(write(dev.join("remove"), "yes"), Some(libc::EINVAL));
+    assert_eq!(write(dev.join("remove"), "1\n"), None);
     assert!(!dev.exists());
     assert_eq!(read(ty.join("available_instances")), "24\n");
 }
@@ -184,7 +113,7 @@ fn files_opened_against_their_direction_are_eacces() {
         Some(libc::EACCES)
     );
     assert_eq!(
-        errno(std::fs::write(pci(&sim, PF).join("vendor"), "0x1234")),
+        write(pci(&sim, PF).join("vendor"), "0x1234"),
         Some(libc::EACCES)
     );
 }
@@ -201,6 +130,12 @@ fn writing_to_an_attribute_of_a_vanished_device_is_enodev() {
     let r = f.write(uuid(1).as_bytes()).map(|_| ());
     assert_eq!(errno(r), Some(libc::ENODEV));
     assert!(!sim.root().join("sys/class/mdev_bus").join(PF).exists());
+}
+
+#[test]
+fn a_gpu_plugged_back_registers_its_parent_with_full_capacity() {
+    let Some(sim) = start(P40) else { return };
+    sim.control(&format!("unplug {PF}")).expect("unplug");
     sim.control(&format!("plug {PF}")).expect("plug");
     assert_eq!(
         read(types_dir(&sim, PF).join("nvidia-46/available_instances")),
@@ -212,13 +147,9 @@ fn writing_to_an_attribute_of_a_vanished_device_is_enodev() {
 fn a_blocked_remove_returns_after_release_while_other_requests_are_served() {
     let Some(sim) = start(MTTY) else { return };
     let ty = types_dir(&sim, "mtty").join("mtty-2");
-    std::fs::write(ty.join("create"), uuid(1)).expect("create");
+    assert_eq!(write(ty.join("create"), &uuid(1)), None);
     sim.control(&format!("hold {}", uuid(1))).expect("hold");
-    let remove = sim
-        .root()
-        .join("sys/bus/mdev/devices")
-        .join(uuid(1))
-        .join("remove");
+    let remove = mdev(&sim, &uuid(1)).join("remove");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(std::fs::write(remove, "1"));
@@ -230,10 +161,7 @@ fn a_blocked_remove_returns_after_release_while_other_requests_are_served() {
     // The session keeps answering meanwhile.
     assert_eq!(read(ty.join("available_instances")), "0\n");
     assert_eq!(
-        errno(std::fs::write(
-            types_dir(&sim, "mtty").join("mtty-1/create"),
-            uuid(2)
-        )),
+        write(types_dir(&sim, "mtty").join("mtty-1/create"), &uuid(2)),
         None
     );
     sim.control(&format!("release {}", uuid(1)))
@@ -242,11 +170,7 @@ fn a_blocked_remove_returns_after_release_while_other_requests_are_served() {
         .recv_timeout(Duration::from_secs(10))
         .expect("remove returned after release");
     assert_eq!(errno(result), None);
-    assert!(!sim
-        .root()
-        .join("sys/bus/mdev/devices")
-        .join(uuid(1))
-        .exists());
+    assert!(!mdev(&sim, &uuid(1)).exists());
     assert_eq!(read(ty.join("available_instances")), "1\n");
 }
 
@@ -255,17 +179,16 @@ fn a_slow_create_replies_after_its_delay() {
     let Some(sim) = start(MTTY) else { return };
     sim.control("fault create-delay mtty 400").expect("fault");
     let t = Instant::now();
-    std::fs::write(types_dir(&sim, "mtty").join("mtty-1/create"), uuid(1)).expect("create");
+    assert_eq!(
+        write(types_dir(&sim, "mtty").join("mtty-1/create"), &uuid(1)),
+        None
+    );
     assert!(
         t.elapsed() >= Duration::from_millis(400),
         "{:?}",
         t.elapsed()
     );
-    assert!(sim
-        .root()
-        .join("sys/bus/mdev/devices")
-        .join(uuid(1))
-        .exists());
+    assert!(mdev(&sim, &uuid(1)).exists());
 }
 
 #[test]
@@ -273,16 +196,16 @@ fn create_eio_fault_fails_the_next_create_only() {
     let Some(sim) = start(MTTY) else { return };
     sim.control("fault create-eio mtty").expect("fault");
     let create = types_dir(&sim, "mtty").join("mtty-1/create");
-    assert_eq!(errno(std::fs::write(&create, uuid(1))), Some(libc::EIO));
-    assert_eq!(errno(std::fs::write(&create, uuid(1))), None);
+    assert_eq!(write(&create, &uuid(1)), Some(libc::EIO));
+    assert_eq!(write(&create, &uuid(1)), None);
 }
 
 #[test]
 fn the_event_log_records_each_write_with_its_result() {
     let Some(sim) = start(MTTY) else { return };
     let create = types_dir(&sim, "mtty").join("mtty-2/create");
-    let _ = std::fs::write(&create, format!("{}\n", uuid(1)));
-    let _ = std::fs::write(&create, uuid(2));
+    let _ = write(&create, &format!("{}\n", uuid(1)));
+    let _ = write(&create, &uuid(2));
     let dir = "sys/devices/virtual/mtty/mtty";
     assert_eq!(
         sim.events(),
@@ -306,37 +229,56 @@ fn control_errors_come_back_as_errno() {
 }
 
 #[test]
-fn sriov_numvfs_errnos_and_vf_links() {
-    let Some(sim) = start(HOST) else { return };
+fn sriov_numvfs_refuses_too_many_vfs_and_a_change_while_enabled() {
+    let Some(sim) = start(&hosts::mixed()) else {
+        return;
+    };
+    let numvfs = pci(&sim, "0000:05:00.0").join("sriov_numvfs");
+    assert_eq!(write(&numvfs, "5"), Some(libc::ERANGE));
+    assert_eq!(write(&numvfs, "2"), None);
+    assert_eq!(write(&numvfs, "3"), Some(libc::EBUSY));
+}
+
+#[test]
+fn virtfn_and_physfn_links_resolve_to_each_other() {
+    let Some(sim) = start(&hosts::mixed()) else {
+        return;
+    };
     let pf = pci(&sim, "0000:05:00.0");
-    let numvfs = pf.join("sriov_numvfs");
-    assert_eq!(errno(std::fs::write(&numvfs, "5")), Some(libc::ERANGE));
-    assert_eq!(errno(std::fs::write(&numvfs, "2")), None);
-    assert_eq!(errno(std::fs::write(&numvfs, "3")), Some(libc::EBUSY));
+    assert_eq!(write(pf.join("sriov_numvfs"), "2"), None);
     let vf = std::fs::canonicalize(pf.join("virtfn1")).expect("virtfn1 resolves");
     assert!(vf.ends_with("0000:05:00.5"), "{}", vf.display());
     let back = std::fs::canonicalize(vf.join("physfn")).expect("physfn resolves");
     assert_eq!(back, std::fs::canonicalize(&pf).expect("pf"));
+}
+
+#[test]
+fn a_gim_vf_count_is_fixed_at_load() {
+    let Some(sim) = start(&hosts::mixed()) else {
+        return;
+    };
     let gim = pci(&sim, "0000:04:00.0").join("sriov_numvfs");
     assert_eq!(read(&gim), "2\n");
-    assert_eq!(errno(std::fs::write(&gim, "0")), Some(libc::ENOENT));
+    assert_eq!(write(&gim, "0"), Some(libc::ENOENT));
 }
 
 #[test]
 fn driver_override_and_bind_move_the_driver_link() {
-    let Some(sim) = start(HOST) else { return };
+    let Some(sim) = start(&hosts::mixed()) else {
+        return;
+    };
     let vf = "0000:04:00.4";
     let drivers = sim.root().join("sys/bus/pci/drivers");
     assert!(
         std::fs::read_link(pci(&sim, vf).join("driver")).is_err(),
         "GIM VFs start unbound"
     );
+    assert_eq!(write(drivers.join("vfio-pci/bind"), vf), Some(libc::ENODEV));
     assert_eq!(
-        errno(std::fs::write(drivers.join("vfio-pci/bind"), vf)),
-        Some(libc::ENODEV)
+        write(pci(&sim, vf).join("driver_override"), "vfio-pci\n"),
+        None
     );
-    std::fs::write(pci(&sim, vf).join("driver_override"), "vfio-pci\n").expect("override");
-    std::fs::write(drivers.join("vfio-pci/bind"), vf).expect("bind");
+    assert_eq!(write(drivers.join("vfio-pci/bind"), vf), None);
     let drv = std::fs::canonicalize(pci(&sim, vf).join("driver")).expect("driver link");
     assert!(
         drv.ends_with("sys/bus/pci/drivers/vfio-pci"),
@@ -346,31 +288,93 @@ fn driver_override_and_bind_move_the_driver_link() {
     assert!(drivers.join("vfio-pci").join(vf).exists());
 }
 
+/// `nvidia/` of the first VF of the mixed host's L40S.
+fn l40s_vf(sim: &Sim) -> PathBuf {
+    pci(sim, "0000:c1:00.4").join("nvidia")
+}
+
 #[test]
-fn kernel_6_8_vfs_take_a_type_through_current_vgpu_type() {
-    let Some(sim) = start(HOST) else { return };
-    let nv = pci(&sim, "0000:c1:00.4").join("nvidia");
+fn a_kernel_6_8_vf_takes_a_creatable_type_through_current_vgpu_type() {
+    let Some(sim) = start(&hosts::mixed()) else {
+        return;
+    };
+    let nv = l40s_vf(&sim);
     let creatable = read(nv.join("creatable_vgpu_types"));
     assert!(
         creatable.starts_with("ID    : vGPU Name\n1145  : NVIDIA L40S-1B\n"),
         "{creatable}"
     );
+    assert_eq!(write(nv.join("current_vgpu_type"), "1"), Some(libc::EIO));
+    assert_eq!(write(nv.join("current_vgpu_type"), "1156\n"), None);
+    assert_eq!(read(nv.join("current_vgpu_type")), "1156\n");
+}
+
+#[test]
+fn a_type_on_one_kernel_6_8_vf_leaves_its_sibling_nothing_creatable() {
+    let Some(sim) = start(&hosts::mixed()) else {
+        return;
+    };
     assert_eq!(
-        errno(std::fs::write(nv.join("current_vgpu_type"), "1")),
-        Some(libc::EIO)
-    );
-    assert_eq!(
-        errno(std::fs::write(nv.join("current_vgpu_type"), "1156\n")),
+        write(l40s_vf(&sim).join("current_vgpu_type"), "1156\n"),
         None
     );
-    assert_eq!(read(nv.join("current_vgpu_type")), "1156\n");
     let sibling = pci(&sim, "0000:c1:00.5").join("nvidia/creatable_vgpu_types");
     assert_eq!(read(sibling), "ID    : vGPU Name\n");
+}
+
+#[test]
+fn a_held_kernel_6_8_vf_keeps_its_type() {
+    let Some(sim) = start(&hosts::mixed()) else {
+        return;
+    };
+    let cur = l40s_vf(&sim).join("current_vgpu_type");
+    assert_eq!(write(&cur, "1156\n"), None);
     sim.control("hold 0000:c1:00.4").expect("hold");
-    assert_eq!(
-        errno(std::fs::write(nv.join("current_vgpu_type"), "0")),
-        Some(libc::EPERM)
+    assert_eq!(write(&cur, "0"), Some(libc::EPERM));
+}
+
+#[test]
+fn a_clear_right_after_release_blocks_until_the_driver_lets_go() {
+    let host = hosts::mixed() + "reset_busy_ms = 400\nexit_timeout_ms = 5000\n";
+    let Some(sim) = start(&host) else { return };
+    let cur = l40s_vf(&sim).join("current_vgpu_type");
+    assert_eq!(write(&cur, "1147\n"), None, "set a type");
+    sim.control("hold 0000:c1:00.4\nrelease 0000:c1:00.4")
+        .expect("hold and release");
+    let t = Instant::now();
+    assert_eq!(write(&cur, "0\n"), None);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
     );
+    assert_eq!(read(&cur), "0\n");
+}
+
+#[test]
+fn pci_pf_stub_enables_the_vfs_of_an_nvidia_pf_as_sriov_manage_does() {
+    let Some(sim) = start(A2_SRIOV) else { return };
+    let pf = "0000:41:00.0";
+    let drivers = sim.root().join("sys/bus/pci/drivers");
+    let numvfs = pci(&sim, pf).join("sriov_numvfs");
+    assert_eq!(write(&numvfs, "4"), Some(libc::ENOENT));
+    for (file, value) in [("nvidia/unbind", pf), ("pci-pf-stub/new_id", "10de 25b6\n")] {
+        assert_eq!(write(drivers.join(file), value), None, "{file}");
+    }
+    assert!(drivers.join("pci-pf-stub").join(pf).exists());
+    assert_eq!(write(&numvfs, "4\n"), None, "enable VFs");
+    for (file, value) in [
+        ("pci-pf-stub/unbind", pf),
+        ("pci-pf-stub/remove_id", "10de 25b6\n"),
+        ("nvidia/bind", pf),
+    ] {
+        assert_eq!(write(drivers.join(file), value), None, "{file}");
+    }
+    assert_eq!(read(&numvfs), "4\n");
+    let types = types_dir(&sim, "0000:41:00.7");
+    assert_eq!(read(types.join("nvidia-746/name")), "NVIDIA A2-4Q\n");
+    let config = std::fs::read(pci(&sim, pf).join("config")).expect("config");
+    assert_eq!(&config[0x114..0x118], &[4, 0, 1, 0]);
 }
 
 #[test]
@@ -453,8 +457,7 @@ fn the_harness_names_the_build_command_when_the_binary_is_missing() {
 fn a_bad_host_file_fails_naming_the_file_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let host = dir.path().join("host.toml");
-    std::fs::write(&host, "[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 1000\n")
-        .expect("write");
+    std::fs::write(&host, format!("{P40}framebuffer_mb = 1000\n")).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_vgpu-sim"))
         .arg("mount")
         .arg(&host)
@@ -470,44 +473,4 @@ fn a_bad_host_file_fails_naming_the_file_and_key() {
         )),
         "{err}"
     );
-}
-
-#[test]
-fn a_clear_right_after_release_blocks_until_the_driver_lets_go() {
-    let host = format!("{}reset_busy_ms = 400\nexit_timeout_ms = 5000\n", HOST);
-    let Some(sim) = start(&host) else { return };
-    let cur = pci(&sim, "0000:c1:00.4").join("nvidia/current_vgpu_type");
-    std::fs::write(&cur, "1147\n").expect("set a type");
-    sim.control("hold 0000:c1:00.4\nrelease 0000:c1:00.4")
-        .expect("hold and release");
-    let t = Instant::now();
-    assert_eq!(errno(std::fs::write(&cur, "0\n")), None);
-    assert!(
-        t.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
-    );
-    assert_eq!(read(&cur), "0\n");
-}
-
-#[test]
-fn pci_pf_stub_enables_the_vfs_of_an_nvidia_pf_as_sriov_manage_does() {
-    let host = "[[gpu]]\naddress = \"0000:41:00.0\"\nkind = \"nvidia-sriov\"\nboard = \"A2\"\ntotalvfs = 4\n";
-    let Some(sim) = start(host) else { return };
-    let pf = "0000:41:00.0";
-    let drivers = sim.root().join("sys/bus/pci/drivers");
-    let numvfs = pci(&sim, pf).join("sriov_numvfs");
-    assert_eq!(errno(std::fs::write(&numvfs, "4")), Some(libc::ENOENT));
-    std::fs::write(drivers.join("nvidia/unbind"), pf).expect("unbind nvidia");
-    std::fs::write(drivers.join("pci-pf-stub/new_id"), "10de 25b6\n").expect("new_id");
-    assert!(drivers.join("pci-pf-stub").join(pf).exists());
-    std::fs::write(&numvfs, "4\n").expect("enable VFs");
-    std::fs::write(drivers.join("pci-pf-stub/unbind"), pf).expect("unbind stub");
-    std::fs::write(drivers.join("pci-pf-stub/remove_id"), "10de 25b6\n").expect("remove_id");
-    std::fs::write(drivers.join("nvidia/bind"), pf).expect("bind nvidia");
-    assert_eq!(read(&numvfs), "4\n");
-    let types = types_dir(&sim, "0000:41:00.7");
-    assert_eq!(read(types.join("nvidia-746/name")), "NVIDIA A2-4Q\n");
-    let config = std::fs::read(pci(&sim, pf).join("config")).expect("config");
-    assert_eq!(&config[0x114..0x118], &[4, 0, 1, 0]);
 }
