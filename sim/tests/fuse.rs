@@ -1,7 +1,8 @@
 //! The simulator through the kernel: real file operations on a mounted host get the model's
 //! errno, devices appear, links resolve inside the mount, a blocked remove returns after
-//! `release`, the event log records every write. Hosts, helpers and the harness (the hook's own) come from `common`.
-//! Without FUSE these tests say why and return (with `CI=true` they fail instead).
+//! `release`, the event log records every write. Hosts, helpers and the harness (the hook's
+//! own) come from `common`. Without FUSE these tests say why and return (with `CI=true` they
+//! fail instead).
 
 mod common;
 

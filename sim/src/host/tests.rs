@@ -4,16 +4,27 @@ use std::collections::BTreeSet;
 
 use super::*;
 
+/// A classic P40 at 82:00.0 with its framebuffer stated; append keys to extend its entry.
+const P40: &str = "[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\n";
+
+/// A GIM entry at 04:00.0 without a VF count or generation; append keys to extend it.
+const GIM: &str = "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\n";
+
+/// A generic SR-IOV PF at 04:00.0; append keys to extend it.
+const SRIOV: &str = "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"sriov\"\n";
+
 fn host(text: &str) -> Result<Host, String> {
     parse(text, "host.toml").map_err(|e| e.to_string())
 }
 
+/// The error of a host that must be refused.
+fn refused(text: &str) -> String {
+    host(text).expect_err("the host file must be refused")
+}
+
 #[test]
 fn classic_board_derives_profiles_and_defaults() {
-    let h = host(
-        "[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\n",
-    )
-    .unwrap();
+    let h = host(P40).unwrap();
     let g = &h.gpus[0];
     // B 1-2, B4 1-2, Q and A at 8 sizes, C at 5 (4 GB and up).
     assert_eq!(g.types.len(), 25);
@@ -27,28 +38,26 @@ fn classic_board_derives_profiles_and_defaults() {
 
 #[test]
 fn errors_name_file_key_and_expectation() {
-    let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 1000\n")
-        .unwrap_err();
+    let e = refused(&P40.replace("24576", "1000"));
     assert!(
         e.starts_with("host.toml: gpu[0].framebuffer_mb: expected"),
         "{e}"
     );
-    let e = host("[[gpu]]\naddress = \"82:00.0\"\nkind = \"sriov\"\n").unwrap_err();
+    let e = refused(&SRIOV.replace("0000:04:00.0", "82:00.0"));
     assert!(e.contains("gpu[0].address: expected a PCI address"), "{e}");
-    let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"gpu\"\n").unwrap_err();
+    let e = refused(&SRIOV.replace("sriov", "gpu"));
     assert!(e.contains("gpu[0].kind: expected one of"), "{e}");
 }
 
 #[test]
 fn unknown_keys_are_refused_with_their_name() {
-    let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"sriov\"\nnumvf = 2\n").unwrap_err();
+    let e = refused(&format!("{SRIOV}numvf = 2\n"));
     assert!(e.starts_with("host.toml: ") && e.contains("numvf"), "{e}");
 }
 
 #[test]
 fn keys_of_other_kinds_are_refused() {
-    let e = host("[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\nnumvfs = 2\n")
-        .unwrap_err();
+    let e = refused(&format!("{P40}numvfs = 2\n"));
     assert!(
         e.contains("gpu[0].numvfs: not used by kind \"nvidia-classic\""),
         "{e}"
@@ -57,32 +66,32 @@ fn keys_of_other_kinds_are_refused() {
 
 #[test]
 fn amd_gim_is_never_sriov_configurable() {
-    let h = host(
-        "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ngim = \"old\"\ntotalvfs = 8\n",
-    )
-    .unwrap();
+    let h = host(&format!("{GIM}gim = \"old\"\ntotalvfs = 8\n")).unwrap();
     assert_eq!(h.gpus[0].numvfs, 0);
     assert!(!h.gpus[0].sriov_configurable);
     assert_eq!(h.modules, ["vfio", "vfio_pci", "vfio_iommu_type1"]);
 }
 
 #[test]
-fn old_gim_pf_has_no_driver_and_new_gim_one_vf_with_its_own_id() {
-    let old = host(
-        "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ngim = \"old\"\nnumvfs = 16\n",
-    )
-    .unwrap();
+fn old_gim_pf_has_no_driver() {
+    let old = host(&format!("{GIM}gim = \"old\"\nnumvfs = 16\n")).unwrap();
     assert_eq!(
         (old.gpus[0].device, old.gpus[0].driver.as_deref()),
         (0x6929, None)
     );
-    let new =
-        host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\nnumvfs = 1\n").unwrap();
+}
+
+#[test]
+fn new_gim_has_one_vf_with_its_own_id() {
+    let new = host(&format!("{GIM}numvfs = 1\n")).unwrap();
     let g = &new.gpus[0];
     assert_eq!((g.device, g.vf_device, g.totalvfs), (0x74a1, 0x74b5, 1));
     assert_eq!(g.driver.as_deref(), Some("gim"));
-    let e =
-        host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\nnumvfs = 2\n").unwrap_err();
+}
+
+#[test]
+fn new_gim_refuses_a_second_vf() {
+    let e = refused(&format!("{GIM}numvfs = 2\n"));
     assert!(e.contains("gpu[0].numvfs: GIM supports at most 1"), "{e}");
 }
 
@@ -112,7 +121,11 @@ fn mtty_by_name_is_the_kernel_sample_with_a_shared_port_pool() {
         .map(|t| (t.id.as_str(), t.max_instances, t.units))
         .collect();
     assert_eq!(t, [("mtty-1", 24, 1), ("mtty-2", 12, 2)]);
-    let e = host("[[gpu]]\nkind = \"mdev\"\nname = \"x\"\navailable = \"core\"\ntypes = [{ id = \"x-1\", max_instances = 2 }]\n").unwrap_err();
+}
+
+#[test]
+fn core_counted_parents_need_a_pool() {
+    let e = refused("[[gpu]]\nkind = \"mdev\"\nname = \"x\"\navailable = \"core\"\ntypes = [{ id = \"x-1\", max_instances = 2 }]\n");
     assert!(e.contains("gpu[0].pool: missing"), "{e}");
 }
 
@@ -128,8 +141,7 @@ fn vf_addresses_follow_offset_and_stride() {
 
 #[test]
 fn overlapping_vfs_of_two_gpus_are_refused() {
-    let e = host("[[gpu]]\naddress = \"0000:41:00.0\"\nkind = \"sriov\"\n[[gpu]]\naddress = \"0000:41:00.5\"\nkind = \"sriov\"\n")
-        .unwrap_err();
+    let e = refused("[[gpu]]\naddress = \"0000:41:00.0\"\nkind = \"sriov\"\n[[gpu]]\naddress = \"0000:41:00.5\"\nkind = \"sriov\"\n");
     assert!(
         e.contains("gpu[1].address: device 0000:41:00.5 is already used by gpu[0]"),
         "{e}"
@@ -137,9 +149,13 @@ fn overlapping_vfs_of_two_gpus_are_refused() {
 }
 
 #[test]
-fn mdev_kind_needs_types_and_a_name_or_address() {
-    let e = host("[[gpu]]\nkind = \"mdev\"\nname = \"gvt\"\n").unwrap_err();
+fn mdev_kind_needs_types_unless_it_is_mtty() {
+    let e = refused("[[gpu]]\nkind = \"mdev\"\nname = \"gvt\"\n");
     assert!(e.contains("gpu[0].types: missing"), "{e}");
+}
+
+#[test]
+fn a_named_mdev_parent_is_virtual_and_has_no_driver() {
     let h = host("[[gpu]]\nkind = \"mdev\"\nname = \"mtty\"\ntypes = [{ id = \"mtty-1\", max_instances = 2 }]\n").unwrap();
     assert_eq!(h.gpus[0].location, Location::Virtual("mtty".into()));
     assert_eq!(h.gpus[0].driver, None);
@@ -147,8 +163,16 @@ fn mdev_kind_needs_types_and_a_name_or_address() {
 
 #[test]
 fn two_boards_get_disjoint_type_ids() {
-    let h = host("[[gpu]]\naddress = \"0000:01:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\n[[gpu]]\naddress = \"0000:02:00.0\"\nkind = \"nvidia-classic\"\nboard = \"T4\"\nframebuffer_mb = 16384\n[[gpu]]\naddress = \"0000:03:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\nframebuffer_mb = 24576\n")
-        .unwrap();
+    let t4 = "[[gpu]]\naddress = \"0000:02:00.0\"\nkind = \"nvidia-classic\"\nboard = \"T4\"\nframebuffer_mb = 16384\n";
+    let h = host(
+        &[
+            &P40.replace("82:00.0", "01:00.0"),
+            t4,
+            &P40.replace("82:00.0", "03:00.0"),
+        ]
+        .concat(),
+    )
+    .unwrap();
     let a: BTreeSet<_> = h.gpus[0].types.iter().map(|t| &t.id).collect();
     let b: BTreeSet<_> = h.gpus[1].types.iter().map(|t| &t.id).collect();
     assert!(a.is_disjoint(&b));
@@ -157,10 +181,13 @@ fn two_boards_get_disjoint_type_ids() {
 
 #[test]
 fn hex_ids_accept_strings_and_integers() {
-    let h = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"sriov\"\nvendor = \"0x15b3\"\ndevice = 4123\n").unwrap();
+    let h = host(&format!("{SRIOV}vendor = \"0x15b3\"\ndevice = 4123\n")).unwrap();
     assert_eq!(h.gpus[0].vendor, 0x15b3);
     assert_eq!(h.gpus[0].device, 4123);
-    let e = host("[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"sriov\"\nvendor = \"15b3\"\n")
-        .unwrap_err();
+}
+
+#[test]
+fn hex_ids_without_their_prefix_are_refused() {
+    let e = refused(&format!("{SRIOV}vendor = \"15b3\"\n"));
     assert!(e.contains("gpu[0].vendor: expected a hex string"), "{e}");
 }
