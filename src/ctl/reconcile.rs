@@ -306,7 +306,7 @@ pub fn run(
     proc: &Procfs,
     dry_run: bool,
 ) -> Result<Report, StateError> {
-    let live = Liveness::new(&host.libvirt_run_dir, config.timing.prepare_grace);
+    let live = host.liveness(config.timing.prepare_grace);
     if dry_run {
         let state = host.state.peek()?;
         let outcomes = plan(host, config, &state, &live, proc)
@@ -444,6 +444,7 @@ mod tests {
         let config = Config::parse("mdev_parents = [\"mtty\"]\n", Path::new("c")).unwrap();
         let state = State {
             records: vec![gone_domains_record()],
+            ..State::default()
         };
         let live = Liveness::with_procfs(&host.libvirt_run_dir, &host.procfs, Duration::ZERO);
         let actions = plan(&host, &config, &state, &live, &host.procfs);

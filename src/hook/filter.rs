@@ -54,7 +54,7 @@ pub fn filter(
     if vf_requests.is_empty() {
         return Ok(None);
     }
-    let state = host.state.lock()?.load()?;
+    let state = super::load_state(host, &host.state.lock()?, config.timing.prepare_grace)?;
     let live = host.liveness(config.timing.prepare_grace);
     let here = Here {
         sysfs: &host.sysfs,

@@ -15,6 +15,7 @@
 mod filter;
 mod prepare;
 mod reconnect;
+mod recover;
 mod release;
 
 pub use filter::filter;
@@ -45,4 +46,14 @@ pub enum HookError {
     /// A migrated or restored domain's VFs cannot be mapped onto this host.
     #[error(transparent)]
     Filter(#[from] filter::FilterRefusal),
+}
+
+/// The state under the lock; a damaged data file is kept aside and the records rebuilt from the
+/// running domains (see [`recover`]).
+fn load_state(
+    host: &crate::host::Host,
+    locked: &crate::host::state::Locked,
+    grace: std::time::Duration,
+) -> Result<crate::host::state::State, StateError> {
+    locked.load_or_rebuild(|| recover::from_running_domains(host, &host.liveness(grace)))
 }

@@ -50,7 +50,7 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
 /// (keeping only the stale records it dropped) and say why.
 fn attempt(host: &Host, config: &Config, dom: &Domain) -> Result<Result<(), Failure>, HookError> {
     let locked = host.state.lock()?;
-    let mut state = locked.load()?;
+    let mut state = super::load_state(host, &locked, config.timing.prepare_grace)?;
     let live = host.liveness(config.timing.prepare_grace);
     let stale = state.drop_stale(&live, |r| leaves_something(&host.sysfs, r));
     for r in &stale {

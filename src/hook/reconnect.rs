@@ -14,7 +14,7 @@ pub fn reconnect(host: &Host, config: Option<&Config>, dom: &Domain) -> Result<(
         |c| c.timing.prepare_grace,
     );
     let locked = host.state.lock()?;
-    let mut state = locked.load()?;
+    let mut state = super::load_state(host, &locked, grace)?;
     state.drop_stale(&host.liveness(grace), |r| leaves_something(&host.sysfs, r));
     for req in &dom.requests {
         let (device, parent, type_id) = match req {

@@ -45,7 +45,11 @@ pub fn release_selected(
     domain_name: &str,
     select: impl Fn(&Device) -> bool,
 ) -> Vec<Device> {
-    let devices: Vec<(Device, bool)> = match host.state.lock().and_then(|l| l.load()) {
+    let devices: Vec<(Device, bool)> = match host
+        .state
+        .lock()
+        .and_then(|l| super::load_state(host, &l, timing.prepare_grace))
+    {
         Ok(state) => state
             .records
             .iter()

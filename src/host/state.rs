@@ -6,10 +6,18 @@
 //! and writer takes an exclusive `flock` on a separate lock file, and every write is atomic
 //! (temp file, fsync, rename, fsync of the directory): a crash leaves the old file or the new one,
 //! never half of one. A record whose domain is no longer running is stale and is dropped when met.
+//!
+//! The file carries a format version ([`FORMAT_VERSION`]). The rule for upgrades: a hook reads
+//! every version up to its own, and a later version only adds fields with defaults, so the new
+//! hook reads what the old one wrote while VMs run; a file of a newer version than the reader's is
+//! refused, never rewritten. Nothing here follows a symlink out of the directory: the directory,
+//! the lock and the data file must be what this program made (a directory owned by the hook's
+//! user, regular files). A data file that cannot be read (truncated, garbage, empty) is moved aside,
+//! never deleted, and the caller rebuilds the records from what the host shows.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +32,8 @@ pub const DEFAULT_DIR: &str = "/run/vgpu-hook";
 pub const DEFAULT_LIBVIRT_RUN_DIR: &str = "/run/libvirt/qemu";
 
 const DATA_FILE: &str = "owners.json";
+/// The format this program writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
 const LOCK_FILE: &str = "lock";
 
 /// A device the hook hands out.
@@ -72,10 +82,26 @@ pub struct Record {
 }
 
 /// All records.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
+    /// The format version (files written before versions existed are version 1).
+    #[serde(default = "first_version")]
+    pub version: u32,
     /// The records, in the order they were made.
     pub records: Vec<Record>,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            version: FORMAT_VERSION,
+            records: Vec::new(),
+        }
+    }
 }
 
 impl State {
@@ -132,6 +158,23 @@ pub enum StateError {
         /// The I/O error.
         source: io::Error,
     },
+    /// A newer program wrote the data file; this one must not guess at it.
+    #[error("state {path} has format {version}, newer than this vgpu-hook reads ({FORMAT_VERSION}); install the vgpu-hook that wrote it (or newer) and run `vgpuctl reconcile`")]
+    Newer {
+        /// The file.
+        path: PathBuf,
+        /// Its format version.
+        version: u32,
+    },
+    /// The directory or a file in it is not what this program made (a symlink, another owner,
+    /// another file type): nothing is read or written through it.
+    #[error("state {path} {why}; remove it (the hook recreates it)")]
+    Unsafe {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The data file is not what this program writes.
     #[error("state {path} is unreadable ({message}); move it aside and run `vgpuctl reconcile`")]
     Corrupt {
@@ -179,18 +222,15 @@ impl StateDir {
             .mode(0o700)
             .create(&self.dir)
             .map_err(io_err(&self.dir))?;
-        let meta = fs::metadata(&self.dir).map_err(io_err(&self.dir))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
-                .map_err(io_err(&self.dir))?;
-        }
+        self.check_dir()?;
         let lock_path = self.dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+            .map_err(|e| unsafe_or_io(&lock_path, e))?;
         lock.lock().map_err(io_err(&lock_path))?;
         Ok(Locked {
             dir: self.dir.clone(),
@@ -202,26 +242,124 @@ impl StateDir {
     pub fn peek(&self) -> Result<State, StateError> {
         read_state(&self.dir.join(DATA_FILE))
     }
+
+    /// The directory must be a real directory (not a symlink) owned by this program's user;
+    /// its mode is put back to 0700 when it drifted.
+    fn check_dir(&self) -> Result<(), StateError> {
+        let unsafe_dir = |why: String| StateError::Unsafe {
+            path: self.dir.clone(),
+            why,
+        };
+        let meta = fs::symlink_metadata(&self.dir).map_err(|source| StateError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        if meta.file_type().is_symlink() {
+            return Err(unsafe_dir("is a symlink".into()));
+        }
+        if !meta.is_dir() {
+            return Err(unsafe_dir("is not a directory".into()));
+        }
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(unsafe_dir(format!(
+                "is owned by uid {}, not {me}",
+                meta.uid()
+            )));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(
+                |source| StateError::Io {
+                    path: self.dir.clone(),
+                    source,
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// An open that failed on a symlink (`O_NOFOLLOW`) is unsafe; anything else is I/O.
+fn unsafe_or_io(path: &Path, e: io::Error) -> StateError {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        StateError::Unsafe {
+            path: path.to_path_buf(),
+            why: "is a symlink".into(),
+        }
+    } else {
+        StateError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
 }
 
 fn read_state(path: &Path) -> Result<State, StateError> {
-    match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => return Err(unsafe_or_io(path, e)),
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(StateError::Unsafe {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
-        Err(source) => Err(StateError::Io {
+            why: "is not a regular file".into(),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|source| StateError::Io {
             path: path.to_path_buf(),
             source,
-        }),
+        })?;
+    let corrupt = |message: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if state.version > FORMAT_VERSION {
+        return Err(StateError::Newer {
+            path: path.to_path_buf(),
+            version: state.version,
+        });
     }
+    Ok(state)
 }
 
 impl Locked {
     /// Reads the state.
     pub fn load(&self) -> Result<State, StateError> {
         read_state(&self.dir.join(DATA_FILE))
+    }
+
+    /// Reads the state; a data file that cannot be read is moved aside (kept, for the operator)
+    /// and `rebuild` makes the records anew from what the host shows. A newer format or an
+    /// unsafe path is still an error: neither may be guessed at or written through.
+    pub fn load_or_rebuild(&self, rebuild: impl FnOnce() -> State) -> Result<State, StateError> {
+        match self.load() {
+            Err(StateError::Corrupt { path, message }) => {
+                let aside = self.dir.join(format!("{DATA_FILE}.damaged-{}", now_secs()));
+                fs::rename(&path, &aside).map_err(|source| StateError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                log::error!(
+                    "state {} was unreadable ({message}); kept as {} and rebuilt from the running domains",
+                    path.display(),
+                    aside.display()
+                );
+                let state = rebuild();
+                self.save(&state)?;
+                Ok(state)
+            }
+            other => other,
+        }
     }
 
     /// Replaces the state atomically.
@@ -234,7 +372,11 @@ impl Locked {
             let p = p.to_path_buf();
             move |source| StateError::Io { path: p, source }
         };
-        let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Io {
+        let state = State {
+            version: FORMAT_VERSION,
+            records: state.records.clone(),
+        };
+        let mut json = serde_json::to_vec_pretty(&state).map_err(|e| StateError::Io {
             path: path.clone(),
             source: io::Error::other(e),
         })?;
@@ -243,6 +385,7 @@ impl Locked {
             .write(true)
             .create(true)
             .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         f.write_all(&json).map_err(io_err(&tmp))?;

@@ -148,7 +148,9 @@ impl CtlError {
             } => Exit::NotFound,
             CtlError::Libvirt { .. } => Exit::Libvirt,
             CtlError::State(StateError::Io { source, .. }) => io_exit(source),
-            CtlError::State(StateError::Corrupt { .. }) => Exit::Config,
+            CtlError::State(
+                StateError::Corrupt { .. } | StateError::Newer { .. } | StateError::Unsafe { .. },
+            ) => Exit::Config,
             CtlError::Edit(EditError::NotFound(_)) => Exit::NotFound,
             CtlError::Edit(_) => Exit::Failed,
             CtlError::Plan(e) if e.is_not_found() => Exit::NotFound,

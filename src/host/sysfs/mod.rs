@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-mod pci_config;
+pub mod pci_config;
 mod write;
 
 pub use write::{wait_child, write_attr, write_bounded};
@@ -137,6 +137,23 @@ impl MdevType {
     }
 }
 
+/// A count attribute (`available_instances`, `sriov_numvfs`, ...): an unsigned decimal, already
+/// trimmed.
+pub fn parse_count(text: &str) -> Option<u32> {
+    text.parse().ok()
+}
+
+/// The text of `nvidia/creatable_vgpu_types`: one `id : name` per line (a header line and lines
+/// that do not parse are skipped).
+pub fn parse_creatable(text: &str) -> Vec<(u32, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (id, name) = l.split_once(':')?;
+            Some((id.trim().parse().ok()?, name.trim().to_string()))
+        })
+        .collect()
+}
+
 fn desc_field<'a>(desc: &'a str, key: &str) -> Option<&'a str> {
     desc.split(',').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -173,7 +190,7 @@ impl Sysfs {
     /// Reads an unsigned decimal attribute.
     pub fn read_u32(&self, path: &Path) -> Result<u32, SysfsError> {
         let s = self.read(path)?;
-        s.parse().map_err(|_| SysfsError::Malformed {
+        parse_count(&s).ok_or_else(|| SysfsError::Malformed {
             path: path.to_path_buf(),
             content: crate::printable(&s, 40),
             expected: "an unsigned number",
@@ -460,13 +477,7 @@ impl Sysfs {
     /// `nvidia/creatable_vgpu_types`: (id, name) pairs creatable on this VF now.
     pub fn creatable_vgpu_types(&self, vf: PciAddress) -> Result<Vec<(u32, String)>, SysfsError> {
         let text = self.read(&self.nvidia_vf_dir(vf).join("creatable_vgpu_types"))?;
-        Ok(text
-            .lines()
-            .filter_map(|l| {
-                let (id, name) = l.split_once(':')?;
-                Some((id.trim().parse().ok()?, name.trim().to_string()))
-            })
-            .collect())
+        Ok(parse_creatable(&text))
     }
 
     /// `nvidia/current_vgpu_type` (0 when free).

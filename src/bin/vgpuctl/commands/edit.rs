@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use vgpu_hook::ctl::plan::{self, Ask, MdevAsk, Taken, VfAsk};
 use vgpu_hook::ctl::xmledit::{self, DeviceKey, NewDevice, Selector};
-use vgpu_hook::host::state::{Device, Liveness};
+use vgpu_hook::host::state::Device;
 use vgpu_hook::host::Host;
 use vgpu_hook::model::config::{Config, Timing};
 use vgpu_hook::model::domain::{Domain, Hostdev, MdevWant, Request, VfWant};
@@ -117,7 +117,7 @@ fn describe(dev: &NewDevice) -> String {
 
 /// VFs held right now according to the state.
 fn taken_from_state(host: &Host, grace: Duration) -> Taken {
-    let live = Liveness::new(&host.libvirt_run_dir, grace);
+    let live = host.liveness(grace);
     host.state
         .peek()
         .unwrap_or_default()

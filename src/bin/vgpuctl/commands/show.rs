@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use vgpu_hook::ctl::report;
-use vgpu_hook::host::state::{Liveness, State};
+use vgpu_hook::host::state::State;
 use vgpu_hook::host::Host;
 use vgpu_hook::model::config::Timing;
 use vgpu_hook::model::domain::Domain;
@@ -25,7 +25,7 @@ pub fn types(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, C
         ));
         State::default()
     });
-    let live = Liveness::new(&host.libvirt_run_dir, config.timing.prepare_grace);
+    let live = host.liveness(config.timing.prepare_grace);
     let r = report::types_report(&config, &host.sysfs, &state, &live);
     emit(if json {
         report::write_json(out, &r)
@@ -39,7 +39,7 @@ pub fn types(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, C
 pub fn list(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
     let config = load_config(host)?;
     let state = host.state.peek()?;
-    let live = Liveness::new(&host.libvirt_run_dir, config.timing.prepare_grace);
+    let live = host.liveness(config.timing.prepare_grace);
     let r = report::list_report(&config, &host.sysfs, &state, &live);
     emit(if json {
         report::write_json(out, &r)
@@ -61,7 +61,7 @@ pub fn status(
             let xml = read_xml(path)?;
             let name = Domain::parse(&xml)?.name;
             let grace = Timing::default().prepare_grace;
-            let running = Liveness::new(&host.libvirt_run_dir, grace).running(&name);
+            let running = host.liveness(grace).running(&name);
             (xml, running)
         }
         None => {
