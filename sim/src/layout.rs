@@ -90,8 +90,12 @@ fn devices_children(m: &Model, path: &[&str], rest: &[&str]) -> Option<Entries> 
             if !m.virtual_devices().is_empty() {
                 v.push(dir("virtual"));
             }
+            if !m.nodes().is_empty() {
+                v.push(dir("system"));
+            }
             v
         }
+        ["system", rest @ ..] if !m.nodes().is_empty() => node_children(m, rest)?,
         ["pci0000:00"] => m.pci_devices().map(|d| dir(&d.address)).collect(),
         ["pci0000:00", addr, rest @ ..] => pci_children(m, path, addr, rest)?,
         ["virtual"] => m.virtual_devices().into_iter().map(dir).collect(),
@@ -106,6 +110,31 @@ fn devices_children(m: &Model, path: &[&str], rest: &[&str]) -> Option<Entries> 
             } else {
                 return None;
             }
+        }
+        _ => return None,
+    })
+}
+
+/// `sys/devices/system/node`: each NUMA node with its CPUs and distances.
+fn node_children(m: &Model, rest: &[&str]) -> Option<Entries> {
+    let node = |name: &str| {
+        let id: u32 = name.strip_prefix("node")?.parse().ok()?;
+        m.nodes().iter().find(|n| n.id == id)
+    };
+    Some(match rest {
+        [] => vec![dir("node")],
+        ["node"] => m
+            .nodes()
+            .iter()
+            .map(|n| dir(&format!("node{}", n.id)))
+            .collect(),
+        ["node", name] => {
+            let n = node(name)?;
+            let distance: Vec<String> = n.distance.iter().map(u32::to_string).collect();
+            vec![
+                file("cpulist", Attr::Fixed(format!("{}\n", n.cpus))),
+                file("distance", Attr::Fixed(format!("{}\n", distance.join(" ")))),
+            ]
         }
         _ => return None,
     })
@@ -208,10 +237,14 @@ fn kernel_children(m: &Model, path: &[&str], rest: &[&str]) -> Option<Entries> {
 fn module_children(m: &Model, rest: &[&str]) -> Option<Entries> {
     match rest {
         [] => Some(m.modules().iter().map(|n| dir(n)).collect()),
-        [name] if m.modules().iter().any(|x| x == name) => Some(vec![file(
-            "initstate",
-            Attr::ModuleInitstate(name.to_string()),
-        )]),
+        [name] if m.modules().iter().any(|x| x == name) => {
+            let mut v = vec![file("initstate", Attr::ModuleInitstate(name.to_string()))];
+            if *name == "nvidia" {
+                let version = format!("{}\n", m.nvidia_version());
+                v.push(file("version", Attr::Fixed(version)));
+            }
+            Some(v)
+        }
         _ => None,
     }
 }

@@ -37,6 +37,26 @@ pub struct Host {
     /// vfio-pci's `enable_sriov` module parameter: without it a PF bound to vfio-pci has no
     /// working `sriov_configure` (`ENOENT`).
     pub vfio_pci_enable_sriov: bool,
+    /// `sys/module/nvidia/version`: what the NVIDIA driver's version reads (the hook keys what
+    /// it learns about the driver's clean-up on it).
+    pub nvidia_version: String,
+    /// NUMA nodes under `sys/devices/system/node` (none: a host that shows no node directory).
+    pub nodes: Vec<Node>,
+}
+
+/// The NVIDIA driver version a host shows unless the host file says otherwise.
+pub const DEFAULT_NVIDIA_VERSION: &str = "570.133.10";
+
+/// A NUMA node: its CPUs (a kernel cpulist, `0-7,16-23`) and its distances to every node in id
+/// order (`10 21`), as `nodeN/cpulist` and `nodeN/distance` show them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// The node number.
+    pub id: u32,
+    /// `cpulist`.
+    pub cpus: String,
+    /// `distance`.
+    pub distance: Vec<u32>,
 }
 
 /// Who answers `available_instances` for a generic mdev parent, which decides the errno of a
@@ -251,11 +271,50 @@ pub fn parse(text: &str, file: &str) -> Result<Host, HostError> {
         Some(m) => check_modules(m).map_err(err)?,
         None => default_modules(&gpus),
     };
+    let nodes = check_nodes(raw.node).map_err(err)?;
     Ok(Host {
         modules,
         gpus,
         vfio_pci_enable_sriov: raw.vfio_pci_enable_sriov.unwrap_or(false),
+        nvidia_version: raw
+            .nvidia_version
+            .unwrap_or_else(|| DEFAULT_NVIDIA_VERSION.to_string()),
+        nodes,
     })
+}
+
+/// Nodes have distinct ids, a cpulist of digits, `-` and `,`, and one distance per node.
+fn check_nodes(raw: Vec<raw::RawNode>) -> Result<Vec<Node>, String> {
+    let count = raw.len();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, n) in raw.into_iter().enumerate() {
+        if nodes.iter().any(|m| m.id == n.id) {
+            return Err(format!("node[{i}]: id {} is given twice", n.id));
+        }
+        if n.cpus.is_empty()
+            || !n
+                .cpus
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+        {
+            return Err(format!(
+                "node[{i}]: cpus: expected a cpulist like \"0-7,16-23\", got {:?}",
+                n.cpus
+            ));
+        }
+        if n.distance.len() != count {
+            return Err(format!(
+                "node[{i}]: distance: expected {count} numbers (one per node), got {}",
+                n.distance.len()
+            ));
+        }
+        nodes.push(Node {
+            id: n.id,
+            cpus: n.cpus,
+            distance: n.distance,
+        });
+    }
+    Ok(nodes)
 }
 
 /// A listed module must be usable as a directory name under `sys/module`.
@@ -285,6 +344,14 @@ fn default_modules(gpus: &[Gpu]) -> Vec<String> {
         .any(|g| matches!(g.kind, Kind::NvidiaSriov | Kind::NvidiaVfio))
     {
         m.push("pci_pf_stub".to_string());
+    }
+    if gpus.iter().any(|g| {
+        matches!(
+            g.kind,
+            Kind::NvidiaClassic | Kind::NvidiaSriov | Kind::NvidiaVfio
+        )
+    }) {
+        m.push("nvidia".to_string());
     }
     m
 }

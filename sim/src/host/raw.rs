@@ -13,8 +13,20 @@ use serde::Deserialize;
 pub(super) struct RawHost {
     pub(super) modules: Option<Vec<String>>,
     pub(super) vfio_pci_enable_sriov: Option<bool>,
+    pub(super) nvidia_version: Option<String>,
+    #[serde(default)]
+    pub(super) node: Vec<RawNode>,
     #[serde(default)]
     pub(super) gpu: Vec<RawGpu>,
+}
+
+/// One `[[node]]` table: a NUMA node.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNode {
+    pub(super) id: u32,
+    pub(super) cpus: String,
+    pub(super) distance: Vec<u32>,
 }
 
 /// One `[[gpu]]` table.

@@ -33,7 +33,10 @@ fn classic_board_derives_profiles_and_defaults() {
     assert_eq!(g.vendor, 0x10de);
     assert_eq!(g.device, 0x1b38);
     assert!(g.remove_blocks);
-    assert_eq!(h.modules, ["vfio", "vfio_pci", "vfio_iommu_type1", "mdev"]);
+    assert_eq!(
+        h.modules,
+        ["vfio", "vfio_pci", "vfio_iommu_type1", "mdev", "nvidia"]
+    );
 }
 
 #[test]
@@ -190,4 +193,26 @@ fn hex_ids_accept_strings_and_integers() {
 fn hex_ids_without_their_prefix_are_refused() {
     let e = refused(&format!("{SRIOV}vendor = \"15b3\"\n"));
     assert!(e.contains("gpu[0].vendor: expected a hex string"), "{e}");
+}
+
+#[test]
+fn nodes_are_read_with_their_cpus_and_distances() {
+    let h = host("[[node]]\nid = 0\ncpus = \"0-3\"\ndistance = [10, 21]\n[[node]]\nid = 1\ncpus = \"4-7\"\ndistance = [21, 10]\n").unwrap();
+    assert_eq!(h.nodes.len(), 2);
+    assert_eq!(h.nodes[1].cpus, "4-7");
+    assert_eq!(h.nodes[1].distance, [21, 10]);
+}
+
+#[test]
+fn a_node_with_a_distance_per_missing_node_is_refused() {
+    let e = host("[[node]]\nid = 0\ncpus = \"0-3\"\ndistance = [10, 21]\n").unwrap_err();
+    assert!(e.to_string().contains("expected 1 numbers"), "{e}");
+}
+
+#[test]
+fn nvidia_hosts_show_the_driver_version() {
+    let h = host(P40).unwrap();
+    assert_eq!(h.nvidia_version, crate::host::DEFAULT_NVIDIA_VERSION);
+    let h = host(&format!("nvidia_version = \"535.230.02\"\n{P40}")).unwrap();
+    assert_eq!(h.nvidia_version, "535.230.02");
 }

@@ -107,6 +107,9 @@ pub enum Attr {
     DriversProbe,
     /// `sys/module/<name>/initstate`.
     ModuleInitstate(String),
+    /// A read-only file whose text the host file fixes (a driver's version, a NUMA node's CPUs
+    /// and distances).
+    Fixed(String),
     /// `sim/control`.
     Control,
     /// `sim/events`.
@@ -145,7 +148,7 @@ impl Attr {
             | Attr::DriversProbe
             | Attr::Control => true,
             Attr::Vfio(_, a) => matches!(a, VfioAttr::Current | VfioAttr::Params),
-            Attr::ModuleInitstate(_) | Attr::Events | Attr::Requests => false,
+            Attr::ModuleInitstate(_) | Attr::Fixed(_) | Attr::Events | Attr::Requests => false,
         }
     }
 
@@ -237,6 +240,7 @@ impl Model {
             Attr::MdevParams(uuid) => params_text(&self.mdev(uuid).ok_or(libc::ENODEV)?.params),
             Attr::Vfio(addr, a) => return self.read_vfio(addr, a),
             Attr::ModuleInitstate(_) => "live\n".to_string(),
+            Attr::Fixed(text) => text.clone(),
             Attr::Events => self.events_text(),
             Attr::Requests => format!("{}\n", self.requests),
             Attr::MdevRemove(_) | Attr::Driver(..) | Attr::DriversProbe | Attr::Control => {
@@ -281,7 +285,9 @@ impl Model {
             }),
             Attr::DriversProbe => done(self.write_drivers_probe(data)),
             Attr::Control => done(self.write_control(data)),
-            Attr::ModuleInitstate(_) | Attr::Events | Attr::Requests => done(Err(libc::EACCES)),
+            Attr::ModuleInitstate(_) | Attr::Fixed(_) | Attr::Events | Attr::Requests => {
+                done(Err(libc::EACCES))
+            }
         }
     }
 

@@ -173,6 +173,8 @@ pub struct Model {
     dyn_ids: BTreeMap<String, BTreeSet<(u16, u16)>>,
     explicit_groups: BTreeSet<u32>,
     vfio_pci_enable_sriov: bool,
+    nvidia_version: String,
+    nodes: Vec<crate::host::Node>,
     next_group: u32,
     next_serial: u64,
     create_eio: BTreeMap<String, u32>,
@@ -197,6 +199,8 @@ impl Model {
             dyn_ids: BTreeMap::new(),
             explicit_groups,
             vfio_pci_enable_sriov: host.vfio_pci_enable_sriov,
+            nvidia_version: host.nvidia_version,
+            nodes: host.nodes,
             next_group: 1,
             next_serial: 1,
             create_eio: BTreeMap::new(),
@@ -298,6 +302,16 @@ impl Model {
     /// Kernel modules shown under `sys/module`.
     pub fn modules(&self) -> &[String] {
         &self.modules
+    }
+
+    /// What `sys/module/nvidia/version` reads.
+    pub fn nvidia_version(&self) -> &str {
+        &self.nvidia_version
+    }
+
+    /// The NUMA nodes under `sys/devices/system/node`.
+    pub fn nodes(&self) -> &[crate::host::Node] {
+        &self.nodes
     }
 
     /// Whether the `mdev` module is loaded: without it there is no mdev bus, class or parent.
