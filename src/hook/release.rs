@@ -3,6 +3,7 @@
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::host::learned::{CleanupFacts, Seen};
 use crate::host::state::Record;
 use crate::host::state::{Device, State};
 use crate::host::sysfs::{Sysfs, SysfsError};
@@ -62,6 +63,7 @@ pub fn release_selected(
         }
     };
     let sysfs = &host.sysfs;
+    wait_for_driver_cleanup(host, timing, &devices);
     let mut done: Vec<Device> = Vec::new();
     let mut left: Vec<Device> = Vec::new();
     for (device, created) in devices {
@@ -93,6 +95,9 @@ pub fn release_selected(
         if state.records.len() != before {
             locked.save(&state)?;
         }
+        if !left.is_empty() {
+            crate::host::counters::bump(&locked, crate::host::counters::RELEASE_FAILED);
+        }
         Ok(())
     });
     if let Err(e) = result {
@@ -101,7 +106,62 @@ pub fn release_selected(
     left
 }
 
-/// Waits for NVIDIA's own clean-up, then removes with bounded retries. True when the mdev is gone.
+/// Gives NVIDIA's driver the chance to remove the domain's vGPUs itself, all at once, as long as
+/// this host has not learned that its driver version leaves that to us (see
+/// [`crate::host::learned`]); records what the wait showed.
+fn wait_for_driver_cleanup(host: &Host, timing: &Timing, devices: &[(Device, bool)]) {
+    let sysfs = &host.sysfs;
+    let vgpus: Vec<&MdevUuid> = devices
+        .iter()
+        .filter_map(|(d, _)| match d {
+            Device::Mdev { uuid } if is_nvidia_vgpu(sysfs, uuid) => Some(uuid),
+            _ => None,
+        })
+        .collect();
+    if vgpus.is_empty() {
+        return;
+    }
+    let driver = sysfs
+        .nvidia_driver_version()
+        .unwrap_or_else(|| "unknown".to_string());
+    let Ok(facts) = host.state.lock().map(|l| CleanupFacts::load(&l, &driver)) else {
+        return;
+    };
+    if !facts.must_wait() {
+        log::info!("not waiting for NVIDIA driver {driver} to clean up: it has left that to us at every stop seen");
+        return;
+    }
+    let deadline = Instant::now() + timing.cleanup_wait;
+    let present = || vgpus.iter().filter(|u| sysfs.mdev_exists(u)).count();
+    while present() == vgpus.len() && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+    }
+    // One vanished: the driver cleans up; give the others the rest of the same window.
+    while present() > 0 && present() < vgpus.len() && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+    }
+    let seen = if present() < vgpus.len() {
+        log::info!("NVIDIA driver {driver} removed vGPUs by itself; stops keep waiting for it");
+        Seen::CleanedItself
+    } else {
+        Seen::LeftToUs
+    };
+    if let Ok(locked) = host.state.lock() {
+        let mut facts = CleanupFacts::load(&locked, &driver);
+        facts.observe(seen);
+        facts.save(&locked);
+    }
+}
+
+/// Whether an mdev is an NVIDIA vGPU (it has NVIDIA's `nvidia/` attribute directory).
+fn is_nvidia_vgpu(sysfs: &Sysfs, uuid: &MdevUuid) -> bool {
+    sysfs
+        .vgpu_params_path(uuid)
+        .parent()
+        .is_some_and(|d| d.is_dir())
+}
+
+/// Removes an mdev with bounded retries. True when the mdev is gone.
 fn release_mdev(
     sysfs: &Sysfs,
     timing: &Timing,
@@ -109,21 +169,8 @@ fn release_mdev(
     still_ours: impl Fn() -> bool,
 ) -> bool {
     if !sysfs.mdev_exists(uuid) {
+        log::info!("mdev {uuid} is gone already (removed by its driver)");
         return true;
-    }
-    if sysfs
-        .vgpu_params_path(uuid)
-        .parent()
-        .is_some_and(|d| d.is_dir())
-    {
-        let deadline = Instant::now() + timing.cleanup_wait;
-        while sysfs.mdev_exists(uuid) && Instant::now() < deadline {
-            sleep(Duration::from_millis(100));
-        }
-        if !sysfs.mdev_exists(uuid) {
-            log::info!("mdev {uuid} removed by the driver itself");
-            return true;
-        }
     }
     for attempt in 1..=timing.retries {
         if !still_ours() {

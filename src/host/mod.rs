@@ -5,7 +5,9 @@
 //! move all of them at once through the environment (`VGPU_HOOK_SYSFS_ROOT`,
 //! `VGPU_HOOK_PROC_DIR`, `VGPU_HOOK_STATE_DIR`, `VGPU_HOOK_LIBVIRT_RUN_DIR`, `VGPU_HOOK_CONFIG`).
 
+pub mod counters;
 pub mod errno;
+pub mod learned;
 pub mod logging;
 pub mod procfs;
 pub mod sriov;

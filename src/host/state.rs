@@ -333,6 +333,11 @@ fn read_state(path: &Path) -> Result<State, StateError> {
 }
 
 impl Locked {
+    /// The state directory this lock guards.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
     /// Reads the state.
     pub fn load(&self) -> Result<State, StateError> {
         read_state(&self.dir.join(DATA_FILE))
@@ -362,16 +367,28 @@ impl Locked {
         }
     }
 
+    /// A small file of the state directory other than the records (what the hook learned), if
+    /// it exists and is a regular file; never through a symlink.
+    pub fn read_aux(&self, name: &str) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.dir.join(name))
+            .ok()?;
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    /// Replaces a small file of the state directory atomically (temp file, fsync, rename).
+    pub fn write_aux(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        self.replace(&self.dir.join(name), bytes)
+    }
+
     /// Replaces the state atomically.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let path = self.dir.join(DATA_FILE);
-        let tmp = self
-            .dir
-            .join(format!(".{DATA_FILE}.{}", std::process::id()));
-        let io_err = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| StateError::Io { path: p, source }
-        };
         let state = State {
             version: FORMAT_VERSION,
             records: state.records.clone(),
@@ -381,6 +398,21 @@ impl Locked {
             source: io::Error::other(e),
         })?;
         json.push(b'\n');
+        self.replace(&path, &json)
+    }
+
+    /// Writes `bytes` to a temp file beside `path`, syncs it, renames it over `path` and syncs
+    /// the directory: a crash leaves the old file or the new one.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(DATA_FILE);
+        let tmp = self.dir.join(format!(".{name}.{}", std::process::id()));
+        let io_err = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| StateError::Io { path: p, source }
+        };
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -388,10 +420,10 @@ impl Locked {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        f.write_all(&json).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        fs::rename(&tmp, path).map_err(io_err(path))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir))

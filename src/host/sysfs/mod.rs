@@ -525,6 +525,11 @@ impl Sysfs {
         u16::from_str_radix(v.trim_start_matches("0x"), 16).ok()
     }
 
+    /// The NVIDIA driver's version (`/sys/module/nvidia/version`), if it is loaded.
+    pub fn nvidia_driver_version(&self) -> Option<String> {
+        self.read(&self.sys.join("module/nvidia/version")).ok()
+    }
+
     /// Whether `/sys/module/<name>` exists: the module is loaded (or built in with parameters).
     pub fn module_loaded(&self, name: &str) -> bool {
         self.sys.join("module").join(name).is_dir()
