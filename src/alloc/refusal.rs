@@ -317,6 +317,63 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// Every [`Refusal::label`], so a metrics reader can show a zero for reasons never met.
+    pub const LABELS: &'static [&'static str] = &[
+        "unusable_domain",
+        "mdev_held",
+        "no_parents_configured",
+        "parent_not_configured",
+        "exists_otherwise",
+        "params_not_nvidia",
+        "params",
+        "no_room",
+        "create_stuck",
+        "did_not_appear",
+        "vf_held",
+        "vf_pf_not_configured",
+        "not_a_vf",
+        "vf_absent",
+        "vf_not_nvidia",
+        "vf_not_on_vfio",
+        "nvidia_vf_managed",
+        "nvidia_vf_needs_type",
+        "vf_sysfs",
+        "vf_leftover",
+        "vf_ambiguous",
+        "vf_not_creatable",
+    ];
+
+    /// A stable snake_case name of the reason, for counters and metrics: it never changes
+    /// with the wording of the message, and a new reason gets a new name.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::UnusableDomain(_) => "unusable_domain",
+            Refusal::MdevHeld { .. } => "mdev_held",
+            Refusal::NoParentsConfigured { .. } => "no_parents_configured",
+            Refusal::ParentNotConfigured { .. } => "parent_not_configured",
+            Refusal::ExistsOtherwise { .. } => "exists_otherwise",
+            Refusal::ParamsNotNvidia(_) => "params_not_nvidia",
+            Refusal::Params { .. } => "params",
+            Refusal::NoRoom { .. } => "no_room",
+            Refusal::CreateStuck { .. } => "create_stuck",
+            Refusal::DidNotAppear { .. } => "did_not_appear",
+            Refusal::VfHeld { .. } => "vf_held",
+            Refusal::VfPfNotConfigured { .. } => "vf_pf_not_configured",
+            Refusal::NotAVf(_) => "not_a_vf",
+            Refusal::VfAbsent { .. } => "vf_absent",
+            Refusal::VfNotNvidia { .. } => "vf_not_nvidia",
+            Refusal::VfNotOnVfio { .. } => "vf_not_on_vfio",
+            Refusal::NvidiaVfManaged(_) => "nvidia_vf_managed",
+            Refusal::NvidiaVfNeedsType(_) => "nvidia_vf_needs_type",
+            Refusal::VfSysfs { .. } => "vf_sysfs",
+            Refusal::VfLeftover { .. } => "vf_leftover",
+            Refusal::VfAmbiguous { .. } => "vf_ambiguous",
+            Refusal::VfNotCreatable { .. } => "vf_not_creatable",
+        }
+    }
+}
+
 fn names(list: &[ParentName]) -> String {
     list.iter()
         .map(|p| p.as_str())
@@ -334,6 +391,31 @@ fn pairs(list: &[(u32, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_snake_case_unique_and_listed() {
+        let mut seen = std::collections::BTreeSet::new();
+        for l in Refusal::LABELS {
+            assert!(
+                l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{l}"
+            );
+            assert!(seen.insert(*l), "{l} twice");
+        }
+        let some = [
+            Refusal::UnusableDomain("x".into()),
+            Refusal::NotAVf("0000:01:00.0".parse().unwrap()),
+            Refusal::NoRoom {
+                label: "P40-2Q".into(),
+                tried: Tried::default(),
+                meanings: BTreeSet::new(),
+            },
+        ];
+        for r in &some {
+            assert!(Refusal::LABELS.contains(&r.label()), "{}", r.label());
+        }
+        assert_eq!(some[2].label(), "no_room");
+    }
 
     #[test]
     fn a_full_gpu_says_who_holds_it() {

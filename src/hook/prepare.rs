@@ -10,7 +10,8 @@ use crate::alloc::refusal::Refusal;
 use crate::alloc::txn::Txn;
 use crate::alloc::vf::allocate_vf;
 use crate::alloc::{Ctx, Failure};
-use crate::host::state::{Device, Record};
+use crate::host::counters;
+use crate::host::state::{Device, Locked, Record};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
 use crate::model::config::Config;
@@ -23,16 +24,19 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
         return Ok(());
     }
     if !domain_name_is_safe(&dom.name) || dom.uuid.is_empty() {
-        let name = crate::printable(&dom.name, 60);
-        return Err(Refusal::UnusableDomain(name).into());
+        let refusal = Refusal::UnusableDomain(crate::printable(&dom.name, 60));
+        if let Ok(locked) = host.state.lock() {
+            count_refusal(&locked, &refusal);
+        }
+        return Err(refusal.into());
     }
     let deadline = Instant::now() + config.timing.parent_wait;
     loop {
-        let Err(failure) = attempt(host, config, dom)? else {
+        let Err((failure, last)) = attempt(host, config, dom, deadline)? else {
             return Ok(());
         };
         let now = Instant::now();
-        if failure.waitable && now < deadline {
+        if !last {
             log::info!(
                 "domain '{}': waiting for devices: {}",
                 dom.name,
@@ -47,8 +51,14 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
 }
 
 /// One try under the lock: allocate every request and save, or undo everything this try did
-/// (keeping only the stale records it dropped) and say why.
-fn attempt(host: &Host, config: &Config, dom: &Domain) -> Result<Result<(), Failure>, HookError> {
+/// (keeping only the stale records it dropped) and say why, and whether this was the last try
+/// (then the refusal is counted, under the lock this try holds anyway).
+fn attempt(
+    host: &Host,
+    config: &Config,
+    dom: &Domain,
+    deadline: Instant,
+) -> Result<Result<(), (Failure, bool)>, HookError> {
     let locked = host.state.lock()?;
     let mut state = super::load_state(host, &locked, config.timing.prepare_grace)?;
     let live = host.liveness(config.timing.prepare_grace);
@@ -81,7 +91,11 @@ fn attempt(host: &Host, config: &Config, dom: &Domain) -> Result<Result<(), Fail
                 log::error!("could not save state: {e}");
             }
         }
-        return Ok(Err(failure));
+        let last = !failure.waitable || Instant::now() >= deadline;
+        if last {
+            count_refusal(&locked, &failure.reason);
+        }
+        return Ok(Err((failure, last)));
     }
     if let Err(e) = locked.save(&state) {
         txn.undo(&host.sysfs, config);
@@ -97,6 +111,14 @@ fn attempt(host: &Host, config: &Config, dom: &Domain) -> Result<Result<(), Fail
         );
     }
     Ok(Ok(()))
+}
+
+/// Counts a refusal by its reason, for `vgpuctl metrics`.
+fn count_refusal(locked: &Locked, refusal: &Refusal) {
+    counters::bump(
+        locked,
+        &format!("{}{}", counters::REFUSED_PREFIX, refusal.label()),
+    );
 }
 
 /// Whether a record's device still has something its owner's release must undo: the mdev
