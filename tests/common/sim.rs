@@ -30,7 +30,9 @@ pub struct Sim {
 }
 
 /// The `vgpu-sim` binary: `$VGPU_SIM_BIN`, else `target/<profile>/vgpu-sim` next to the
-/// `deps/` directory this test binary runs from.
+/// `deps/` directory this test binary runs from (what `cargo build --workspace` makes), else one
+/// built on demand ([`build_on_demand`]): a plain `cargo test` builds only the root package, and
+/// a newcomer's first run must not fail for want of the simulator.
 pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("VGPU_SIM_BIN") {
         return PathBuf::from(p);
@@ -42,7 +44,48 @@ pub fn binary() -> PathBuf {
         .and_then(Path::parent)
         .or_else(|| exe.parent())
         .unwrap_or(Path::new("."));
-    profile_dir.join("vgpu-sim")
+    let beside = profile_dir.join("vgpu-sim");
+    if beside.is_file() {
+        return beside;
+    }
+    build_on_demand(profile_dir)
+}
+
+/// Builds `vgpu-sim` with `$CARGO build -p vgpu-sim` into its own target directory under the
+/// test's (`target/sim-on-demand`: a nested cargo never waits for the lock of the `cargo test`
+/// that runs us), once per test process; cargo's own lock on that directory serialises the
+/// test processes, and a second build is a no-op check that keeps the binary up to date with
+/// the simulator's sources. Panics with cargo's output when the build fails.
+fn build_on_demand(profile_dir: &Path) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let target = profile_dir
+                .parent()
+                .unwrap_or(Path::new("target"))
+                .join("sim-on-demand");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "vgpu-sim", "--target-dir"])
+                .arg(&target)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if release {
+                cmd.arg("--release");
+            }
+            let out = cmd
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run cargo to build vgpu-sim: {e}"));
+            assert!(
+                out.status.success(),
+                "building vgpu-sim failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            target
+                .join(if release { "release" } else { "debug" })
+                .join("vgpu-sim")
+        })
+        .clone()
 }
 
 fn unavailable(reason: &str) -> Option<Sim> {
@@ -64,7 +107,7 @@ impl Sim {
     pub fn start_with(bin: &Path, host_toml: &str) -> Option<Sim> {
         assert!(
             bin.is_file(),
-            "{} not found: run `cargo build -p vgpu-sim` first (or set VGPU_SIM_BIN)",
+            "{} not found (set VGPU_SIM_BIN to a vgpu-sim binary)",
             bin.display()
         );
         if !Path::new("/dev/fuse").exists() {
