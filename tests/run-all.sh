@@ -17,7 +17,7 @@ fi
 
 phase "Debian packages"
 export DEBIAN_FRONTEND=noninteractive
-pkgs="pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 fuse3 gcc libc6-dev"
+pkgs="pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 fuse3 strace gcc libc6-dev"
 missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
   apt-get update -q >/dev/null

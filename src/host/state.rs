@@ -424,9 +424,30 @@ impl Locked {
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
         fs::rename(&tmp, path).map_err(io_err(path))?;
+        self.remove_dead_temps(name);
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir))
+    }
+
+    /// Removes the temp files of writes killed before their rename: every writer holds the
+    /// lock, so under it any `.<name>.<pid>` left is a dead process's (best effort; a symlink is
+    /// removed itself, never followed).
+    fn remove_dead_temps(&self, name: &str) {
+        let prefix = format!(".{name}.");
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let dead = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(&prefix))
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+            if dead {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 }
 
@@ -545,6 +566,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_killed_save_is_removed_by_the_next_save() {
+        let t = tempfile::tempdir().unwrap();
+        let l = StateDir::new(t.path()).lock().unwrap();
+        fs::write(t.path().join(format!(".{DATA_FILE}.4242")), "{\"vers").unwrap();
+        fs::write(t.path().join(format!("{DATA_FILE}.damaged-1")), "kept").unwrap();
+        l.save(&State::default()).unwrap();
+        let mut names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["lock", "owners.json", "owners.json.damaged-1"]);
     }
 
     #[test]

@@ -89,9 +89,26 @@ impl TestHost {
 
     /// Starts the hook without waiting (for races and kills).
     pub fn spawn(&self, domain: &str, op: &str, sub: &str, extra: &str, stdin: &str) -> Child {
+        self.spawn_under(&[], domain, op, sub, extra, stdin)
+    }
+
+    /// Starts the hook under a wrapper command (`wrapper` then the hook and its argv), with the
+    /// hook's environment, without waiting.
+    pub fn spawn_under(
+        &self,
+        wrapper: &[&str],
+        domain: &str,
+        op: &str,
+        sub: &str,
+        extra: &str,
+        stdin: &str,
+    ) -> Child {
         let hook = self.hook_as("50-vgpu-hook");
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        let hook_arg = hook.to_string_lossy();
+        argv.extend([hook_arg.as_ref(), domain, op, sub, extra]);
         let mut child = self
-            .command(&hook, &[domain, op, sub, extra])
+            .command(Path::new(argv[0]), &argv[1..])
             .spawn()
             .expect("spawn hook");
         let mut input = child.stdin.take().unwrap();
@@ -115,6 +132,17 @@ impl TestHost {
 
     pub fn release(&self, xml: &DomainXml) -> Output {
         self.call(&xml.name, "release", "end", "-", &xml.text)
+    }
+
+    /// Runs `vgpuctl` on this host (its sysfs, state, libvirt run dir and config) to the end.
+    pub fn vgpuctl(&self, args: &[&str]) -> Output {
+        let Some(bin) = option_env!("CARGO_BIN_EXE_vgpuctl") else {
+            panic!("vgpuctl is built with the `vgpuctl` feature; declare it for this test")
+        };
+        self.command(Path::new(bin), args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vgpuctl")
     }
 
     /// Pretends libvirt started QEMU for `domain`: a live process whose argv0 says qemu, and
