@@ -103,6 +103,7 @@ fn record(
         type_id: t.map(str::to_string),
         since: SINCE,
         created: true,
+        numa_note: None,
     }
 }
 
@@ -152,6 +153,7 @@ impl SimHost {
         ));
         state.put(Record {
             created: false,
+            numa_note: None,
             ..record(WIN11, "win11", vf("0000:04:00.4"), "0000:04:00.0", None)
         });
         state.put(record("uuid-gone", "gone", mdev(B), "mtty", Some("mtty-2")));

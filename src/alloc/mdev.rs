@@ -133,6 +133,13 @@ fn survey(ctx: &mut Ctx<'_>, req: &MdevRequest, gpus: &[(usize, MdevGpu)]) -> Su
     let mut out = Survey::default();
     let mut hint: Option<TypeId> = None;
     for (index, gpu) in gpus {
+        let slot = match slot(ctx, *index, gpu) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                out.refuse(&gpu.key, reason);
+                continue;
+            }
+        };
         let parents = match parents_now(ctx, gpu) {
             Ok(ps) => ps,
             Err(reason) => {
@@ -150,12 +157,41 @@ fn survey(ctx: &mut Ctx<'_>, req: &MdevRequest, gpus: &[(usize, MdevGpu)]) -> Su
                     .iter()
                     .filter(|m| parents.iter().any(|p| p.as_str() == m.parent))
                     .collect();
-                add_candidates(ctx, &mut out, *index, &gpu.key, found, &on_gpu);
+                add_candidates(ctx, &mut out, &slot, found, &on_gpu);
             }
             Err(reason) => out.refuse(&gpu.key, reason),
         }
     }
     out
+}
+
+/// A GPU as placement sees it: where it stands in the config, and how far it is from the VM.
+struct Slot {
+    index: usize,
+    key: String,
+    numa_distance: u32,
+}
+
+/// The GPU's place, or why it is out: not on the VM's NUMA nodes when they are required.
+fn slot(ctx: &Ctx<'_>, index: usize, gpu: &MdevGpu) -> Result<Slot, GpuReason> {
+    let numa_distance = match &ctx.numa {
+        None => 0,
+        Some(wanted) => {
+            let pci = gpu.pf.or_else(|| gpu.key.parse().ok());
+            let node = pci.and_then(|a| ctx.sysfs().numa_node(a));
+            let d = wanted.distance(node);
+            if wanted.required && d != 0 {
+                let wanted = wanted.label();
+                return Err(GpuReason::Remote { node, wanted });
+            }
+            d
+        }
+    };
+    Ok(Slot {
+        index,
+        key: gpu.key.clone(),
+        numa_distance,
+    })
 }
 
 /// The mdev parents a GPU offers now, switching an NVIDIA GPU's VFs on if they are off.
@@ -225,8 +261,7 @@ fn offer(
 fn add_candidates(
     ctx: &Ctx<'_>,
     out: &mut Survey,
-    gpu_index: usize,
-    key: &str,
+    slot: &Slot,
     found: Vec<Found>,
     on_gpu: &[&LiveMdev],
 ) {
@@ -244,15 +279,16 @@ fn add_candidates(
         } else {
             GpuReason::Hosts(others)
         };
-        out.refuse(key, reason);
+        out.refuse(&slot.key, reason);
     }
     out.candidates.extend(found.into_iter().map(|f| Candidate {
-        gpu_index,
+        gpu_index: slot.index,
         parent: f.parent,
         type_id: f.type_id,
         available: f.available,
         gpu_free,
         gpu_hosts_type,
+        numa_distance: slot.numa_distance,
     }));
 }
 
@@ -356,11 +392,20 @@ fn finish_create(
         uuid: req.uuid.clone(),
     };
     ctx.record(
-        device,
+        device.clone(),
         c.parent.to_string(),
         Some(c.type_id.to_string()),
         true,
     );
+    if c.numa_distance > 0 {
+        let node = c
+            .parent
+            .as_str()
+            .parse()
+            .ok()
+            .and_then(|a| sysfs.numa_node(a));
+        ctx.note_remote(&device, node);
+    }
     Ok(())
 }
 

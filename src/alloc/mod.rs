@@ -4,6 +4,7 @@
 
 pub mod inventory;
 pub mod mdev;
+pub mod numa;
 pub mod placement;
 pub mod refusal;
 pub mod txn;
@@ -51,6 +52,8 @@ pub struct Ctx<'a> {
     pub state: &'a mut State,
     /// What this call did so far.
     pub txn: &'a mut Txn,
+    /// The host NUMA nodes the domain wants, if it says.
+    pub numa: Option<numa::Wanted>,
 }
 
 impl Ctx<'_> {
@@ -76,7 +79,28 @@ impl Ctx<'_> {
             type_id,
             since,
             created,
+            numa_note: None,
         });
+    }
+
+    /// Notes on the record of `device` that it is off the VM's NUMA nodes (on `node`), because
+    /// nothing on them had room when the VM started; logged too.
+    pub fn note_remote(&mut self, device: &Device, node: Option<u32>) {
+        let Some(wanted) = &self.numa else {
+            return;
+        };
+        let at = node.map_or_else(
+            || "an unknown NUMA node".to_string(),
+            |n| format!("NUMA node {n}"),
+        );
+        let note = format!(
+            "on {at}, not the VM's node {}: no room there at start",
+            wanted.label()
+        );
+        log::warn!("domain '{}': {device} is {note}", self.dom.name);
+        if let Some(r) = self.state.records.iter_mut().find(|r| &r.device == device) {
+            r.numa_note = Some(note);
+        }
     }
 
     /// The other domain holding a device, if any.

@@ -1,9 +1,10 @@
 //! Choosing where a vGPU goes.
 //!
 //! A pure function over a snapshot of what sysfs said a moment ago, so the policy can be read and
-//! tested without a kernel. `pack` fills the GPU that already hosts the profile, then the one with
-//! the least room, keeping whole GPUs free for other framebuffer sizes (NVIDIA's one-size-per-GPU
-//! rule). `spread` takes the GPU with the most room. Ties keep the operator's config order.
+//! tested without a kernel. GPUs on the VM's NUMA nodes come first, then the nearest; within
+//! equal distance, `pack` fills the GPU that already hosts the profile, then the one with the
+//! least room, keeping whole GPUs free for other framebuffer sizes (NVIDIA's one-size-per-GPU
+//! rule), and `spread` takes the GPU with the most room. Ties keep the operator's config order.
 
 use crate::model::config::Placement;
 use crate::model::names::{ParentName, TypeId};
@@ -23,6 +24,8 @@ pub struct Candidate {
     pub gpu_free: u32,
     /// Whether the GPU already hosts a device of this type.
     pub gpu_hosts_type: bool,
+    /// How far the GPU is from the VM's NUMA nodes (0: on one of them, or the VM has no wishes).
+    pub numa_distance: u32,
 }
 
 /// The candidates with room, best first.
@@ -33,8 +36,12 @@ pub fn order(candidates: &[Candidate], policy: Placement) -> Vec<Candidate> {
         .cloned()
         .collect();
     match policy {
-        Placement::Pack => c.sort_by_key(|c| (!c.gpu_hosts_type, c.gpu_free, c.gpu_index)),
-        Placement::Spread => c.sort_by_key(|c| (std::cmp::Reverse(c.gpu_free), c.gpu_index)),
+        Placement::Pack => {
+            c.sort_by_key(|c| (c.numa_distance, !c.gpu_hosts_type, c.gpu_free, c.gpu_index))
+        }
+        Placement::Spread => {
+            c.sort_by_key(|c| (c.numa_distance, std::cmp::Reverse(c.gpu_free), c.gpu_index))
+        }
     }
     c
 }
@@ -51,6 +58,7 @@ mod tests {
             available,
             gpu_free: available,
             gpu_hosts_type: hosts,
+            numa_distance: 0,
         }
     }
 
@@ -93,6 +101,7 @@ mod tests {
             available: 1,
             gpu_free,
             gpu_hosts_type: false,
+            numa_distance: 0,
         };
         let c = [vf(0, 4, 6), vf(1, 4, 2), vf(1, 5, 2)];
         let pack: Vec<String> = order(&c, Placement::Pack)
@@ -104,6 +113,37 @@ mod tests {
             order(&c, Placement::Spread)[0].parent.as_str(),
             "0000:40:00.4"
         );
+    }
+
+    #[test]
+    fn gpus_on_the_vms_nodes_come_first_then_the_nearest() {
+        let at = |gpu: usize, d: u32| Candidate {
+            numa_distance: d,
+            ..cand(gpu, 4, false)
+        };
+        let c = [at(0, 21), at(1, 0), at(2, 31), at(3, 0)];
+        assert_eq!(gpus(order(&c, Placement::Spread)), [1, 3, 0, 2]);
+        assert_eq!(gpus(order(&c, Placement::Pack)), [1, 3, 0, 2]);
+    }
+
+    #[test]
+    fn within_one_distance_the_policy_decides() {
+        let c = [
+            Candidate {
+                numa_distance: 0,
+                ..cand(0, 8, false)
+            },
+            Candidate {
+                numa_distance: 0,
+                ..cand(1, 3, false)
+            },
+            Candidate {
+                numa_distance: 21,
+                ..cand(2, 1, true)
+            },
+        ];
+        assert_eq!(gpus(order(&c, Placement::Pack)), [1, 0, 2]);
+        assert_eq!(gpus(order(&c, Placement::Spread)), [0, 1, 2]);
     }
 
     #[test]

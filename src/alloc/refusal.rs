@@ -42,6 +42,13 @@ pub enum GpuReason {
     Hosts(BTreeSet<String>),
     /// Full; who holds its instances.
     Exhausted(Holders),
+    /// Not on the VM's NUMA nodes, and `numa = "require"`.
+    Remote {
+        /// The GPU's node, if known.
+        node: Option<u32>,
+        /// The VM's nodes.
+        wanted: String,
+    },
     /// The create was refused by the driver (the errno's text).
     CreateFailed(String),
     /// The create did not return within the bound.
@@ -122,6 +129,10 @@ impl fmt::Display for GpuReason {
             GpuReason::NoSuchType => f.write_str("no such type"),
             GpuReason::Hosts(others) => write!(f, "hosts {}", quoted_list(others)),
             GpuReason::Exhausted(h) => write!(f, "{h}"),
+            GpuReason::Remote { node, wanted } => match node {
+                Some(n) => write!(f, "on NUMA node {n}, not the VM's node {wanted}; numa = \"require\""),
+                None => write!(f, "NUMA node unknown, the VM wants node {wanted}; numa = \"require\""),
+            },
             GpuReason::CreateFailed(why) => write!(f, "create failed: {why}"),
             GpuReason::CreateTimeout { secs } => write!(
                 f,
@@ -145,6 +156,14 @@ impl fmt::Display for Tried {
 /// Why a `prepare` cannot give a domain what it asks for.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
+    /// `numa = "require"` and the domain's NUMA wishes cannot be used.
+    #[error("the domain's NUMA placement cannot be used ({why}) and {} says numa = \"require\"; fix <numatune>/<vcpu cpuset>/<cputune> in the definition, or set numa = \"prefer\"", config.display())]
+    NumaUnusable {
+        /// Why.
+        why: super::numa::WishError,
+        /// The config file.
+        config: PathBuf,
+    },
     /// The domain XML has no name or UUID the hook can use.
     #[error("domain XML has no usable <name>/<uuid> ('{0}')")]
     UnusableDomain(String),
@@ -342,12 +361,14 @@ impl Refusal {
         "vf_leftover",
         "vf_ambiguous",
         "vf_not_creatable",
+        "numa_unusable",
     ];
 
     /// A stable snake_case name of the reason, for counters and metrics: it never changes
     /// with the wording of the message, and a new reason gets a new name.
     pub fn label(&self) -> &'static str {
         match self {
+            Refusal::NumaUnusable { .. } => "numa_unusable",
             Refusal::UnusableDomain(_) => "unusable_domain",
             Refusal::MdevHeld { .. } => "mdev_held",
             Refusal::NoParentsConfigured { .. } => "no_parents_configured",

@@ -434,6 +434,7 @@ mod tests {
             type_id: None,
             since: 0,
             created: false,
+            numa_note: None,
         }
     }
 

@@ -6,15 +6,17 @@ use std::time::{Duration, Instant};
 
 use super::HookError;
 use crate::alloc::mdev::allocate_mdev;
+use crate::alloc::numa::Wanted;
 use crate::alloc::refusal::Refusal;
 use crate::alloc::txn::Txn;
 use crate::alloc::vf::allocate_vf;
 use crate::alloc::{Ctx, Failure};
 use crate::host::counters;
+use crate::host::numa::Topology;
 use crate::host::state::{Device, Locked, Record};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
-use crate::model::config::Config;
+use crate::model::config::{Config, NumaPolicy};
 use crate::model::domain::{Domain, Request};
 use crate::model::names::domain_name_is_safe;
 
@@ -30,9 +32,10 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
         }
         return Err(refusal.into());
     }
+    let numa = numa_wish(host, config, dom)?;
     let deadline = Instant::now() + config.timing.parent_wait;
     loop {
-        let Err((failure, last)) = attempt(host, config, dom, deadline)? else {
+        let Err((failure, last)) = attempt(host, config, dom, &numa, deadline)? else {
             return Ok(());
         };
         let now = Instant::now();
@@ -57,6 +60,7 @@ fn attempt(
     host: &Host,
     config: &Config,
     dom: &Domain,
+    numa: &Option<Wanted>,
     deadline: Instant,
 ) -> Result<Result<(), (Failure, bool)>, HookError> {
     let locked = host.state.lock()?;
@@ -79,6 +83,7 @@ fn attempt(
         dom,
         state: &mut state,
         txn: &mut txn,
+        numa: numa.clone(),
     };
     let result = dom.requests.iter().try_for_each(|r| match r {
         Request::Mdev(m) => allocate_mdev(&mut ctx, m),
@@ -119,6 +124,30 @@ fn count_refusal(locked: &Locked, refusal: &Refusal) {
         locked,
         &format!("{}{}", counters::REFUSED_PREFIX, refusal.label()),
     );
+}
+
+/// The host nodes the domain wants. Wishes that cannot be used place the domain as if it had
+/// none (and say why in the journal), unless the config requires NUMA placement.
+fn numa_wish(host: &Host, config: &Config, dom: &Domain) -> Result<Option<Wanted>, HookError> {
+    if dom.numa.is_empty() || config.numa == NumaPolicy::Ignore {
+        return Ok(None);
+    }
+    let topology = Topology::read(&host.sysfs);
+    match Wanted::resolve(&dom.numa, topology, config.numa) {
+        Ok(w) => Ok(w),
+        Err(why) if config.numa == NumaPolicy::Require => Err(Refusal::NumaUnusable {
+            why,
+            config: config.path.clone(),
+        }
+        .into()),
+        Err(why) => {
+            log::warn!(
+                "domain '{}': NUMA placement ignored: {why}; placed as if the definition had none",
+                dom.name
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Whether a record's device still has something its owner's release must undo: the mdev

@@ -62,6 +62,7 @@ pub fn reconnect(host: &Host, config: Option<&Config>, dom: &Domain) -> Result<(
             continue;
         }
         let since = state.owner(&device).map_or_else(now_secs, |r| r.since);
+        let numa_note = state.owner(&device).and_then(|r| r.numa_note.clone());
         let created = !matches!(device, Device::Vf { .. }) || type_id.is_some();
         state.put(Record {
             domain_uuid: dom.uuid.clone(),
@@ -71,6 +72,7 @@ pub fn reconnect(host: &Host, config: Option<&Config>, dom: &Domain) -> Result<(
             type_id,
             since,
             created,
+            numa_note,
         });
     }
     locked.save(&state)?;

@@ -65,6 +65,7 @@ fn records_of(host: &Host, dom: &Domain) -> Vec<Record> {
         type_id,
         since: now_secs(),
         created,
+        numa_note: None,
     };
     dom.requests
         .iter()

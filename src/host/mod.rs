@@ -9,6 +9,7 @@ pub mod counters;
 pub mod errno;
 pub mod learned;
 pub mod logging;
+pub mod numa;
 pub mod procfs;
 pub mod sriov;
 pub mod state;

@@ -79,6 +79,9 @@ pub struct Record {
     /// Whether the hook created the device (an mdev) or set its type (an NVIDIA VF), so release
     /// knows whether there is anything to undo.
     pub created: bool,
+    /// Why the device is on another NUMA node than the domain asked for, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_note: Option<String>,
 }
 
 /// All records.
@@ -532,6 +535,7 @@ mod tests {
             type_id: Some("mtty-2".into()),
             since,
             created: true,
+            numa_note: None,
         }
     }
 

@@ -31,6 +31,18 @@ pub enum Placement {
     Spread,
 }
 
+/// How a VM's NUMA wishes weigh in placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NumaPolicy {
+    /// GPUs on the VM's nodes first, then the nearest; remote when nothing local has room.
+    #[default]
+    Prefer,
+    /// Only GPUs on the VM's nodes; refuse rather than go remote.
+    Require,
+    /// Place as if no VM had wishes.
+    Ignore,
+}
+
 /// Timing knobs; each bound exists because a driver or a boot sequence needs it
 /// (see the research notes on sysfs semantics) and none may be unbounded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +100,8 @@ pub struct Config {
     pub sriov_pfs: Vec<PciAddress>,
     /// Placement policy.
     pub placement: Placement,
+    /// How NUMA wishes weigh in placement.
+    pub numa: NumaPolicy,
     /// How many VFs to enable on a PF that has none, when the driver lets sysfs do it
     /// (0 = `sriov_totalvfs`).
     pub vf_count: u32,
@@ -139,6 +153,7 @@ struct Raw {
     #[serde(default)]
     sriov_pfs: Vec<Spanned<String>>,
     placement: Option<Spanned<String>>,
+    numa: Option<Spanned<String>>,
     vf_count: Option<Spanned<i64>>,
     parent_wait_secs: Option<Spanned<i64>>,
     device_wait_secs: Option<Spanned<i64>>,
@@ -190,6 +205,7 @@ impl Config {
             mdev_parents: src.parents(raw.mdev_parents)?,
             sriov_pfs: src.pci_list("sriov_pfs", raw.sriov_pfs)?,
             placement: src.placement(raw.placement)?,
+            numa: src.numa(raw.numa)?,
             vf_count,
             sriov_manage: src.sriov_manage(raw.sriov_manage)?,
             timing,
@@ -272,6 +288,24 @@ impl Source<'_> {
                 Some(p.span()),
                 format!(
                     "placement: '{}' is not a policy (expected \"pack\" or \"spread\")",
+                    crate::printable(other, 40)
+                ),
+            )),
+        }
+    }
+
+    fn numa(&self, p: Option<Spanned<String>>) -> Result<NumaPolicy, ConfigError> {
+        let Some(p) = p else {
+            return Ok(NumaPolicy::default());
+        };
+        match p.get_ref().as_str() {
+            "prefer" => Ok(NumaPolicy::Prefer),
+            "require" => Ok(NumaPolicy::Require),
+            "ignore" => Ok(NumaPolicy::Ignore),
+            other => Err(self.invalid(
+                Some(p.span()),
+                format!(
+                    "numa: '{}' is not a policy (expected \"prefer\", \"require\" or \"ignore\")",
                     crate::printable(other, 40)
                 ),
             )),

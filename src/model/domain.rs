@@ -130,6 +130,27 @@ pub struct Domain {
     pub requests: Vec<Request>,
     /// Hostdevs of the domain.
     pub hostdevs: Vec<Hostdev>,
+    /// Where on the host the domain wants to run, as its definition says.
+    pub numa: NumaWish,
+}
+
+/// The host NUMA placement a definition asks for, as written: node sets (`<numatune>`'s
+/// `memory` and `memnode`, which also bind guest `<numa>` cells to host nodes) and CPU sets
+/// (`<vcpu cpuset>`, `<cputune>`'s `vcpupin` and `emulatorpin`). Turned into host nodes by
+/// the allocation, which knows the host's CPUs; empty when the domain has no wishes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NumaWish {
+    /// Host node sets.
+    pub nodesets: Vec<String>,
+    /// Host CPU sets.
+    pub cpusets: Vec<String>,
+}
+
+impl NumaWish {
+    /// Whether the definition says anything about host placement.
+    pub fn is_empty(&self) -> bool {
+        self.nodesets.is_empty() && self.cpusets.is_empty()
+    }
 }
 
 /// Why a domain XML could not be used; shown to the operator as is.
@@ -479,6 +500,20 @@ impl Parser {
                 let attrs = attributes(e, span.start)?;
                 self.hostdev_source(&attrs, span);
             }
+            (["domain"], "vcpu")
+            | (["domain", "cputune"], "vcpupin")
+            | (["domain", "cputune"], "emulatorpin") => {
+                let attrs = attributes(e, span.start)?;
+                if let Some(set) = attr(&attrs, "cpuset") {
+                    self.dom.numa.cpusets.push(set.to_string());
+                }
+            }
+            (["domain", "numatune"], "memory") | (["domain", "numatune"], "memnode") => {
+                let attrs = attributes(e, span.start)?;
+                if let Some(set) = attr(&attrs, "nodeset") {
+                    self.dom.numa.nodesets.push(set.to_string());
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -562,6 +597,20 @@ mod tests {
     }
 
     const U1: &str = "6f2e9a4c-8d1b-4c1e-9a41-0c2d3e4f5a6b";
+
+    #[test]
+    fn numa_wishes_are_read_from_numatune_vcpu_and_cputune() {
+        let xml = "<domain><name>a</name><uuid>u</uuid><vcpu placement='static' cpuset='0-3'>4</vcpu><cputune><vcpupin vcpu='0' cpuset='1'/><emulatorpin cpuset='2-3'/></cputune><numatune><memory mode='strict' nodeset='1'/><memnode cellid='0' mode='strict' nodeset='0'/></numatune><devices/></domain>";
+        let d = Domain::parse(xml).unwrap();
+        assert_eq!(d.numa.cpusets, ["0-3", "1", "2-3"]);
+        assert_eq!(d.numa.nodesets, ["1", "0"]);
+    }
+
+    #[test]
+    fn automatic_placement_is_no_wish() {
+        let xml = "<domain><name>a</name><vcpu placement='auto'>2</vcpu><numatune><memory mode='strict' placement='auto'/></numatune></domain>";
+        assert!(Domain::parse(xml).unwrap().numa.is_empty());
+    }
 
     #[test]
     fn real_libvirt_capture_without_metadata_parses_name_and_uuid() {

@@ -3,6 +3,7 @@
 //! I/O happens here beyond reading the config file, so every rule is unit-testable.
 
 pub mod config;
+pub mod cpuset;
 pub mod domain;
 pub mod names;
 pub mod pci;

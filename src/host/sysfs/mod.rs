@@ -177,6 +177,11 @@ impl Sysfs {
 
     // ---- reading helpers ----
 
+    /// A path below `/sys` (`devices/system/node`).
+    pub fn root_path(&self, rel: &str) -> PathBuf {
+        self.sys.join(rel)
+    }
+
     /// Reads an attribute, trimmed.
     pub fn read(&self, path: &Path) -> Result<String, SysfsError> {
         fs::read_to_string(path)

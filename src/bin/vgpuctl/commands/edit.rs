@@ -324,12 +324,20 @@ fn attach_live(
 ) -> Result<ExitCode, CtlError> {
     let LiveDomain { lv, host, dom } = *live;
     let (requests, hostdevs) = devices.iter().map(request_of).unzip();
+    // The running domain's NUMA wishes decide where its new devices go, as at its start.
+    let numa = dom
+        .live_xml()
+        .ok()
+        .and_then(|xml| Domain::parse(&xml).ok())
+        .map(|d| d.numa)
+        .unwrap_or_default();
     let partial = Domain {
         name: dom.name.clone(),
         uuid: dom.uuid.clone(),
         has_metadata: true,
         requests,
         hostdevs,
+        numa,
     };
     vgpu_hook::hook::prepare(host, config, &partial).map_err(CtlError::Prepare)?;
     let keys: Vec<DeviceKey> = devices.iter().map(NewDevice::key).collect();
