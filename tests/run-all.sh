@@ -17,7 +17,7 @@ fi
 
 phase "Debian packages"
 export DEBIAN_FRONTEND=noninteractive
-pkgs="pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 fuse3 strace gcc libc6-dev"
+pkgs="pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libxml2-utils libvirt-daemon-driver-qemu qemu-system-x86 fuse3 strace gcc libc6-dev"
 missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
   apt-get update -q >/dev/null
@@ -40,6 +40,29 @@ cargo test --workspace -- --test-threads=2
 phase "hook links no libvirt"
 if ldd target/debug/vgpu-hook | grep -q libvirt; then echo "vgpu-hook links libvirt" >&2; exit 1; fi
 echo "ok: $(ldd target/debug/vgpu-hook | wc -l) shared objects, none of them libvirt"
+
+# Each target runs FUZZ_SECONDS (default 60) from its committed seeds (fuzz/corpus/<target>, read
+# only; what the fuzzer adds goes to fuzz/target/corpus). Any crash, panic, failed assertion,
+# leak, timeout or out-of-memory stops the run: libFuzzer exits non-zero and names the input it
+# saved under fuzz/artifacts/<target>/ (replay it with `cargo +nightly fuzz run <target> FILE`).
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+phase "fuzzing (cargo-fuzz, ${FUZZ_SECONDS}s per target)"
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+(
+  cd fuzz
+  unset CARGO_TARGET_DIR
+  cargo +nightly fuzz build
+  for t in $(cargo +nightly fuzz list); do
+    dict=()
+    case "$t" in domain_xml | xmledit_roundtrip) dict=(-dict=dict/xml.dict) ;; esac
+    mkdir -p "target/corpus/$t"
+    cargo +nightly fuzz run "$t" "target/corpus/$t" "corpus/$t" -- \
+      -max_total_time="$FUZZ_SECONDS" -timeout=10 -print_final_stats=1 "${dict[@]}" \
+      >"target/fuzz-$t.log" 2>&1 || { tail -n 60 "target/fuzz-$t.log" >&2; echo "fuzz target $t: finding (see above)" >&2; exit 1; }
+    echo "ok: $t: $(sed -n 's/^stat::number_of_executed_units: *//p' "target/fuzz-$t.log") executions, no finding"
+  done
+)
 
 if [ "${SKIP_E2E:-}" = 1 ] && [ "${CI:-}" != true ]; then
   phase "end-to-end: skipped (SKIP_E2E=1)"
