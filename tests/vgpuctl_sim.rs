@@ -23,12 +23,14 @@ modules = ["vfio", "vfio_pci", "vfio_iommu_type1", "mdev"]
 [[gpu]]
 address = "0000:82:00.0"
 kind = "nvidia-classic"
+numa_node = 0
 types = [{ id = "nvidia-46", name = "GRID P40-1Q", framebuffer_mb = 1024, max_instances = 24, description = "num_heads=4, frl_config=60, framebuffer=1024M, max_resolution=5120x2880, max_instance=24" },
          { id = "nvidia-47", name = "GRID P40-2Q", framebuffer_mb = 2048, max_instances = 12, description = "num_heads=4, frl_config=60, framebuffer=2048M, max_resolution=5120x2880, max_instance=12" }]
 
 [[gpu]]
 address = "0000:41:00.0"
 kind = "nvidia-vfio"
+numa_node = 1
 numvfs = 2
 totalvfs = 4
 types = [{ id = "1145", name = "NVIDIA L40S-1B", framebuffer_mb = 1024, max_instances = 32 },
@@ -144,16 +146,12 @@ impl SimHost {
             "2164",
         );
         let mut state = State::default();
-        state.put(record(
-            WIN11,
-            "win11",
-            mdev(A),
-            "0000:82:00.0",
-            Some("nvidia-47"),
-        ));
+        state.put(Record {
+            numa_note: Some("on NUMA node 0, not the VM's node 1: no room there at start".into()),
+            ..record(WIN11, "win11", mdev(A), "0000:82:00.0", Some("nvidia-47"))
+        });
         state.put(Record {
             created: false,
-            numa_note: None,
             ..record(WIN11, "win11", vf("0000:04:00.4"), "0000:04:00.0", None)
         });
         state.put(record("uuid-gone", "gone", mdev(B), "mtty", Some("mtty-2")));
@@ -572,6 +570,7 @@ fn install_writes_a_config_skeleton_listing_what_the_host_offers() {
         .args([
             "install",
             "--no-reload",
+            "--no-units",
             "--hooks-dir",
             hooks.to_str().unwrap(),
         ])
@@ -612,6 +611,7 @@ fn install_copies_the_hook_found_next_to_vgpuctl_executable_0755() {
     let out = h.ok(&[
         "install",
         "--no-reload",
+        "--no-units",
         "--hooks-dir",
         hooks.to_str().unwrap(),
     ]);
@@ -632,6 +632,7 @@ fn install_copies_the_hook_found_next_to_vgpuctl_executable_0755() {
     let again = h.ok(&[
         "install",
         "--no-reload",
+        "--no-units",
         "--hooks-dir",
         hooks.to_str().unwrap(),
     ]);
@@ -839,6 +840,7 @@ fn install_refuses_an_executable_that_does_not_behave_like_the_hook() {
     let (_, err, code) = h.run(&[
         "install",
         "--no-reload",
+        "--no-units",
         "--hooks-dir",
         hooks.to_str().unwrap(),
         "--hook-binary",
@@ -847,4 +849,47 @@ fn install_refuses_an_executable_that_does_not_behave_like_the_hook() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("does not behave like vgpu-hook"), "{err}");
     assert!(!hooks.join("qemu.d/50-vgpu-hook").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// metrics
+
+#[test]
+fn metrics_show_capacity_holders_and_counters_in_prometheus_format() {
+    let Some(h) = SimHost::populated() else { return };
+    let counters = h.state_dir().join("counters");
+    fs::create_dir_all(&counters).unwrap();
+    fs::write(counters.join("refused.no_room"), "3\n").unwrap();
+    fs::write(counters.join("release_failed"), "1\n").unwrap();
+    fs::write(counters.join("last_reconcile"), "1700000100\n").unwrap();
+    common::golden::check("metrics.prom", &h.ok(&["metrics"]));
+}
+
+#[test]
+fn metrics_output_file_is_replaced_whole_and_equals_stdout() {
+    let Some(h) = SimHost::populated() else { return };
+    let file = h.dir.path().join("textfile/vgpu_hook.prom");
+    let printed = h.ok(&["metrics"]);
+    assert_eq!(h.ok(&["metrics", "--output", file.to_str().unwrap()]), "");
+    assert_eq!(fs::read_to_string(&file).unwrap(), printed);
+    let names: Vec<_> = fs::read_dir(file.parent().unwrap()).unwrap().collect();
+    assert_eq!(names.len(), 1, "no temp file left behind");
+}
+
+#[test]
+fn reconcile_records_when_it_ran_for_metrics() {
+    let Some(h) = SimHost::populated() else { return };
+    h.ok(&["reconcile", "--dry-run"]);
+    assert!(!h.state_dir().join("counters/last_reconcile").exists());
+    h.run(&["reconcile"]);
+    let at: u64 = fs::read_to_string(h.state_dir().join("counters/last_reconcile"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = h.ok(&["metrics"]);
+    assert!(
+        out.contains(&format!("vgpu_hook_last_reconcile_timestamp_seconds {at}\n")),
+        "{out}"
+    );
 }

@@ -46,12 +46,14 @@ pub struct DeviceReport {
     pub state: &'static str,
     /// When the owner took it (seconds since the epoch).
     pub since: Option<u64>,
+    /// The NUMA node of its parent (the GPU, or the VF's PF), when the kernel knows it.
+    pub numa_node: Option<u32>,
 }
 
 /// Builds the `list` report: mdevs on configured parents, then VFs of configured PFs that a
 /// record or a vGPU type says are in use, sorted by parent.
 pub fn list_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Liveness) -> ListReport {
-    let holding = Holding { state, live };
+    let holding = Holding { state, live, sysfs };
     let mut devices = mdev_devices(config, sysfs, &holding);
     devices.extend(vf_devices(config, sysfs, &holding));
     devices.sort_by(|a, b| (&a.parent, &a.device).cmp(&(&b.parent, &b.device)));
@@ -65,6 +67,7 @@ pub fn list_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livenes
 struct Holding<'a> {
     state: &'a State,
     live: &'a Liveness,
+    sysfs: &'a Sysfs,
 }
 
 impl Holding<'_> {
@@ -78,13 +81,14 @@ impl Holding<'_> {
                 Device::Vf { address } => address.to_string(),
             },
             gpu: parent.clone(),
-            parent,
+            parent: parent.clone(),
             type_id: None,
             type_name: None,
             domain: rec.map(|r| r.domain_name.clone()),
             domain_uuid: rec.map(|r| r.domain_uuid.clone()),
             state: hold_state(rec, self.live),
             since: rec.map(|r| r.since),
+            numa_node: super::types::node_of(self.sysfs, &parent),
         }
     }
 }
@@ -167,12 +171,13 @@ impl ListReport {
             return writeln!(w, "no vGPU devices on the configured GPUs");
         }
         let mut t = Table::new(&[
-            "DEVICE", "PARENT", "TYPE", "NAME", "DOMAIN", "STATE", "SINCE",
+            "DEVICE", "PARENT", "NODE", "TYPE", "NAME", "DOMAIN", "STATE", "SINCE",
         ]);
         for d in &self.devices {
             t.row(vec![
                 d.device.clone(),
                 d.parent.clone(),
+                dash(d.numa_node),
                 dash(d.type_id.as_ref()),
                 dash(d.type_name.as_ref()),
                 dash(d.domain.as_ref()),

@@ -60,6 +60,11 @@ pub struct StatusDevice {
     pub type_id: Option<String>,
     /// Since when this domain holds it.
     pub since: Option<u64>,
+    /// The NUMA node of the device's parent (its GPU, or the VF's PF), when known.
+    pub numa_node: Option<u32>,
+    /// Why the device is off the domain's NUMA nodes, when the hook had to place it there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numa_note: Option<String>,
 }
 
 /// Builds the `status` report. `running` comes from libvirt when reachable.
@@ -129,6 +134,16 @@ impl Status<'_> {
         device.parent = rec.map(|r| r.parent.clone());
         device.type_id = rec.and_then(|r| r.type_id.clone());
         device.since = rec.map(|r| r.since);
+        device.numa_node = device
+            .parent
+            .as_deref()
+            .and_then(|p| super::types::node_of(self.sysfs, p));
+        device.numa_note = rec.and_then(|r| r.numa_note.clone());
+        if let Some(note) = &device.numa_note {
+            self.problems.push(format!(
+                "{key} is {note}; it moves to the domain's node at a start that finds room there"
+            ));
+        }
         device
     }
 
@@ -239,6 +254,8 @@ impl StatusDevice {
             parent: None,
             type_id: None,
             since: None,
+            numa_node: None,
+            numa_note: None,
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct TypesReport {
 pub struct GpuReport {
     /// The config entry: PF address, or parent name for `mdev_parents`.
     pub gpu: String,
+    /// The NUMA node it hangs off (`numa_node`), when the kernel knows it.
+    pub numa_node: Option<u32>,
     /// Which config list it comes from.
     pub config_key: &'static str,
     /// `mdev`, `sriov-mdev`, `nvidia-vfio`, `sriov`, or why it offers nothing now:
@@ -110,6 +112,11 @@ fn mdev_types_of(sysfs: &Sysfs, parents: &[ParentName]) -> Vec<TypeReport> {
         .collect()
 }
 
+/// The NUMA node of a GPU or parent named by its PCI address (none for virtual parents).
+pub(crate) fn node_of(sysfs: &Sysfs, name: &str) -> Option<u32> {
+    name.parse().ok().and_then(|a| sysfs.numa_node(a))
+}
+
 fn held_vfs(state: &State, live: &Liveness) -> Vec<PciAddress> {
     state
         .records
@@ -174,6 +181,7 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
 fn mdev_gpu_report(config: &Config, sysfs: &Sysfs, g: &MdevGpu, held: &[PciAddress]) -> GpuReport {
     let mut report = GpuReport {
         gpu: g.key.clone(),
+        numa_node: node_of(sysfs, &g.key),
         config_key: if g.nvidia {
             "nvidia_vgpu_pfs"
         } else {
@@ -220,6 +228,7 @@ fn sriov_pf_report(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, held: &[PciAddre
     let exists = sysfs.pci_exists(pf);
     GpuReport {
         gpu: pf.to_string(),
+        numa_node: node_of(sysfs, &pf.to_string()),
         config_key: inventory::pf_kind_label(kind),
         generation: if exists {
             Generation::Sriov.label()
@@ -245,6 +254,7 @@ impl TypesReport {
         }
         let mut t = Table::new(&[
             "GPU",
+            "NODE",
             "GENERATION",
             "TYPE",
             "NAME",
@@ -257,6 +267,7 @@ impl TypesReport {
                 for ty in &g.types {
                     t.row(vec![
                         g.gpu.clone(),
+                        dash(g.numa_node),
                         g.generation.to_string(),
                         ty.id.clone(),
                         dash(ty.name.as_ref()),
@@ -269,6 +280,7 @@ impl TypesReport {
                 let v = g.vfs.as_ref();
                 t.row(vec![
                     g.gpu.clone(),
+                    dash(g.numa_node),
                     g.generation.to_string(),
                     "vf".into(),
                     "whole VF".into(),
@@ -279,6 +291,7 @@ impl TypesReport {
             } else {
                 t.row(vec![
                     g.gpu.clone(),
+                    dash(g.numa_node),
                     g.generation.to_string(),
                     "-".into(),
                     "-".into(),
