@@ -173,3 +173,30 @@ fn without_room_locally_the_nearest_node_comes_before_the_far_one() {
     assert_ok(&h.prepare(&placed("a", 1, "P40-2Q", Numa::Nodes("0"))));
     assert_eq!(parent_of(&sim, 1), "0000:83:00.0");
 }
+
+#[test]
+fn a_migrated_domain_gets_a_vf_on_its_node_when_its_own_is_taken() {
+    let gim = |addr: &str, node: u32| {
+        format!("[[gpu]]\naddress = \"{addr}\"\nkind = \"amd-gim\"\ngim = \"old\"\nnumvfs = 2\nnuma_node = {node}\n")
+    };
+    let Some(sim) = Sim::start(&format!(
+        "{TWO_NODES}{}{}",
+        gim("0000:04:00.0", 0),
+        gim("0000:05:00.0", 1)
+    )) else {
+        return;
+    };
+    let config = format!("amd_vgpu_pfs = [\"04:00.0\", \"05:00.0\"]\n{FAST_TIMING}");
+    let mut h = TestHost::new(sim.root(), &config);
+    assert_ok(&h.prepare(&vf_domain("other", &[("04:00.4", "", true)])));
+    h.start_qemu("other");
+    let mut vm = vf_domain("a", &[("04:00.4", "", true)]);
+    vm.text = vm.text.replace(
+        "  <os>",
+        "  <numatune>\n    <memory mode='strict' nodeset='1'/>\n  </numatune>\n  <os>",
+    );
+    let o = h.call("a", "migrate", "begin", "-", &vm.text);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("address=\"0000:05:00.4\""), "{out}");
+}

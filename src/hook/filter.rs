@@ -6,6 +6,8 @@ use std::ops::Range;
 
 use super::HookError;
 use crate::alloc::inventory::{self, PfKind};
+use crate::alloc::numa::Wanted;
+use crate::host::numa::Topology;
 use crate::host::state::Device;
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
@@ -56,9 +58,13 @@ pub fn filter(
     }
     let state = super::load_state(host, &host.state.lock()?, config.timing.prepare_grace)?;
     let live = host.liveness(config.timing.prepare_grace);
+    let numa = Wanted::resolve(&dom.numa, Topology::read(&host.sysfs), config.numa)
+        .ok()
+        .flatten();
     let here = Here {
         sysfs: &host.sysfs,
         pfs: inventory::vf_pfs(config),
+        numa,
         holder: &|vf: PciAddress| {
             state
                 .holder(&Device::Vf { address: vf }, &live)
@@ -88,6 +94,8 @@ pub fn filter(
 struct Here<'a> {
     sysfs: &'a Sysfs,
     pfs: Vec<(PciAddress, PfKind)>,
+    /// The domain's NUMA nodes: replacements come from PFs on them first.
+    numa: Option<Wanted>,
     holder: &'a dyn Fn(PciAddress) -> Option<String>,
 }
 
@@ -114,8 +122,11 @@ impl Here<'_> {
         if pf_here.is_some() && held.is_none() {
             return Ok(None);
         }
-        let found = self
-            .same_model(req, pf_here)?
+        let mut pfs = self.same_model(req, pf_here)?;
+        if let Some(w) = &self.numa {
+            pfs.sort_by_key(|&pf| w.distance(self.sysfs.numa_node(pf)));
+        }
+        let found = pfs
             .into_iter()
             .flat_map(|pf| self.sysfs.vfs(pf))
             .filter(|c| {

@@ -22,7 +22,7 @@ pub use error::{PlanError, Shortfall};
 use crate::ctl::xmledit::NewDevice;
 use crate::host::sysfs::Sysfs;
 use crate::model::config::Config;
-use crate::model::domain::{MdevRequest, MdevWant, VfWant};
+use crate::model::domain::{MdevRequest, MdevWant, NumaWish, VfWant};
 use crate::model::names::{MdevUuid, Params, ParentName};
 use crate::model::pci::PciAddress;
 
@@ -59,6 +59,21 @@ pub struct VfAsk {
     pub address: Option<PciAddress>,
     /// vGPU type for NVIDIA kernel-6.8+ VFs.
     pub want: Option<VfWant>,
+    /// The domain's NUMA wishes: picked VFs come from PFs on its nodes first.
+    pub numa: NumaWish,
+}
+
+impl Ask {
+    /// The same ask, for a domain with these NUMA wishes.
+    pub fn for_domain(&self, numa: &NumaWish) -> Ask {
+        match self {
+            Ask::Vf(v) => Ask::Vf(VfAsk {
+                numa: numa.clone(),
+                ..v.clone()
+            }),
+            other => other.clone(),
+        }
+    }
 }
 
 /// Devices to add, and what the operator should know about them.

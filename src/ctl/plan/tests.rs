@@ -40,6 +40,37 @@ impl Fixture {
         }
     }
 
+    /// A PF at `0000:{bus}:00.0` on NUMA `node` with `n` VFs, of which `total` could be enabled.
+    fn pf_on_node(&self, bus: &str, node: i32, n: u8, total: u8) {
+        let devs = self.dir.path().join("sys/bus/pci/devices");
+        let pf_name = format!("0000:{bus}:00.0");
+        let pf = devs.join(&pf_name);
+        fs::create_dir_all(&pf).unwrap();
+        fs::write(pf.join("sriov_totalvfs"), format!("{total}\n")).unwrap();
+        fs::write(pf.join("sriov_numvfs"), format!("{n}\n")).unwrap();
+        fs::write(pf.join("numa_node"), format!("{node}\n")).unwrap();
+        for i in 0..n {
+            let vf = format!("0000:{bus}:00.{}", i + 1);
+            fs::create_dir_all(devs.join(&vf)).unwrap();
+            std::os::unix::fs::symlink(format!("../{vf}"), pf.join(format!("virtfn{i}"))).unwrap();
+            std::os::unix::fs::symlink(format!("../{pf_name}"), devs.join(&vf).join("physfn"))
+                .unwrap();
+        }
+    }
+
+    /// NUMA nodes 0 and 1 with CPUs 0-3 and 4-7.
+    fn two_nodes(&self) {
+        for (id, cpus, dist) in [(0, "0-3", "10 21"), (1, "4-7", "21 10")] {
+            let node = self
+                .dir
+                .path()
+                .join(format!("sys/devices/system/node/node{id}"));
+            fs::create_dir_all(&node).unwrap();
+            fs::write(node.join("cpulist"), format!("{cpus}\n")).unwrap();
+            fs::write(node.join("distance"), format!("{dist}\n")).unwrap();
+        }
+    }
+
     /// Makes a VF speak NVIDIA's kernel-6.8+ interface.
     fn nvidia_vf(&self, vf: &str, creatable: &str) {
         let dir = self
@@ -313,4 +344,52 @@ fn a_malformed_parent_is_refused_with_the_name_error() {
     let e = plan(None, &f.sysfs(), &ask, &Taken::new(), false).unwrap_err();
     assert!(matches!(e, PlanError::BadParent(_)), "{e:?}");
     assert!(e.to_string().starts_with("--parent: "), "{e}");
+}
+
+fn picked(plan: &Plan) -> Vec<String> {
+    plan.devices
+        .iter()
+        .map(|d| match d {
+            NewDevice::Vf { request, .. } => request.address.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn vfs_come_from_a_pf_on_the_domains_numa_node_first() {
+    let f = Fixture::new();
+    f.two_nodes();
+    f.pf_on_node("05", 0, 2, 2);
+    f.pf_on_node("06", 1, 2, 2);
+    let config = f.config("sriov_pfs = [\"05:00.0\", \"06:00.0\"]\n");
+    let numa = NumaWish {
+        nodesets: vec!["1".into()],
+        ..NumaWish::default()
+    };
+    let ask = vfs(1).for_domain(&numa);
+    let p = plan(Some(&config), &f.sysfs(), &ask, &Taken::new(), true).unwrap();
+    assert_eq!(picked(&p), ["0000:06:00.1"]);
+}
+
+#[test]
+fn spread_takes_vfs_from_the_least_loaded_pf_first() {
+    let f = Fixture::new();
+    f.pf_on_node("05", -1, 2, 2);
+    f.pf_on_node("06", -1, 2, 2);
+    let config = f.config("sriov_pfs = [\"05:00.0\", \"06:00.0\"]\nplacement = \"spread\"\n");
+    let taken = Taken::from([(pci("05:00.1"), "other".to_string())]);
+    let p = plan(Some(&config), &f.sysfs(), &vfs(1), &taken, true).unwrap();
+    assert_eq!(picked(&p), ["0000:06:00.1"]);
+}
+
+#[test]
+fn pack_takes_vfs_in_config_order() {
+    let f = Fixture::new();
+    f.pf_on_node("05", -1, 2, 2);
+    f.pf_on_node("06", -1, 2, 2);
+    let config = f.config("sriov_pfs = [\"05:00.0\", \"06:00.0\"]\n");
+    let taken = Taken::from([(pci("05:00.1"), "other".to_string())]);
+    let p = plan(Some(&config), &f.sysfs(), &vfs(1), &taken, true).unwrap();
+    assert_eq!(picked(&p), ["0000:05:00.2"]);
 }

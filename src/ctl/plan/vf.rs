@@ -6,10 +6,12 @@
 //! VFs no other domain refers to; a PF that gives fewer than asked says why ([`Shortfall`]).
 
 use crate::alloc::inventory::{self, MdevState, PfKind};
+use crate::alloc::numa::Wanted;
 use crate::ctl::xmledit::NewDevice;
+use crate::host::numa::Topology;
 use crate::host::sysfs::Sysfs;
-use crate::model::config::Config;
-use crate::model::domain::{VfRequest, VfWant};
+use crate::model::config::{Config, Placement};
+use crate::model::domain::{NumaWish, VfRequest, VfWant};
 use crate::model::pci::PciAddress;
 
 use super::{Plan, PlanError, Planner, Shortfall, VfAsk};
@@ -120,6 +122,7 @@ impl Planner<'_> {
         if fitting.is_empty() {
             return Err(self.nothing_fits(config, &candidates, ask));
         }
+        let fitting = self.in_order(config, fitting, &ask.numa);
         let mut pick = Pick {
             count: ask.count,
             ..Pick::default()
@@ -171,6 +174,37 @@ impl Planner<'_> {
                 }
             })
             .collect()
+    }
+
+    /// The PFs to take VFs from, best first: those on the domain's NUMA nodes, then the nearest;
+    /// within equal distance, `spread` takes the least loaded PF first (most free VFs for its
+    /// size) and `pack` keeps the config order.
+    fn in_order(
+        &self,
+        config: &Config,
+        mut pfs: Vec<(PciAddress, PfKind)>,
+        numa: &NumaWish,
+    ) -> Vec<(PciAddress, PfKind)> {
+        let wanted = Wanted::resolve(numa, Topology::read(self.sysfs), config.numa)
+            .ok()
+            .flatten();
+        let distance = |pf: PciAddress| {
+            wanted
+                .as_ref()
+                .map_or(0, |w| w.distance(self.sysfs.numa_node(pf)))
+        };
+        let load = |pf: PciAddress| {
+            let total = self.sysfs.sriov_totalvfs(pf).max(1);
+            let vfs = self.sysfs.vfs(pf);
+            let free = vfs.iter().filter(|v| !self.taken.contains_key(v)).count() as u64;
+            // Free share of the PF, scaled to compare without fractions; highest first.
+            std::cmp::Reverse(free * 1_000_000 / u64::from(total))
+        };
+        match config.placement {
+            Placement::Spread => pfs.sort_by_key(|&(pf, _)| (distance(pf), load(pf))),
+            Placement::Pack => pfs.sort_by_key(|&(pf, _)| distance(pf)),
+        }
+        pfs
     }
 
     /// Why no candidate hands out the kind of VF asked.

@@ -54,6 +54,7 @@ fn ask_from(args: &AttachArgs) -> Result<Ask, CtlError> {
                 .map(|a| pci_arg("--address", a))
                 .transpose()?,
             want,
+            numa: Default::default(),
         }));
     }
     let want = match (&args.profile, &args.type_id) {
@@ -208,12 +209,14 @@ struct Attach<'a> {
 }
 
 impl Attach<'_> {
-    /// Plans against VFs taken by `taken` and prints the plan's notes.
-    fn plan(&self, taken: &Taken) -> Result<plan::Plan, CtlError> {
+    /// Plans for the domain defined by `xml` against VFs taken by `taken` and prints the
+    /// plan's notes.
+    fn plan(&self, xml: &str, taken: &Taken) -> Result<plan::Plan, CtlError> {
+        let numa = Domain::parse(xml).map(|d| d.numa).unwrap_or_default();
         let plan = plan::plan(
             self.config,
             &self.host.sysfs,
-            self.ask,
+            &self.ask.for_domain(&numa),
             taken,
             !self.args.force,
         )?;
@@ -231,7 +234,7 @@ impl Attach<'_> {
         for a in xmledit::referenced_pci(&xml)? {
             taken.entry(a).or_insert_with(|| "this document".into());
         }
-        let plan = self.plan(&taken)?;
+        let plan = self.plan(&xml, &taken)?;
         if matches!(self.ask, Ask::Vf(VfAsk { address: None, .. })) {
             note("offline: other domains' definitions were not checked for the VF");
         }
@@ -256,7 +259,7 @@ impl Attach<'_> {
         for (a, n) in taken_from_state(self.host, self.grace) {
             taken.entry(a).or_insert(n);
         }
-        let plan = self.plan(&taken)?;
+        let plan = self.plan(&xml, &taken)?;
         if self.args.live {
             let config = self.config.ok_or(CtlError::NeedsConfig(
                 "--live needs the config to create the device",
