@@ -46,9 +46,14 @@ pub fn vf_offset_stride(config: &[u8]) -> Option<(u32, u32)> {
     None
 }
 
-/// The addresses of the first `count` VFs of `pf` whose config space is `config`.
+/// The addresses of the first `count` VFs of `pf` whose config space is `config`. `None` when
+/// the capability cannot describe them: a First VF Offset of 0 puts VF 0 on the PF itself, and a
+/// VF Stride of 0 puts every VF at one address.
 pub fn future_vfs(config: &[u8], pf: PciAddress, count: u32) -> Option<Vec<PciAddress>> {
     let (offset, stride) = vf_offset_stride(config)?;
+    if offset == 0 || (stride == 0 && count > 1) {
+        return None;
+    }
     let rid = (u32::from(pf.bus) << 8) | (u32::from(pf.slot) << 3) | u32::from(pf.function);
     (0..count)
         .map(|i| {
@@ -78,6 +83,29 @@ mod tests {
         let mut config = vec![0u8; 0x200];
         config[0x100..0x104].copy_from_slice(&(0x0001u32 | (0x40 << 20)).to_le_bytes());
         assert_eq!(vf_offset_stride(&config), None);
+    }
+
+    /// Found by fuzzing (sysfs_parsers): an offset or stride of 0 named the PF itself, or one
+    /// address for every VF, as the VFs to come.
+    #[test]
+    fn a_zero_offset_or_stride_describes_no_vfs() {
+        let pf: PciAddress = "0000:41:00.0".parse().unwrap();
+        let cap = |offset: u16, stride: u16| {
+            let mut config = vec![0u8; 0x200];
+            config[0x100..0x104].copy_from_slice(&0x0001_0010u32.to_le_bytes());
+            config[0x114..0x116].copy_from_slice(&offset.to_le_bytes());
+            config[0x116..0x118].copy_from_slice(&stride.to_le_bytes());
+            config
+        };
+        assert_eq!(future_vfs(&cap(0, 1), pf, 1), None);
+        assert_eq!(future_vfs(&cap(0, 0), pf, 4), None);
+        assert_eq!(future_vfs(&cap(4, 0), pf, 2), None);
+        let one: Vec<String> = future_vfs(&cap(4, 0), pf, 1)
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(one, ["0000:41:00.4"]);
     }
 
     #[test]
