@@ -856,7 +856,9 @@ fn install_refuses_an_executable_that_does_not_behave_like_the_hook() {
 
 #[test]
 fn metrics_show_capacity_holders_and_counters_in_prometheus_format() {
-    let Some(h) = SimHost::populated() else { return };
+    let Some(h) = SimHost::populated() else {
+        return;
+    };
     let counters = h.state_dir().join("counters");
     fs::create_dir_all(&counters).unwrap();
     fs::write(counters.join("refused.no_room"), "3\n").unwrap();
@@ -867,7 +869,9 @@ fn metrics_show_capacity_holders_and_counters_in_prometheus_format() {
 
 #[test]
 fn metrics_output_file_is_replaced_whole_and_equals_stdout() {
-    let Some(h) = SimHost::populated() else { return };
+    let Some(h) = SimHost::populated() else {
+        return;
+    };
     let file = h.dir.path().join("textfile/vgpu_hook.prom");
     let printed = h.ok(&["metrics"]);
     assert_eq!(h.ok(&["metrics", "--output", file.to_str().unwrap()]), "");
@@ -878,7 +882,9 @@ fn metrics_output_file_is_replaced_whole_and_equals_stdout() {
 
 #[test]
 fn reconcile_records_when_it_ran_for_metrics() {
-    let Some(h) = SimHost::populated() else { return };
+    let Some(h) = SimHost::populated() else {
+        return;
+    };
     h.ok(&["reconcile", "--dry-run"]);
     assert!(!h.state_dir().join("counters/last_reconcile").exists());
     h.run(&["reconcile"]);
@@ -889,7 +895,9 @@ fn reconcile_records_when_it_ran_for_metrics() {
         .unwrap();
     let out = h.ok(&["metrics"]);
     assert!(
-        out.contains(&format!("vgpu_hook_last_reconcile_timestamp_seconds {at}\n")),
+        out.contains(&format!(
+            "vgpu_hook_last_reconcile_timestamp_seconds {at}\n"
+        )),
         "{out}"
     );
 }

@@ -162,6 +162,9 @@ pub struct InstallOptions {
     pub config_path: PathBuf,
     /// Run the executable once as libvirt would ([`probe_hook`]) before installing it.
     pub probe: bool,
+    /// Where to put the boot unit (`/etc/systemd/system`) and the vgpuctl it runs; `None`: no
+    /// unit (a host without systemd, or the package ships it).
+    pub units: Option<(PathBuf, PathBuf)>,
 }
 
 /// What `install` did.
@@ -173,6 +176,8 @@ pub struct Installed {
     pub hook_changed: bool,
     /// Whether a config skeleton was written.
     pub config_written: bool,
+    /// Whether the boot unit was written or changed.
+    pub unit_changed: bool,
     /// One line per step, for the operator.
     pub messages: Vec<String>,
 }
@@ -207,6 +212,11 @@ pub fn install(opts: &InstallOptions, sysfs: &Sysfs) -> Result<Installed, Instal
     let (written, message) = write_config(opts, sysfs)?;
     out.config_written = written;
     out.messages.push(message);
+    if let Some((dir, vgpuctl)) = &opts.units {
+        let (changed, message) = place_boot_unit(dir, vgpuctl, &opts.config_path)?;
+        out.unit_changed = changed;
+        out.messages.push(message);
+    }
     Ok(out)
 }
 
@@ -312,6 +322,100 @@ fn write_config(opts: &InstallOptions, sysfs: &Sysfs) -> Result<(bool, String), 
             opts.config_path.display()
         ),
     ))
+}
+
+/// The boot unit's name.
+pub const BOOT_UNIT: &str = "vgpu-hook-boot.service";
+/// The boot unit as the packages ship it.
+pub const BOOT_UNIT_TEXT: &str = include_str!("../../packaging/systemd/vgpu-hook-boot.service");
+/// Where the packages put their units; a unit there takes precedence over writing one.
+pub const PACKAGED_UNIT_DIRS: &[&str] = &["/usr/lib/systemd/system", "/lib/systemd/system"];
+
+/// The boot unit for a host without the package: the packaged text with this vgpuctl and this
+/// config path.
+pub fn boot_unit_text(vgpuctl: &Path, config: &Path) -> String {
+    BOOT_UNIT_TEXT
+        .replace("/usr/bin/vgpuctl", &vgpuctl.display().to_string())
+        .replace("/etc/vgpu-hook/config.toml", &config.display().to_string())
+}
+
+/// Whether a unit file is our boot unit (written by us or shipped by the package).
+fn is_our_unit(path: &Path) -> bool {
+    fs::read_to_string(path).is_ok_and(|t| t.contains("Ready the GPUs configured for vgpu-hook"))
+}
+
+/// Writes the boot unit into `dir` and enables it the way `systemctl enable` would (a link in
+/// `multi-user.target.wants`), so it works without a running systemd too; unless the package's
+/// unit is installed (it is enabled by the package).
+fn place_boot_unit(
+    dir: &Path,
+    vgpuctl: &Path,
+    config: &Path,
+) -> Result<(bool, String), InstallError> {
+    if let Some(p) = PACKAGED_UNIT_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(BOOT_UNIT))
+        .find(|p| p.exists())
+    {
+        return Ok((
+            false,
+            format!("boot unit {} is installed by the package", p.display()),
+        ));
+    }
+    let unit = dir.join(BOOT_UNIT);
+    let text = boot_unit_text(vgpuctl, config);
+    let wants = dir.join("multi-user.target.wants");
+    let link = wants.join(BOOT_UNIT);
+    let same =
+        fs::read_to_string(&unit).is_ok_and(|t| t == text) && fs::symlink_metadata(&link).is_ok();
+    if same {
+        return Ok((
+            false,
+            format!(
+                "boot unit {} is already installed and enabled",
+                unit.display()
+            ),
+        ));
+    }
+    if unit.exists() && !is_our_unit(&unit) {
+        return Ok((
+            false,
+            format!(
+                "left {} alone: it is not vgpu-hook's boot unit",
+                unit.display()
+            ),
+        ));
+    }
+    mkdir(&wants)?;
+    atomic_write(&unit, dir, text.as_bytes(), 0o644).map_err(io_err(&unit))?;
+    if fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(Path::new("..").join(BOOT_UNIT), &link)
+            .map_err(io_err(&link))?;
+    }
+    Ok((
+        true,
+        format!(
+            "installed and enabled boot unit {} (readies the GPUs before libvirt at boot)",
+            unit.display()
+        ),
+    ))
+}
+
+/// Removes the boot unit `place_boot_unit` wrote (never the package's, never another's) and
+/// its enabling link. Returns one line per step.
+pub fn uninstall_boot_unit(dir: &Path) -> Result<Vec<String>, InstallError> {
+    let unit = dir.join(BOOT_UNIT);
+    let link = dir.join("multi-user.target.wants").join(BOOT_UNIT);
+    let mut messages = Vec::new();
+    if !is_our_unit(&unit) {
+        return Ok(messages);
+    }
+    if fs::symlink_metadata(&link).is_ok() {
+        fs::remove_file(&link).map_err(io_err(&link))?;
+    }
+    fs::remove_file(&unit).map_err(io_err(&unit))?;
+    messages.push(format!("removed boot unit {}", unit.display()));
+    Ok(messages)
 }
 
 /// Removes our hook files from `hooks_dir` (never another program's), and the config when
@@ -555,6 +659,7 @@ mod tests {
             hook_binary: fake_hook(t),
             config_path: t.join("etc/vgpu-hook/config.toml"),
             probe: false,
+            units: Some((t.join("systemd"), PathBuf::from("/opt/vgpu/bin/vgpuctl"))),
         }
     }
 
@@ -576,6 +681,51 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("qemu.d")]);
+    }
+
+    #[test]
+    fn install_writes_and_enables_the_boot_unit_and_uninstall_removes_it() {
+        let t = tempfile::tempdir().unwrap();
+        let o = opts(t.path(), false);
+        let r = install(&o, &Sysfs::new(t.path())).unwrap();
+        let unit = t.path().join("systemd").join(BOOT_UNIT);
+        let text = fs::read_to_string(&unit).unwrap();
+        assert!(r.unit_changed);
+        assert!(
+            text.contains("ExecStart=-/opt/vgpu/bin/vgpuctl boot"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("ConditionPathExists={}", o.config_path.display())));
+        assert!(text.contains("Before=libvirtd.service virtqemud.service libvirt-guests.service"));
+        let link = t
+            .path()
+            .join("systemd/multi-user.target.wants")
+            .join(BOOT_UNIT);
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            Path::new("..").join(BOOT_UNIT)
+        );
+        assert!(!install(&o, &Sysfs::new(t.path())).unwrap().unit_changed);
+        let m = uninstall_boot_unit(&t.path().join("systemd")).unwrap();
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(!unit.exists() && fs::symlink_metadata(&link).is_err());
+    }
+
+    #[test]
+    fn another_unit_of_that_name_is_left_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let o = opts(t.path(), false);
+        fs::create_dir_all(t.path().join("systemd")).unwrap();
+        let unit = t.path().join("systemd").join(BOOT_UNIT);
+        fs::write(&unit, "[Service]\nExecStart=/bin/true\n").unwrap();
+        assert!(!install(&o, &Sysfs::new(t.path())).unwrap().unit_changed);
+        assert!(uninstall_boot_unit(&t.path().join("systemd"))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            fs::read_to_string(&unit).unwrap(),
+            "[Service]\nExecStart=/bin/true\n"
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! What only `vgpuctl` does, off the hook's path and out of its build (behind the `vgpuctl`
 //! feature): planning and splicing domain XML edits, reports, reconcile, install, the daemon
-//! reload, and the doctor's checks.
+//! reload, the doctor's checks, readying GPUs at boot and metrics.
 
+pub mod boot;
 pub mod daemon;
 pub mod doctor;
 pub mod install;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod report;

@@ -144,6 +144,31 @@ Examples:
 Each problem comes with the command that fixes it; the exit status is 1 when a check failed.")]
     Doctor(DoctorArgs),
 
+    /// Ready the configured GPUs at boot (run by vgpu-hook-boot.service before libvirt).
+    #[command(after_help = "\
+Examples:
+  vgpuctl boot                    what the boot unit runs
+  vgpuctl boot --wait-secs 0      report only what is ready now
+
+For each configured GPU: NVIDIA GPUs whose SR-IOV VFs are off get them from sriov-manage;
+GPUs not yet registered by NVIDIA's vGPU manager are waited for (when it is installed) within
+the bound; missing GPUs are reported. One line per GPU. Always exits 0: a boot goes on
+without its GPUs rather than stopping for them.")]
+    Boot(BootArgs),
+
+    /// Print the host's vGPU capacity and the hook's counters in Prometheus text format.
+    #[command(after_help = "\
+Examples:
+  vgpuctl metrics
+  vgpuctl metrics --output /var/lib/prometheus/node-exporter/vgpu_hook.prom
+
+Metrics: vgpu_hook_gpu_info{gpu,numa_node,kind}, vgpu_hook_type_max_instances and
+vgpu_hook_type_available_instances{gpu,numa_node,kind,type,type_name},
+vgpu_hook_devices{gpu,type,device_kind,domain,state}, vgpu_hook_refusals_total{reason},
+vgpu_hook_release_failures_total, vgpu_hook_last_reconcile_timestamp_seconds.
+The vgpu-hook-metrics.timer unit writes the file every minute.")]
+    Metrics(MetricsArgs),
+
     /// Print a shell completion script.
     #[command(
         hide = true,
@@ -294,6 +319,15 @@ pub struct InstallArgs {
     #[arg(long, value_name = "PATH")]
     pub hook_binary: Option<PathBuf>,
 
+    /// Where the boot unit goes (vgpu-hook-boot.service, enabled for multi-user.target),
+    /// unless the package installed it.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub units_dir: PathBuf,
+
+    /// Do not install the boot unit.
+    #[arg(long)]
+    pub no_units: bool,
+
     /// Do not signal the libvirt daemon; print how to.
     #[arg(long)]
     pub no_reload: bool,
@@ -310,6 +344,10 @@ pub struct UninstallArgs {
     #[arg(long)]
     pub purge: bool,
 
+    /// Where `install` put the boot unit.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub units_dir: PathBuf,
+
     /// Do not signal the libvirt daemon; print how to.
     #[arg(long)]
     pub no_reload: bool,
@@ -325,4 +363,21 @@ pub struct DoctorArgs {
     /// Print JSON (shape: docs/json.md).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `boot`.
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// Bound on waiting for GPUs to register (default: the config's parent_wait_secs).
+    #[arg(long, value_name = "S")]
+    pub wait_secs: Option<u64>,
+}
+
+/// `metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write to this file atomically (temp file and rename) instead of stdout, creating its
+    /// directory (node_exporter's textfile collector reads only whole files).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }

@@ -8,7 +8,9 @@ use vgpu_hook::ctl::daemon;
 use vgpu_hook::ctl::doctor::{self, LibvirtProbe};
 use vgpu_hook::ctl::install::{self, InstallOptions};
 use vgpu_hook::ctl::reconcile;
+use vgpu_hook::host::counters;
 use vgpu_hook::host::procfs::Procfs;
+use vgpu_hook::host::state::now_secs;
 use vgpu_hook::host::Host;
 
 use super::{emit, load_config};
@@ -69,6 +71,10 @@ pub fn install(host: &Host, args: &InstallArgs, out: &mut dyn Write) -> Result<E
         hook_binary,
         config_path: host.config_path.clone(),
         probe: true,
+        units: (!args.no_units)
+            .then(|| std::env::current_exe().ok())
+            .flatten()
+            .map(|exe| (args.units_dir.clone(), exe)),
     };
     let done = install::install(&opts, &host.sysfs)?;
     for m in &done.messages {
@@ -94,7 +100,9 @@ pub fn uninstall(
     args: &UninstallArgs,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CtlError> {
-    let (messages, removed) = install::uninstall(&args.hooks_dir, &host.config_path, args.purge)?;
+    let (mut messages, removed) =
+        install::uninstall(&args.hooks_dir, &host.config_path, args.purge)?;
+    messages.extend(install::uninstall_boot_unit(&args.units_dir)?);
     for m in &messages {
         emit(writeln!(out, "{m}"))?;
     }
@@ -108,6 +116,12 @@ pub fn uninstall(
 pub fn reconcile(host: &Host, dry_run: bool, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
     let config = load_config(host)?;
     let report = reconcile::run(host, &config, &Procfs::system(), dry_run)?;
+    if !dry_run {
+        // For `vgpuctl metrics`: when the host was last brought back in line.
+        if let Ok(locked) = host.state.lock() {
+            counters::set(&locked, counters::LAST_RECONCILE, now_secs());
+        }
+    }
     for line in report.lines() {
         emit(writeln!(out, "{line}"))?;
     }

@@ -5,6 +5,7 @@
 mod admin;
 mod docs;
 mod edit;
+mod host_side;
 mod show;
 
 use std::io::{self, Read, Write};
@@ -30,6 +31,8 @@ pub fn run(cli: &Cli, host: &Host, out: &mut dyn Write) -> Result<ExitCode, CtlE
         Command::Install(a) => admin::install(&host, a, out),
         Command::Uninstall(a) => admin::uninstall(&host, a, out),
         Command::Doctor(a) => admin::doctor(&cli.connect, &host, a, out),
+        Command::Boot(a) => host_side::boot(&host, a, out),
+        Command::Metrics(a) => host_side::metrics(&host, a, out),
         Command::Completions { shell } => docs::completions(*shell, out),
         Command::Man { dir } => docs::man(dir.as_deref(), out),
     }

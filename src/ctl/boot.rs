@@ -1,0 +1,247 @@
+//! `vgpuctl boot`: readies the configured GPUs at boot, before libvirt's daemons and
+//! `libvirt-guests` start, so that autostarted domains find their devices.
+//!
+//! For each configured GPU it looks at what the GPU offers now (the hook's own classification,
+//! [`crate::alloc::inventory`]) and does the one thing that helps: an NVIDIA GPU whose SR-IOV
+//! VFs are off gets them from NVIDIA's `sriov-manage` (the same [`Switch`] the hook uses; never
+//! `sriov_numvfs`, which NVIDIA's driver refuses); a GPU whose vGPU manager has not registered
+//! it yet is waited for, within one bound for the whole run, but only when the manager is
+//! installed (waiting for a service that does not exist only delays the boot); a missing GPU
+//! (fell off the bus, or a wrong address) is reported and never waited for. Everything it finds
+//! is one line per GPU on stdout, which the unit's journal keeps. It changes nothing that is
+//! already right, so running it twice is running it once, and it never fails: a boot must go
+//! on without GPUs rather than stop for them.
+
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::alloc::inventory::{self, classify_nvidia, MdevState, PfKind};
+use crate::host::sriov::{amd_vf_num, Switch};
+use crate::host::sysfs::Sysfs;
+use crate::model::config::Config;
+use crate::model::pci::PciAddress;
+
+/// Where NVIDIA's vGPU manager daemon is installed by NVIDIA's host driver package.
+pub const VGPU_MGR_PATHS: &[&str] = &["/usr/bin/nvidia-vgpu-mgr", "/usr/sbin/nvidia-vgpu-mgr"];
+
+/// How `boot` runs.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// The bound on all waiting together.
+    pub wait: Duration,
+    /// Whether NVIDIA's vGPU manager is installed (then unregistered NVIDIA GPUs are waited for).
+    pub vgpu_mgr_installed: bool,
+    /// Poll interval while waiting.
+    pub poll: Duration,
+}
+
+impl BootOptions {
+    /// The defaults for this host: the config's `parent_wait_secs`, the manager looked for at
+    /// its usual paths.
+    pub fn for_host(config: &Config) -> BootOptions {
+        BootOptions {
+            wait: config.timing.parent_wait,
+            vgpu_mgr_installed: VGPU_MGR_PATHS.iter().any(|p| Path::new(p).exists()),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What `boot` found for one configured GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The config entry (PF address or parent name).
+    pub gpu: String,
+    /// Whether it is ready for the hook.
+    pub ready: bool,
+    /// What was found or done, and what to do when it is not ready.
+    pub detail: String,
+}
+
+/// Readies every configured GPU; one finding each, in config order.
+pub fn run(config: &Config, sysfs: &Sysfs, opts: &BootOptions) -> Vec<Finding> {
+    let deadline = Instant::now() + opts.wait;
+    let mut out: Vec<Finding> = config
+        .nvidia_vgpu_pfs
+        .iter()
+        .map(|&pf| nvidia(config, sysfs, pf, opts, deadline))
+        .collect();
+    out.extend(config.mdev_parents.iter().map(|p| {
+        let registered = || sysfs.is_mdev_parent(p);
+        wait_until(deadline, opts.poll, registered);
+        Finding {
+            gpu: p.to_string(),
+            ready: registered(),
+            detail: if registered() {
+                format!("ready: mdev parent, {} types", sysfs.mdev_types(p).len())
+            } else {
+                "missing: not registered as an mdev parent (is its driver loaded?)".into()
+            },
+        }
+    }));
+    out.extend(
+        inventory::vf_pfs(config)
+            .into_iter()
+            .filter(|(_, kind)| *kind != PfKind::Nvidia)
+            .map(|(pf, kind)| vf_pf(sysfs, pf, kind)),
+    );
+    out
+}
+
+/// Polls `done` until it holds or the deadline passes.
+fn wait_until(deadline: Instant, poll: Duration, done: impl Fn() -> bool) {
+    while !done() && Instant::now() < deadline {
+        sleep(poll.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// One NVIDIA GPU: VFs on where they are off, then (when the manager is installed) wait for it
+/// to register the GPU.
+fn nvidia(
+    config: &Config,
+    sysfs: &Sysfs,
+    pf: PciAddress,
+    opts: &BootOptions,
+    deadline: Instant,
+) -> Finding {
+    let finding = |ready: bool, detail: String| Finding {
+        gpu: pf.to_string(),
+        ready,
+        detail,
+    };
+    let mut enabled = String::new();
+    match classify_nvidia(sysfs, pf) {
+        MdevState::Missing => {
+            return finding(
+                false,
+                "missing: not on the PCI bus (fell off the bus, or a wrong address in the config); see lspci and dmesg".into(),
+            )
+        }
+        MdevState::VfsDisabled => {
+            let switch = Switch::for_pf(config, sysfs, pf);
+            match switch.enable(sysfs, config, pf, PfKind::Nvidia) {
+                Ok(_) => enabled = format!("enabled {} VFs; ", sysfs.vfs(pf).len()),
+                Err(e) => return finding(false, format!("SR-IOV VFs not enabled: {e}")),
+            }
+        }
+        _ => {}
+    }
+    let registered = || {
+        matches!(
+            classify_nvidia(sysfs, pf),
+            MdevState::Parents(..) | MdevState::NotMdev
+        )
+    };
+    if opts.vgpu_mgr_installed {
+        wait_until(deadline, opts.poll, registered);
+    }
+    match classify_nvidia(sysfs, pf) {
+        MdevState::Parents(g, ps) => finding(
+            true,
+            format!("{enabled}ready: {}, {} mdev parent(s)", g.label(), ps.len()),
+        ),
+        MdevState::NotMdev => finding(
+            true,
+            format!("{enabled}ready: nvidia-vfio, {} VFs", sysfs.vfs(pf).len()),
+        ),
+        _ if !opts.vgpu_mgr_installed => finding(
+            false,
+            format!("{enabled}not registered as an mdev parent, and NVIDIA's vGPU manager (nvidia-vgpu-mgr) is not installed: install NVIDIA's vGPU host driver"),
+        ),
+        _ => finding(
+            false,
+            format!("{enabled}not registered as an mdev parent within {} s: systemctl status nvidia-vgpu-mgr; journalctl -u nvidia-vgpu-mgr", opts.wait.as_secs()),
+        ),
+    }
+}
+
+/// One AMD or generic SR-IOV PF: present, and how many VFs it has. The hook enables a generic
+/// PF's VFs at first use; AMD's come only from GIM's module parameter.
+fn vf_pf(sysfs: &Sysfs, pf: PciAddress, kind: PfKind) -> Finding {
+    let (ready, detail) = if !sysfs.pci_exists(pf) {
+        (false, "missing: not on the PCI bus (fell off the bus, or a wrong address in the config); see lspci and dmesg".to_string())
+    } else {
+        let n = sysfs.vfs(pf).len();
+        match (n, kind) {
+            (0, PfKind::Amd) => (false, format!("no VFs: {}", amd_vf_num(sysfs, pf))),
+            (0, _) => (
+                true,
+                format!(
+                    "ready: no VFs enabled yet (of {}); the hook enables them at first use",
+                    sysfs.sriov_totalvfs(pf)
+                ),
+            ),
+            _ => (true, format!("ready: {n} VFs")),
+        }
+    };
+    Finding {
+        gpu: pf.to_string(),
+        ready,
+        detail,
+    }
+}
+
+/// The lines `vgpuctl boot` prints: one per GPU, then a summary.
+pub fn lines(findings: &[Finding]) -> Vec<String> {
+    let mut out: Vec<String> = findings
+        .iter()
+        .map(|f| format!("{}: {}", f.gpu, f.detail))
+        .collect();
+    let ready = findings.iter().filter(|f| f.ready).count();
+    out.push(format!(
+        "{ready} of {} configured GPUs ready",
+        findings.len()
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> BootOptions {
+        BootOptions {
+            wait: Duration::from_millis(300),
+            vgpu_mgr_installed: false,
+            poll: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn a_gpu_that_fell_off_the_bus_is_reported_without_waiting() {
+        let t = tempfile::tempdir().unwrap();
+        let c = Config::parse(
+            "nvidia_vgpu_pfs = [\"82:00.0\"]\nsriov_pfs = [\"05:00.0\"]\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        let mut o = opts();
+        o.wait = Duration::from_secs(30);
+        o.vgpu_mgr_installed = true;
+        let t0 = Instant::now();
+        let f = run(&c, &Sysfs::new(t.path()), &o);
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert_eq!(f.len(), 2);
+        assert!(
+            f.iter()
+                .all(|f| !f.ready && f.detail.starts_with("missing: not on the PCI bus")),
+            "{f:?}"
+        );
+        assert_eq!(lines(&f).last().unwrap(), "0 of 2 configured GPUs ready");
+    }
+
+    #[test]
+    fn a_missing_mdev_parent_is_waited_for_within_the_bound() {
+        let t = tempfile::tempdir().unwrap();
+        let c = Config::parse("mdev_parents = [\"mtty\"]\n", Path::new("c")).unwrap();
+        let t0 = Instant::now();
+        let f = run(&c, &Sysfs::new(t.path()), &opts());
+        assert!(t0.elapsed() >= Duration::from_millis(250));
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        assert!(
+            !f[0].ready && f[0].detail.contains("not registered"),
+            "{f:?}"
+        );
+    }
+}

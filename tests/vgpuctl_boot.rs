@@ -1,0 +1,141 @@
+//! `vgpuctl boot` on a simulated host: NVIDIA SR-IOV GPUs get their VFs from the stand-in
+//! `sriov-manage` once (a second run changes nothing), a GPU that fell off the bus and a
+//! missing parent are reported, and the command exits 0 whatever it finds, even without a
+//! config.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Output, Stdio};
+
+use common::hook::SRIOV_MANAGE_STAND_IN;
+use common::sim::Sim;
+
+/// An A16-like GPU (mdev on VFs) with its VFs off, an L40S (kernel-6.8+ VFs) with its VFs off,
+/// and the mtty sample parent.
+const HOST: &str = r#"
+[[gpu]]
+address = "0000:41:00.0"
+kind = "nvidia-vfio"
+board = "L40S"
+framebuffer_mb = 49152
+numvfs = 0
+totalvfs = 4
+
+[[gpu]]
+kind = "mdev"
+name = "mtty"
+types = [{ id = "mtty-1", name = "Single port serial", max_instances = 24 }]
+"#;
+
+fn vgpuctl(sim: &Sim, dir: &std::path::Path, config: Option<&str>, args: &[&str]) -> Output {
+    let cfg = dir.join("config.toml");
+    if let Some(c) = config {
+        fs::write(&cfg, c).unwrap();
+    }
+    Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .args(args)
+        .env("VGPU_HOOK_SYSFS_ROOT", sim.root())
+        .env("VGPU_HOOK_CONFIG", &cfg)
+        .env("VGPU_HOOK_STATE_DIR", dir.join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn config() -> String {
+    format!(
+        "nvidia_vgpu_pfs = [\"41:00.0\", \"0000:99:00.0\"]\nmdev_parents = [\"mtty\", \"nothere\"]\nsriov_manage = \"{SRIOV_MANAGE_STAND_IN}\"\n"
+    )
+}
+
+#[test]
+fn boot_enables_nvidia_vfs_once_and_reports_every_gpu() {
+    let Some(sim) = Sim::start(HOST) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let out = text(&vgpuctl(
+        &sim,
+        t.path(),
+        Some(&config()),
+        &["boot", "--wait-secs", "1"],
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0], "0000:41:00.0: enabled 4 VFs; ready: nvidia-vfio, 4 VFs",
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("0000:99:00.0: missing: not on the PCI bus"),
+        "{out}"
+    );
+    assert!(lines[2].starts_with("mtty: ready: mdev parent"), "{out}");
+    assert!(lines[3].starts_with("nothere: missing"), "{out}");
+    assert_eq!(lines[4], "2 of 4 configured GPUs ready");
+    let numvfs = sim
+        .root()
+        .join("sys/bus/pci/devices/0000:41:00.0/sriov_numvfs");
+    assert_eq!(fs::read_to_string(&numvfs).unwrap().trim(), "4");
+    let events = sim.events();
+    let again = text(&vgpuctl(
+        &sim,
+        t.path(),
+        None,
+        &["boot", "--wait-secs", "0"],
+    ));
+    assert!(
+        again.starts_with("0000:41:00.0: ready: nvidia-vfio, 4 VFs\n"),
+        "{again}"
+    );
+    assert_eq!(
+        sim.events().matches("sriov_numvfs").count(),
+        events.matches("sriov_numvfs").count(),
+        "a second run writes nothing"
+    );
+}
+
+#[test]
+fn boot_without_sriov_manage_reports_the_command_and_exits_0() {
+    let Some(sim) = Sim::start(HOST) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let c = "nvidia_vgpu_pfs = [\"41:00.0\"]\nsriov_manage = \"/nonexistent/sriov-manage\"\n";
+    let out = text(&vgpuctl(
+        &sim,
+        t.path(),
+        Some(c),
+        &["boot", "--wait-secs", "0"],
+    ));
+    assert!(out.contains("SR-IOV VFs not enabled"), "{out}");
+    assert!(
+        out.contains("/nonexistent/sriov-manage -e 0000:41:00.0"),
+        "{out}"
+    );
+    assert!(out.ends_with("0 of 1 configured GPUs ready\n"), "{out}");
+}
+
+#[test]
+fn boot_without_a_config_or_with_a_broken_one_exits_0() {
+    let Some(sim) = Sim::start(HOST) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let out = text(&vgpuctl(&sim, t.path(), None, &["boot"]));
+    assert!(out.starts_with("nothing to ready: "), "{out}");
+    let out = text(&vgpuctl(
+        &sim,
+        t.path(),
+        Some("nvidia_vgpu_pfs = 3\n"),
+        &["boot"],
+    ));
+    assert!(
+        out.starts_with("nothing to ready: ") && out.contains("line 1"),
+        "{out}"
+    );
+}
