@@ -74,5 +74,6 @@ fi
 phase "benchmarks"
 cargo build --release -p vgpu-sim
 BENCH_RUNS=${BENCH_RUNS:-200} cargo bench --bench hook
+cargo bench --bench stop
 
 phase "all passed in $(( $(date +%s) - t0 ))s"
