@@ -15,17 +15,6 @@ use vgpu_hook::model::domain::{Domain, MdevRequest, MdevWant, Request, VfRequest
 use vgpu_hook::model::names::{MdevUuid, Params, ParentName, Profile};
 use vgpu_hook::model::pci::PciAddress;
 
-/// Fixtures an attach + detach does not give back today: a `<devices>` or `<metadata>` that
-/// exists but is empty (`<x/>`, `<x></x>`) is removed by the detach. Checked by
-/// `known_break_empty_containers_survive_attach_then_detach` (ignored until xmledit keeps them);
-/// every other check runs on them too.
-const KNOWN_BREAK_EMPTY_CONTAINER: &[&str] = &[
-    "devices-empty.xml",
-    "devices-self-closing.xml",
-    "metadata-empty.xml",
-    "metadata-self-closing.xml",
-];
-
 fn fixtures() -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/domains");
     let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
@@ -148,24 +137,42 @@ fn first_difference(want: &str, got: &str) -> String {
 fn attach_then_detach_gives_back_every_fixture_byte_for_byte() {
     let failures: Vec<String> = fixtures()
         .iter()
-        .filter(|(name, _)| !KNOWN_BREAK_EMPTY_CONTAINER.contains(&name.as_str()))
         .flat_map(|(name, doc)| roundtrip_failures(name, doc))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// KNOWN BREAK (src/ctl/xmledit.rs): detach removes a `<devices>` or `<metadata>` that it leaves
-/// with nothing but whitespace, also when the input had it empty; attach + detach then loses
-/// the element. Run with `cargo test --test xmledit_corpus -- --ignored`; un-ignore once fixed.
+/// Regression: a `<devices>` or `<metadata>` that the input had empty (`<x></x>`, `<x/>`,
+/// whitespace between the tags) was removed by the detach. It stays, as it was written.
 #[test]
-#[ignore = "known break: xmledit drops an empty <devices>/<metadata> the input had"]
-fn known_break_empty_containers_survive_attach_then_detach() {
-    let failures: Vec<String> = fixtures()
-        .iter()
-        .filter(|(name, _)| KNOWN_BREAK_EMPTY_CONTAINER.contains(&name.as_str()))
-        .flat_map(|(name, doc)| roundtrip_failures(name, doc))
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+fn empty_containers_the_input_had_survive_attach_then_detach() {
+    for doc in [
+        "<domain type='kvm'>\n  <name>a</name>\n  <metadata></metadata>\n  <devices></devices>\n</domain>\n",
+        "<domain type='kvm'>\n  <name>a</name>\n  <metadata/>\n  <devices />\n</domain>\n",
+        "<domain type='kvm'>\n  <name>a</name>\n  <devices>\n\n  </devices>\n  <seclabel type='none'/>\n</domain>\n",
+        "<domain type='kvm'><name>a</name><metadata/><devices/></domain>",
+        "<domain type='kvm'>\n  <name>a</name>\n  <metadata>\n    <v:vgpu xmlns:v='urn:vgpu-hook:domain:1'/>\n  </metadata>\n  <devices/>\n</domain>\n",
+    ] {
+        assert!(roundtrip_failures("inline", doc).is_empty(), "{doc}\n{:?}", roundtrip_failures("inline", doc));
+    }
+}
+
+/// Regression: attaching to a self-closing root (`<domain/>`) wrote two root elements, one
+/// with the metadata and one with the devices (found reviewing the expansion of `<x/>`; the
+/// xmledit_roundtrip fuzz target checks for one root since).
+#[test]
+fn a_self_closing_domain_is_opened_once_and_closed_again_by_the_detach() {
+    for doc in ["<domain/>", "<domain type='kvm'/>\n"] {
+        for devs in device_sets() {
+            let attached = xmledit::attach(doc, &devs).unwrap();
+            assert!(
+                xmledit::entries(&attached).is_ok(),
+                "not well-formed: {attached}"
+            );
+            assert_eq!(attached.matches("<domain").count(), 1, "{attached}");
+        }
+        assert!(roundtrip_failures("inline", doc).is_empty(), "{doc}");
+    }
 }
 
 #[test]

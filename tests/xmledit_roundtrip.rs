@@ -4,8 +4,9 @@
 //! the input byte for byte, and the attached document carries exactly the requests asked for.
 //!
 //! Documents are generated with a non-empty `<devices>` and, when present, a non-empty
-//! `<metadata>`: a container that a detach leaves empty is removed by design (see the xmledit
-//! module), so an input that already had an empty one is the documented exception.
+//! `<metadata>`; inputs with empty ones are checked by tests/xmledit_corpus.rs and the
+//! xmledit_roundtrip fuzz target (an empty container written exactly as an attach creates one is
+//! the one documented exception, see the xmledit module).
 
 use proptest::prelude::*;
 

@@ -8,9 +8,14 @@
 //! `xml-templates/`, values escaped) go in at the end of the container they belong to, indented
 //! and line-ended like their neighbours; removed elements take the whitespace before them along.
 //! Removal is the exact inverse of insertion, so attaching then detaching gives back the input
-//! byte for byte. The one deliberate exception: a `<devices>`, `<metadata>` or `vgpu:vgpu`
-//! element that a detach leaves with nothing but whitespace is removed as well (libvirt treats
-//! an empty one as absent), which is also what undoes an attach that had to create it.
+//! byte for byte. A `<devices>`, `<metadata>` or `vgpu:vgpu` element (or the root) that a detach
+//! leaves with nothing but whitespace goes back to what it was before an attach filled it:
+//! removed when it is exactly what an attach creates, `<x/>` again when an attach expanded it
+//! from `<x/>` (its start tag then ends in ` >`, which says so), else kept, empty. The one
+//! exception is inherent: an input whose empty container already is exactly what an attach
+//! creates (its tags with a line break and its indentation between them; nothing between them in
+//! a one-line document) attaches to the same document as the input without it, and the detach
+//! gives back the latter.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -685,9 +690,11 @@ fn insert_into(doc: &Doc<'_>, layout: &Layout, container: usize, pieces: &[Snipp
             }
         }
         None => {
+            // `<x/>` becomes `<x >...</x>`: the space before `>` tells a detach that empties
+            // the element again to give it back as `<x/>`.
             let raw = &doc.xml[c.start.clone()];
             let open = raw.strip_suffix("/>").unwrap_or(raw);
-            let mut text = format!("{open}>{body}");
+            let mut text = format!("{open} >{body}");
             if layout.pretty {
                 text.push_str(layout.nl);
                 text.push_str(doc.indent(container));
@@ -760,6 +767,19 @@ pub fn attach_parts(
     check_new(&doc, devices, hostdevs, metadata)?;
     if devices.is_empty() {
         return Ok(xml.to_string());
+    }
+    let root = &doc.elems[doc.root];
+    if root.end.is_none() {
+        // `<domain/>`: opened first (as `<domain ></domain>`, which a detach that empties it
+        // gives back as `<domain/>`), so that metadata and devices go into one element.
+        let open = xml[root.start.clone()].strip_suffix("/>").unwrap_or("");
+        let opened = format!(
+            "{}{open} ></{}>{}",
+            &xml[..root.start.start],
+            root.qname,
+            &xml[root.start.end..]
+        );
+        return attach_parts(&opened, devices, hostdevs, metadata);
     }
     let layout = Layout::of(&doc);
     let mut edits = Vec::new();
@@ -866,18 +886,15 @@ pub fn detach_parts(xml: &str, selector: &Selector, hostdevs: bool) -> Result<De
             hostdev: !matching.is_empty(),
         });
     }
-    prune_emptied_containers(&doc, &mut gone);
-    let edits = gone
-        .into_iter()
-        .map(|idx| {
-            let span = doc.elems[idx].span();
-            let start = last_non_ws(xml, 0, span.start);
-            Edit {
-                range: start..span.end,
-                text: String::new(),
-            }
-        })
-        .collect();
+    let mut edits = prune_emptied_containers(&doc, &Layout::of(&doc), &mut gone);
+    edits.extend(gone.into_iter().map(|idx| {
+        let span = doc.elems[idx].span();
+        let start = last_non_ws(xml, 0, span.start);
+        Edit {
+            range: start..span.end,
+            text: String::new(),
+        }
+    }));
     Ok(Detached {
         xml: apply(xml, edits),
         removed,
@@ -948,13 +965,20 @@ fn not_found(
     EditError::NotFound(message)
 }
 
-/// Replaces removed children by their container when it is left with nothing but whitespace,
-/// innermost first (`vgpu:vgpu`, then `<metadata>`, then `<devices>`).
-fn prune_emptied_containers(doc: &Doc<'_>, gone: &mut BTreeSet<usize>) {
-    for c in [doc.wrapper(), doc.metadata(), doc.devices()]
-        .into_iter()
-        .flatten()
-    {
+/// A container (`vgpu:vgpu`, `<metadata>`, `<devices>`, innermost first) that the removals leave
+/// with nothing but whitespace goes back to what it was before an attach filled it: removed when
+/// it is exactly what an attach creates (its tags, a line break and its indentation between
+/// them, nothing in a one-line document); `<x/>` again when an attach expanded it from that
+/// (its start tag ends in ` >`); else kept as it is, empty. Returns the collapsing edits; a
+/// removed container replaces its children in `gone`.
+fn prune_emptied_containers(
+    doc: &Doc<'_>,
+    layout: &Layout,
+    gone: &mut BTreeSet<usize>,
+) -> Vec<Edit> {
+    let mut edits = Vec::new();
+    let containers = [doc.wrapper(), doc.metadata(), doc.devices(), Some(doc.root)];
+    for c in containers.into_iter().flatten() {
         let e = &doc.elems[c];
         let Some(end) = &e.end else { continue };
         let kids: Vec<usize> = e
@@ -970,17 +994,38 @@ fn prune_emptied_containers(doc: &Doc<'_>, gone: &mut BTreeSet<usize>) {
         let mut cursor = e.start.end;
         for &k in &kids {
             let span = doc.elems[k].span();
-            rest.push_str(&doc.xml[cursor..span.start]);
+            rest.push_str(&doc.xml[cursor..last_non_ws(doc.xml, cursor, span.start)]);
             cursor = span.end;
         }
         rest.push_str(&doc.xml[cursor..end.start]);
-        if rest.bytes().all(|b| b.is_ascii_whitespace()) {
+        if !rest.bytes().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let inner = if layout.pretty {
+            format!("{}{}", layout.nl, doc.indent(c))
+        } else {
+            String::new()
+        };
+        if rest != inner {
+            continue;
+        }
+        let start_tag = &doc.xml[e.start.clone()];
+        if let Some(open) = start_tag.strip_suffix(" >") {
+            for k in kids {
+                gone.remove(&k);
+            }
+            edits.push(Edit {
+                range: e.span(),
+                text: format!("{open}/>"),
+            });
+        } else if c != doc.root {
             for k in kids {
                 gone.remove(&k);
             }
             gone.insert(c);
         }
     }
+    edits
 }
 
 /// Our `vgpu:vgpu` element as libvirt's metadata API takes it (`virDomainSetMetadata` with
@@ -1127,7 +1172,7 @@ mod tests {
         let xml = format!("<domain>\n  <name>x</name>\n  <metadata>\n    <g:vgpu xmlns:g=\"{NAMESPACE}\">\n      <g:mdev uuid=\"{U1}\" type=\"a\"/>\n    </g:vgpu>\n  </metadata>\n  <devices/>\n</domain>");
         let out = attach(&xml, &[mdev(U2, "b")]).unwrap();
         assert!(out.contains(&format!("      <g:mdev uuid=\"{U1}\" type=\"a\"/>\n      <g:mdev uuid='{U2}' type='b'/>\n    </g:vgpu>")), "{out}");
-        assert!(out.contains("  <devices>\n    <hostdev"), "{out}");
+        assert!(out.contains("  <devices >\n    <hostdev"), "{out}");
         assert!(out.contains("</hostdev>\n  </devices>\n</domain>"), "{out}");
     }
 
