@@ -227,6 +227,8 @@ CONSOLE=$RUN/console.log
 set +e
 timeout -k 10 "$GUEST_TIMEOUT" qemu-system-x86_64 \
     -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
+    -object memory-backend-ram,id=mem0,size=1024M -object memory-backend-ram,id=mem1,size=1024M \
+    -numa node,nodeid=0,cpus=0,memdev=mem0 -numa node,nodeid=1,cpus=1,memdev=mem1 \
     -machine q35 -device intel-iommu,caching-mode=on \
     -nographic -no-reboot -vga none -nic none -serial stdio -monitor none \
     -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
