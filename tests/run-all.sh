@@ -41,6 +41,38 @@ phase "hook links no libvirt"
 if ldd target/debug/vgpu-hook | grep -q libvirt; then echo "vgpu-hook links libvirt" >&2; exit 1; fi
 echo "ok: $(ldd target/debug/vgpu-hook | wc -l) shared objects, none of them libvirt"
 
+# The packages as an operator installs them (the e2e tier installs this .deb in its guest):
+# built with the static hook, checked by lintian (no error), their systemd units by
+# systemd-analyze, and vgpuctl's metrics by promtool (from Debian's prometheus package,
+# unpacked only: nothing of it is installed or started).
+phase "packages (.deb, .rpm), lintian, systemd units, promtool"
+pkg_missing=$(for p in lintian dpkg-dev systemd binutils; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
+if [ -n "$pkg_missing" ]; then
+  apt-get update -q >/dev/null
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $pkg_missing >/dev/null
+fi
+for tool in cargo-deb cargo-generate-rpm; do
+  command -v "$tool" >/dev/null || cargo install --locked "$tool"
+done
+packaging/build.sh
+lintian --fail-on error --suppress-tags initial-upload-closes-no-bugs target/pkg/*.deb
+echo "ok: lintian reports no error"
+pkg_tmp=$(mktemp -d)
+for u in packaging/systemd/*; do
+  sed "s|/usr/bin/vgpuctl|$PWD/target/pkg/vgpuctl|" "$u" > "$pkg_tmp/$(basename "$u")"
+done
+systemd-analyze verify --man=no "$pkg_tmp"/*.service "$pkg_tmp"/*.timer
+echo "ok: systemd-analyze verify: $(ls packaging/systemd | tr '\n' ' ')"
+(cd "$pkg_tmp" && apt-get download -q prometheus >/dev/null && dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool)
+printf 'mdev_parents = ["none"]\nsriov_pfs = ["0000:ff:1f.7"]\n' > "$pkg_tmp/config.toml"
+VGPU_HOOK_CONFIG="$pkg_tmp/config.toml" VGPU_HOOK_STATE_DIR="$pkg_tmp/state" target/pkg/vgpuctl metrics > "$pkg_tmp/host.prom"
+for f in tests/golden/metrics.prom "$pkg_tmp/host.prom"; do
+  "$pkg_tmp/usr/bin/promtool" check metrics < "$f" || { echo "promtool rejects $f" >&2; exit 1; }
+done
+echo "ok: promtool accepts vgpuctl metrics (golden and this host)"
+rm -rf "$pkg_tmp"
+
 # Each target runs FUZZ_SECONDS (default 60) from its committed seeds (fuzz/corpus/<target>, read
 # only; what the fuzzer adds goes to fuzz/target/corpus). Any crash, panic, failed assertion,
 # leak, timeout or out-of-memory stops the run: libFuzzer exits non-zero and names the input it

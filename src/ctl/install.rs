@@ -324,6 +324,9 @@ fn write_config(opts: &InstallOptions, sysfs: &Sysfs) -> Result<(bool, String), 
     ))
 }
 
+/// Where the packages install the hook (placed into `qemu.d` from there).
+pub const PACKAGED_HOOK: &str = "/usr/lib/vgpu-hook/vgpu-hook";
+
 /// The boot unit's name.
 pub const BOOT_UNIT: &str = "vgpu-hook-boot.service";
 /// The boot unit as the packages ship it.
@@ -352,17 +355,19 @@ fn place_boot_unit(
     vgpuctl: &Path,
     config: &Path,
 ) -> Result<(bool, String), InstallError> {
+    let unit = dir.join(BOOT_UNIT);
     if let Some(p) = PACKAGED_UNIT_DIRS
         .iter()
         .map(|d| Path::new(d).join(BOOT_UNIT))
         .find(|p| p.exists())
     {
-        return Ok((
-            false,
-            format!("boot unit {} is installed by the package", p.display()),
-        ));
+        // A unit an earlier hand install wrote would shadow the package's: it goes.
+        let mut line = format!("boot unit {} is installed by the package", p.display());
+        if let Some(m) = uninstall_boot_unit(dir)?.pop() {
+            line = format!("{line}; {m} (from an earlier install by hand)");
+        }
+        return Ok((false, line));
     }
-    let unit = dir.join(BOOT_UNIT);
     let text = boot_unit_text(vgpuctl, config);
     let wants = dir.join("multi-user.target.wants");
     let link = wants.join(BOOT_UNIT);

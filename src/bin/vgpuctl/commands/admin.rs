@@ -18,10 +18,17 @@ use crate::cli::{DoctorArgs, InstallArgs, UninstallArgs};
 use crate::error::{CtlError, Exit};
 use crate::libvirt::Libvirt;
 
-/// The vgpu-hook executable shipped next to this vgpuctl.
+/// The vgpu-hook executable shipped with this vgpuctl: next to it (a source build), else where
+/// the packages put it (`/usr/lib/vgpu-hook`, off PATH: it is a hook, not a command).
 fn sibling_hook() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.join("vgpu-hook"))
+    let beside = exe.parent()?.join("vgpu-hook");
+    let packaged = PathBuf::from(install::PACKAGED_HOOK);
+    Some(if !beside.exists() && packaged.exists() {
+        packaged
+    } else {
+        beside
+    })
 }
 
 /// Makes the daemon notice a changed hooks directory, or says how.
