@@ -15,16 +15,13 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::hook::{assert_ok, mdev_domain, mdev_uuid, DomainXml, TestHost, FAST_TIMING};
-use common::sim::Sim;
+use common::stop::{p40_host, start_and_stop, two_vgpus};
 
 /// The stops the hook needs to learn; kept in step with `vgpu_hook::host::learned`.
 const STOPS_TO_LEARN: usize = 3;
 const STOPS: usize = 6;
-const P40: &str =
-    "[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\n";
 
 fn main() {
     let wait: u64 = std::env::var("STOP_WAIT_SECS")
@@ -48,11 +45,14 @@ fn main() {
 
 /// Runs the stops on a driver that never cleans up; returns the slowest learned stop.
 fn leaves_clean_up_to_us(wait: u64) -> Option<Duration> {
-    let (sim, h) = host("", wait)?;
+    let (sim, h) = p40_host("", "", wait)?;
     let vm = two_vgpus();
     let fixed = Duration::from_secs(2 * wait);
     println!("2-vGPU stop, driver leaves clean-up to us (cleanup_wait_secs = {wait})");
-    println!("{:<6} {:>12} {:>26}", "stop", "now", "fixed wait (before, 2 x)");
+    println!(
+        "{:<6} {:>12} {:>26}",
+        "stop", "now", "fixed wait (before, 2 x)"
+    );
     let mut slowest_learned = Duration::ZERO;
     for stop in 1..=STOPS {
         let took = start_and_stop(&sim, &h, &vm);
@@ -70,7 +70,7 @@ fn leaves_clean_up_to_us(wait: u64) -> Option<Duration> {
 
 /// Runs the stops on a driver that cleans up by itself; reports the removes the hook wrote.
 fn cleans_up_itself(wait: u64) {
-    let Some((sim, h)) = host("self_cleanup_ms = 300\n", wait) else {
+    let Some((sim, h)) = p40_host("", "self_cleanup_ms = 300\n", wait) else {
         return;
     };
     let vm = two_vgpus();
@@ -86,30 +86,4 @@ fn cleans_up_itself(wait: u64) {
         .count();
     println!("removes written by the hook on a self-cleaning driver: {removes} (must be 0)");
     assert_eq!(removes, 0, "the hook raced the driver's own clean-up");
-}
-
-fn host(gpu: &str, wait: u64) -> Option<(Sim, TestHost)> {
-    let sim = Sim::start(&format!("{P40}{gpu}"))?;
-    let config = format!("nvidia_vgpu_pfs = [\"82:00.0\"]\n{FAST_TIMING}").replace(
-        "cleanup_wait_secs = 0",
-        &format!("cleanup_wait_secs = {wait}"),
-    );
-    let h = TestHost::on_tmpfs(sim.root(), &config);
-    Some((sim, h))
-}
-
-fn two_vgpus() -> DomainXml {
-    mdev_domain("a", &[(1, "profile=\"P40-2Q\""), (2, "profile=\"P40-2Q\"")])
-}
-
-/// Starts the domain, lets QEMU open and close its vGPUs, and times the stop.
-fn start_and_stop(sim: &Sim, h: &TestHost, vm: &DomainXml) -> Duration {
-    assert_ok(&h.prepare(vm));
-    for n in [1, 2] {
-        sim.control(&format!("hold {}", mdev_uuid(n))).unwrap();
-        sim.control(&format!("release {}", mdev_uuid(n))).unwrap();
-    }
-    let t = Instant::now();
-    assert_ok(&h.release(vm));
-    t.elapsed()
 }

@@ -46,8 +46,7 @@ fn dev_path(sim: &Sim, n: u32) -> PathBuf {
 
 /// The parent an mdev lives on, from the kernel's own link.
 fn parent_of(sim: &Sim, n: u32) -> Option<String> {
-    let real = std::fs::canonicalize(dev_path(sim, n)).ok()?;
-    Some(real.parent()?.file_name()?.to_string_lossy().into_owned())
+    sim.mdev_parent(&mdev_uuid(n))
 }
 
 fn type_dir_by_name(sim: &Sim, parent: &str, name: &str) -> PathBuf {

@@ -57,14 +57,7 @@ enum Numa<'a> {
 }
 
 fn parent_of(sim: &Sim, n: u32) -> String {
-    let dev = sim.root().join("sys/bus/mdev/devices").join(mdev_uuid(n));
-    let real = std::fs::canonicalize(dev).unwrap();
-    real.parent()
-        .unwrap()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
+    sim.mdev_parent(&mdev_uuid(n)).expect("the mdev exists")
 }
 
 #[test]

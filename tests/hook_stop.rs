@@ -5,48 +5,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::hook::*;
-use common::sim::Sim;
+use common::stop::{p40_host, start_and_stop, two_vgpus};
 
-const P40: &str =
-    "[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\nboard = \"P40\"\n";
 const FACTS: &str = "driver-cleanup.json";
-
-/// A P40 host (`top`: host-wide keys, `gpu`: more keys of the GPU) whose stops wait `wait`
-/// seconds for the driver at most.
-fn host(top: &str, gpu: &str, wait: u64) -> Option<(Sim, TestHost)> {
-    let sim = Sim::start(&format!("{top}{P40}{gpu}"))?;
-    let config = format!("nvidia_vgpu_pfs = [\"82:00.0\"]\n{FAST_TIMING}").replace(
-        "cleanup_wait_secs = 0",
-        &format!("cleanup_wait_secs = {wait}"),
-    );
-    let h = TestHost::new(sim.root(), &config);
-    Some((sim, h))
-}
-
-fn two_vgpus() -> DomainXml {
-    mdev_domain("a", &[(1, "profile=\"P40-2Q\""), (2, "profile=\"P40-2Q\"")])
-}
-
-/// Starts and stops the domain once (QEMU opens and closes its vGPUs); the stop's wall time.
-fn start_and_stop(sim: &Sim, h: &TestHost, vm: &DomainXml) -> Duration {
-    assert_ok(&h.prepare(vm));
-    for n in [1, 2] {
-        sim.control(&format!("hold {}", mdev_uuid(n))).unwrap();
-        sim.control(&format!("release {}", mdev_uuid(n))).unwrap();
-    }
-    let t = Instant::now();
-    assert_ok(&h.release(vm));
-    let took = t.elapsed();
-    for n in [1, 2] {
-        let dev = sim.root().join("sys/bus/mdev/devices").join(mdev_uuid(n));
-        assert!(!dev.exists(), "mdev {n} left behind");
-    }
-    assert!(h.records().is_empty());
-    took
-}
 
 fn facts(h: &TestHost) -> serde_json::Value {
     let bytes = std::fs::read(h.state_dir().join(FACTS)).expect("facts recorded");
@@ -55,7 +19,9 @@ fn facts(h: &TestHost) -> serde_json::Value {
 
 #[test]
 fn a_domains_vgpus_are_waited_for_together_not_one_after_the_other() {
-    let Some((sim, h)) = host("", "", 2) else { return };
+    let Some((sim, h)) = p40_host("", "", 2) else {
+        return;
+    };
     let took = start_and_stop(&sim, &h, &two_vgpus());
     assert!(
         took >= Duration::from_secs(2),
@@ -69,7 +35,9 @@ fn a_domains_vgpus_are_waited_for_together_not_one_after_the_other() {
 
 #[test]
 fn after_three_stops_left_to_us_the_driver_is_no_longer_waited_for() {
-    let Some((sim, h)) = host("", "", 1) else { return };
+    let Some((sim, h)) = p40_host("", "", 1) else {
+        return;
+    };
     let vm = two_vgpus();
     for stop in 1..=3 {
         let took = start_and_stop(&sim, &h, &vm);
@@ -85,7 +53,7 @@ fn after_three_stops_left_to_us_the_driver_is_no_longer_waited_for() {
 
 #[test]
 fn a_driver_seen_cleaning_up_is_always_waited_for_and_never_raced() {
-    let Some((sim, h)) = host("", "self_cleanup_ms = 200\n", 5) else {
+    let Some((sim, h)) = p40_host("", "self_cleanup_ms = 200\n", 5) else {
         return;
     };
     let vm = two_vgpus();
@@ -102,7 +70,9 @@ fn a_driver_seen_cleaning_up_is_always_waited_for_and_never_raced() {
 
 #[test]
 fn facts_learned_about_another_driver_version_do_not_count() {
-    let Some((sim, h)) = host("", "", 1) else { return };
+    let Some((sim, h)) = p40_host("", "", 1) else {
+        return;
+    };
     std::fs::create_dir_all(h.state_dir()).unwrap();
     let other = r#"{"driver":"535.230.02","left_to_us":3,"cleans_itself":false}"#;
     std::fs::write(h.state_dir().join(FACTS), other).unwrap();
@@ -116,7 +86,7 @@ fn facts_learned_about_another_driver_version_do_not_count() {
 
 #[test]
 fn learned_facts_of_this_driver_version_spare_the_wait() {
-    let Some((sim, h)) = host("nvidia_version = \"550.144.02\"\n", "", 30) else {
+    let Some((sim, h)) = p40_host("nvidia_version = \"550.144.02\"\n", "", 30) else {
         return;
     };
     std::fs::create_dir_all(h.state_dir()).unwrap();

@@ -357,17 +357,7 @@ fn ampere_vfs_each_host_one_vgpu() {
     );
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"A10-4Q\"")])));
     assert_ok(&h.prepare(&mdev_domain("b", &[(2, "profile=\"A10-4Q\"")])));
-    let parent = |n: u32| {
-        let real =
-            std::fs::canonicalize(sim.root().join("sys/bus/mdev/devices").join(mdev_uuid(n)))
-                .unwrap();
-        real.parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-    };
+    let parent = |n: u32| sim.mdev_parent(&mdev_uuid(n)).unwrap();
     assert_ne!(parent(1), parent(2));
     assert!(parent(1).starts_with("0000:42:00."), "{}", parent(1));
 }

@@ -10,3 +10,4 @@ pub mod hook;
 pub mod invariants;
 pub mod libvirtd;
 pub mod sim;
+pub mod stop;

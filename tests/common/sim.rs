@@ -179,6 +179,13 @@ impl Sim {
         &self.root
     }
 
+    /// The parent an mdev lives on, from the kernel's own link; `None` when it does not exist.
+    pub fn mdev_parent(&self, uuid: &str) -> Option<String> {
+        let dev = self.root.join("sys/bus/mdev/devices").join(uuid);
+        let real = std::fs::canonicalize(dev).ok()?;
+        Some(real.parent()?.file_name()?.to_string_lossy().into_owned())
+    }
+
     /// Writes one command to `sim/control` (`hold <uuid>`, `fault create-eio <parent>`, ...).
     pub fn control(&self, cmd: &str) -> std::io::Result<()> {
         std::fs::write(self.root.join("sim/control"), format!("{cmd}\n"))

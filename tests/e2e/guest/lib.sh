@@ -39,14 +39,15 @@ wait_for() {
 vsh() { timeout 120 virsh "$@"; }
 
 # ---------------------------------------------------------------- domains
-# domain_xml NAME [METADATA_XML [DEVICES_XML]]: a small TCG domain; started --paused it never
-# runs guest code, but QEMU opens and realizes every device it is given.
+# domain_xml NAME [METADATA_XML [DEVICES_XML [PLACEMENT_XML]]]: a small TCG domain; started
+# --paused it never runs guest code, but QEMU opens and realizes every device it is given.
+# PLACEMENT_XML replaces the plain <vcpu> (for <vcpu cpuset>, <numatune>).
 domain_xml() {
     cat <<EOF
 <domain type='qemu'>
   <name>$1</name>
   <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
+  ${4:-<vcpu>1</vcpu>}
   ${2:+<metadata>$2</metadata>}
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
   <on_poweroff>destroy</on_poweroff>

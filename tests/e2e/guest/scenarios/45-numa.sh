@@ -4,24 +4,8 @@ require_installed
 nodes=$(ls -d /sys/devices/system/node/node* 2>/dev/null | wc -l)
 check "the guest has two NUMA nodes" [ "$nodes" = 2 ]
 check "CPU 1 is on node 1" grep -qx 1 /sys/devices/system/node/node1/cpulist
-cat > /tmp/numa1.xml <<XML
-<domain type='qemu'>
-  <name>numa1</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu placement='static' cpuset='1'>1</vcpu>
-  <numatune>
-    <memory mode='preferred' nodeset='1'/>
-  </numatune>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-XML
-out=$(vsh define /tmp/numa1.xml 2>&1) || fail "virsh define numa1: $(oneline "$out")"
+define_domain numa1 "" "" "<vcpu placement='static' cpuset='1'>1</vcpu>
+  <numatune><memory mode='preferred' nodeset='1'/></numatune>"
 out=$(vgpuctl attach numa1 --type mtty-2 2>&1) || fail "vgpuctl attach numa1 failed: $(oneline "$out")"
 U=$(mdev_uuids numa1)
 check "numa1 has one mdev hostdev" [ "$(echo "$U" | grep -c .)" = 1 ]
