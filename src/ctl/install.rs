@@ -571,6 +571,10 @@ const SKELETON_SETTINGS: &str = "
 # takes the one with the most room.
 # placement = \"pack\"
 
+# NUMA: GPUs on the nodes a VM's definition pins it to come first (\"prefer\"); \"require\"
+# refuses rather than go remote; \"ignore\" places as if no VM had wishes.
+# numa = \"prefer\"
+
 # VFs to enable on a configured PF that has none, where the driver allows (0 = all).
 # vf_count = 0
 
