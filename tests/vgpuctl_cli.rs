@@ -81,6 +81,7 @@ fn attach_then_detach_on_stdin_gives_back_a_libvirt_capture() {
             "--count",
             "3",
             "--force",
+            "--no-agent-channel",
         ],
         Some(&original),
     );

@@ -60,7 +60,14 @@ fn attach_then_detach_through_libvirtd_leaves_the_definition_as_it_was() {
 
     let out = ok(&vgpuctl(
         Some(t.path()),
-        &["attach", &dom.name, "--type", "mtty-2", "--force"],
+        &[
+            "attach",
+            &dom.name,
+            "--type",
+            "mtty-2",
+            "--force",
+            "--no-agent-channel",
+        ],
     ));
     let uuid = out.split_whitespace().nth(2).unwrap().to_string();
     let meta = virsh_ok(&["metadata", &dom.name, NS]);

@@ -35,6 +35,10 @@ const TPL_METADATA: &str = include_str!("../../xml-templates/metadata.xml");
 const TPL_VGPU: &str = include_str!("../../xml-templates/vgpu.xml");
 const TPL_VGPU_MDEV: &str = include_str!("../../xml-templates/vgpu-mdev.xml");
 const TPL_VGPU_VF: &str = include_str!("../../xml-templates/vgpu-vf.xml");
+const TPL_CHANNEL_AGENT: &str = include_str!("../../xml-templates/channel-agent.xml");
+
+/// The virtio-serial port name the QEMU guest agent listens on.
+pub const AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
 
 /// Top-level elements libvirt puts before `<metadata>`; a new `<metadata>` goes after the last
 /// of them, where `virsh dumpxml` would show it.
@@ -139,6 +143,9 @@ pub enum EditError {
     /// No selector, and the domain has several devices.
     #[error("{0}")]
     Ambiguous(String),
+    /// libvirt or the device cannot do what is asked.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1109,6 +1116,126 @@ pub fn referenced_pci(xml: &str) -> Result<Vec<PciAddress>, EditError> {
         }
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The guest agent channel and the vGPU display (the guest side, `vgpuctl guest`).
+
+impl Doc<'_> {
+    /// The `<devices>` children named `local`.
+    fn devices_named(&self, local: &str) -> Vec<usize> {
+        self.devices().map_or_else(Vec::new, |d| {
+            self.elems[d]
+                .children
+                .iter()
+                .copied()
+                .filter(|&c| !self.elems[c].ours && self.elems[c].local == local)
+                .collect()
+        })
+    }
+}
+
+/// Whether the definition has the QEMU guest agent's channel.
+pub fn has_agent_channel(xml: &str) -> Result<bool, EditError> {
+    let doc = Doc::parse(xml)?;
+    Ok(doc.devices_named("channel").into_iter().any(|c| {
+        doc.child(c, "target")
+            .is_some_and(|t| doc.elems[t].attr("name") == Some(AGENT_CHANNEL))
+    }))
+}
+
+/// Adds the guest agent's channel (`<channel type='unix'>` with a virtio target named
+/// [`AGENT_CHANNEL`]; libvirt picks the socket path and adds the virtio-serial controller) as
+/// the last child of `<devices>`. `None` when the definition already has one. A detach never
+/// removes it: the operator's other tools use the agent too.
+pub fn add_agent_channel(xml: &str) -> Result<Option<String>, EditError> {
+    if has_agent_channel(xml)? {
+        return Ok(None);
+    }
+    let doc = Doc::parse(xml)?;
+    if doc.elems[doc.root].end.is_none() {
+        return Err(EditError::Unsupported(
+            "an empty <domain/> has no devices to talk to a guest agent through".into(),
+        ));
+    }
+    let layout = Layout::of(&doc);
+    let channel = render(TPL_CHANNEL_AGENT, &[], &[]);
+    let edit = match doc.devices() {
+        Some(d) => insert_into(&doc, &layout, d, &[channel]),
+        None => insert_into(
+            &doc,
+            &layout,
+            doc.root,
+            &[render(TPL_DEVICES, &[], &[channel])],
+        ),
+    };
+    Ok(Some(apply(xml, vec![edit])))
+}
+
+/// Makes these mdevs' `<hostdev>` elements the domain's display: `display='on'` on each, and
+/// `ramfb='on'` (the boot display; libvirt allows one) on the first unless another hostdev has
+/// it already. Refused, with the reason, where libvirt cannot: a hostdev that is not an mdev of
+/// model vfio-pci, or a domain without a `<graphics>` device to show it in.
+pub fn set_display(xml: &str, keys: &[DeviceKey]) -> Result<String, EditError> {
+    let doc = Doc::parse(xml)?;
+    if doc.devices_named("graphics").is_empty() {
+        return Err(EditError::Unsupported(
+            "libvirt needs a <graphics> device (spice or vnc) to show a vGPU's display; add one (virt-manager: Add Hardware > Graphics) and attach again".into(),
+        ));
+    }
+    let hostdevs = doc.hostdevs();
+    let mut ramfb_taken = doc
+        .devices_named("hostdev")
+        .iter()
+        .any(|&h| doc.elems[h].attr("ramfb") == Some("on"));
+    let mut edits = Vec::new();
+    for key in keys {
+        let Some(&(h, _)) = hostdevs.iter().find(|(_, k)| k == key) else {
+            return Err(EditError::NotFound(format!(
+                "{key} has no <hostdev> in the domain"
+            )));
+        };
+        let e = &doc.elems[h];
+        if e.attr("type") != Some("mdev") || e.attr("model") != Some("vfio-pci") {
+            return Err(EditError::Unsupported(format!(
+                "{key} cannot be a display: libvirt shows only mdevs of model vfio-pci (a whole PCI device or VF has no display of its own; use a display device beside it)"
+            )));
+        }
+        let mut add = String::new();
+        if e.attr("display").is_none() {
+            add.push_str(" display='on'");
+        }
+        if !ramfb_taken && e.attr("ramfb").is_none() {
+            add.push_str(" ramfb='on'");
+            ramfb_taken = true;
+        }
+        let tag_end = e.start.end - if e.end.is_none() { 2 } else { 1 };
+        edits.push(Edit {
+            range: tag_end..tag_end,
+            text: add,
+        });
+    }
+    Ok(apply(xml, edits))
+}
+
+/// `display` and `ramfb` of each mdev `<hostdev>` that has either, by UUID.
+pub fn displays(xml: &str) -> Result<Vec<(String, bool, bool)>, EditError> {
+    let doc = Doc::parse(xml)?;
+    Ok(doc
+        .hostdevs()
+        .into_iter()
+        .filter_map(|(h, k)| {
+            let e = &doc.elems[h];
+            let (display, ramfb) = (
+                e.attr("display") == Some("on"),
+                e.attr("ramfb") == Some("on"),
+            );
+            match k {
+                DeviceKey::Mdev(u) if display || ramfb => Some((u, display, ramfb)),
+                _ => None,
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -109,6 +109,19 @@ Examples:
   vgpuctl status --xml win11.xml --json")]
     Status(StatusArgs),
 
+    /// Show (or fix) NVIDIA's driver and licence inside guests, through the QEMU guest agent.
+    #[command(after_help = "\
+Examples:
+  vgpuctl guest win11                          driver, vGPU, licence, licensing service
+  vgpuctl guest --all --json                   every running domain holding a vGPU
+  vgpuctl guest vm1 --license-token client_configuration_token_05-01-2025.tok
+  vgpuctl guest vm1 --license-server lic.example.com:7070 --feature-type 2 --dry-run
+
+A domain without a guest agent, driver or licence is a row saying which, with the fix.
+A token or server is checked on the host before anything is written; replaced files are
+kept as NAME.bak-STAMP; the licensing service is restarted and the new status shown.")]
+    Guest(GuestArgs),
+
     /// Remove devices that no running domain holds and drop stale ownership records.
     #[command(after_help = "\
 Examples:
@@ -260,6 +273,16 @@ pub struct AttachArgs {
     /// another host, or before the vendor driver is up).
     #[arg(long)]
     pub force: bool,
+
+    /// Do not add the QEMU guest agent channel (added when missing, so `vgpuctl guest` can
+    /// reach the guest; detach leaves it).
+    #[arg(long)]
+    pub no_agent_channel: bool,
+
+    /// Show the vGPU as the domain's display (display='on', ramfb='on' on the first mdev) in
+    /// virt-manager's console from boot on; mdev vGPUs only.
+    #[arg(long)]
+    pub display: bool,
 }
 
 /// `detach`.
@@ -380,4 +403,51 @@ pub struct MetricsArgs {
     /// directory (node_exporter's textfile collector reads only whole files).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+/// `guest`.
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// The domain (name or UUID).
+    #[arg(
+        value_name = "DOMAIN",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub domain: Option<String>,
+
+    /// Every running domain that holds a vGPU (per vgpu-hook's state or its metadata).
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print JSON (shape: docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Install this NLS client configuration token (.tok) in the guest.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["license_server", "all"])]
+    pub license_token: Option<PathBuf>,
+
+    /// Point the guest at a legacy licence server (gridd.conf / registry; port 7070 unless
+    /// given).
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with = "all")]
+    pub license_server: Option<String>,
+
+    /// FeatureType with --license-server: 1 NVIDIA vGPU, 2 RTX Virtual Workstation, 4 Virtual
+    /// Compute Server, 0 unlicensed.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "license_server"
+    )]
+    pub feature_type: u32,
+
+    /// With --license-token/--license-server: show what would be written, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// How long to wait for the guest to report a licence after the service restart.
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub wait_secs: u64,
 }

@@ -5,8 +5,13 @@
 //! daemon, a domain that does not exist (with the defined names closest to the one typed), an
 //! operation libvirt refused (with libvirt's own message, without its error-code decoration).
 
+use std::time::Duration;
+
+use vgpu_hook::ctl::guest::agent::Agent;
+use vgpu_hook::ctl::guest::GuestError;
 use virt::connect::Connect;
-use virt::domain::Domain;
+use virt::domain::{Domain, DomainState};
+use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
 use virt::sys;
 
@@ -215,5 +220,59 @@ impl Dom {
                 sys::VIR_DOMAIN_AFFECT_LIVE,
             )
             .map_err(|e| refused(format!("metadata of running '{}'", self.name), &e))
+    }
+}
+
+impl Dom {
+    /// libvirt's state, as `virsh domstate` names it.
+    pub fn state_name(&self) -> Result<&'static str, CtlError> {
+        let (state, _) = self
+            .dom
+            .state()
+            .map_err(|e| refused(format!("domain '{}'", self.name), &e))?;
+        Ok(match state {
+            Enum::Known(DomainState::Running) => "running",
+            Enum::Known(DomainState::Paused) => "paused",
+            Enum::Known(DomainState::Blocked) => "blocked",
+            Enum::Known(DomainState::Shutdown) => "in shutdown",
+            Enum::Known(DomainState::Shutoff) => "shut off",
+            Enum::Known(DomainState::Crashed) => "crashed",
+            Enum::Known(DomainState::PMSuspended) => "pmsuspended",
+            _ => "no state",
+        })
+    }
+}
+
+/// The guest agent, reached through libvirt (`virDomainQemuAgentCommand`); libvirt's errors
+/// become the [`GuestError`] that says what is missing.
+impl Agent for Dom {
+    fn call(
+        &self,
+        command: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, GuestError> {
+        let secs = i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX);
+        let reply = self
+            .dom
+            .qemu_agent_command(&command.to_string(), secs, 0)
+            .map_err(|e| {
+                let m = e.message().trim().to_string();
+                match e.code() {
+                    c if c.is(ErrorNumber::ArgumentUnsupported) => GuestError::NoChannel(m),
+                    c if c.is(ErrorNumber::AgentUnresponsive) => GuestError::NotConnected(m),
+                    c if c.is(ErrorNumber::AgentCommandTimeout) => GuestError::Timeout(m),
+                    c if c.is(ErrorNumber::OperationInvalid) => GuestError::NotRunning,
+                    _ => GuestError::CommandFailed(m),
+                }
+            })?;
+        let mut v: serde_json::Value = serde_json::from_str(&reply)
+            .map_err(|e| GuestError::Protocol(format!("reply is not JSON: {e}")))?;
+        match v.get_mut("return") {
+            Some(r) => Ok(r.take()),
+            None => Err(GuestError::Protocol(format!(
+                "reply without return: {}",
+                vgpu_hook::printable(&reply, 200)
+            ))),
+        }
     }
 }

@@ -167,6 +167,7 @@ fn detach_all_gives_back_the_definition_libvirt_had() {
         "--count",
         "2",
         "--force",
+        "--no-agent-channel",
     ])
     .unwrap();
     assert_ne!(f.inactive(&name), before);
@@ -174,6 +175,25 @@ fn detach_all_gives_back_the_definition_libvirt_had() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert_eq!(f.inactive(&name), before);
     assert!(metadata(&f, &name).is_none());
+}
+
+#[test]
+fn attach_adds_the_guest_agent_channel_once_and_detach_leaves_it() {
+    let f = Fixture::new();
+    let name = f.define("");
+    let agent = "name='org.qemu.guest_agent.0'";
+    f.run(&["attach", &name, "--type", "mtty-2", "--force"])
+        .unwrap();
+    assert_eq!(f.inactive(&name).matches(agent).count(), 1);
+    f.run(&["attach", &name, "--type", "mtty-2", "--force"])
+        .unwrap();
+    assert_eq!(f.inactive(&name).matches(agent).count(), 1, "added once");
+    f.run(&["detach", &name, "--all"]).unwrap();
+    assert_eq!(
+        f.inactive(&name).matches(agent).count(),
+        1,
+        "other tools use it too"
+    );
 }
 
 #[test]

@@ -339,3 +339,67 @@ fn token_file_names_are_kept_when_plain_and_replaced_otherwise() {
         );
     }
 }
+
+// The definition side: the agent channel and the vGPU display (xmledit).
+
+use crate::ctl::xmledit::{self, DeviceKey, EditError};
+
+const U1: &str = "6f2e9a4c-8d1b-4c1e-9a41-0c2d3e4f5a6b";
+const U2: &str = "9a41c0de-0000-4c1e-9a41-0c2d3e4f5a07";
+
+fn mdev_domain(graphics: bool) -> String {
+    let g = if graphics {
+        "    <graphics type='spice'/>\n"
+    } else {
+        ""
+    };
+    format!("<domain>\n  <devices>\n{g}    <hostdev mode='subsystem' type='mdev' model='vfio-pci'>\n      <source>\n        <address uuid='{U1}'/>\n      </source>\n    </hostdev>\n    <hostdev mode='subsystem' type='mdev' model='vfio-pci'>\n      <source>\n        <address uuid='{U2}'/>\n      </source>\n    </hostdev>\n    <hostdev mode='subsystem' type='pci' managed='yes'>\n      <source>\n        <address domain='0x0000' bus='0x04' slot='0x00' function='0x1'/>\n      </source>\n    </hostdev>\n  </devices>\n</domain>\n")
+}
+
+#[test]
+fn the_agent_channel_is_added_once_at_the_end_of_devices_like_its_neighbours() {
+    let xml = mdev_domain(false);
+    let with = xmledit::add_agent_channel(&xml).unwrap().unwrap();
+    assert!(with.ends_with("    </hostdev>\n    <channel type='unix'>\n      <target type='virtio' name='org.qemu.guest_agent.0'/>\n    </channel>\n  </devices>\n</domain>\n"), "{with}");
+    assert_eq!(xmledit::add_agent_channel(&with).unwrap(), None);
+    let bare = xmledit::add_agent_channel("<domain><name>x</name></domain>")
+        .unwrap()
+        .unwrap();
+    assert!(xmledit::has_agent_channel(&bare).unwrap(), "{bare}");
+}
+
+#[test]
+fn display_goes_on_each_mdev_and_ramfb_on_the_first_only() {
+    let keys = [DeviceKey::Mdev(U1.into()), DeviceKey::Mdev(U2.into())];
+    let out = xmledit::set_display(&mdev_domain(true), &keys).unwrap();
+    assert_eq!(
+        out.matches("model='vfio-pci' display='on' ramfb='on'>")
+            .count(),
+        1
+    );
+    assert_eq!(out.matches("model='vfio-pci' display='on'>").count(), 1);
+    let d = xmledit::displays(&out).unwrap();
+    assert_eq!(
+        d,
+        [(U1.to_string(), true, true), (U2.to_string(), true, false)]
+    );
+    // A second display later does not take the boot display from the first.
+    let again = xmledit::set_display(&out, &keys[1..]).unwrap();
+    assert_eq!(again.matches("ramfb='on'").count(), 1);
+}
+
+#[test]
+fn display_is_refused_with_the_reason_where_libvirt_cannot_show_one() {
+    let keys = [DeviceKey::Mdev(U1.into())];
+    let e = xmledit::set_display(&mdev_domain(false), &keys).unwrap_err();
+    assert!(
+        matches!(&e, EditError::Unsupported(m) if m.contains("<graphics>")),
+        "{e}"
+    );
+    let vf = [DeviceKey::Vf("0000:04:00.1".parse().unwrap())];
+    let e = xmledit::set_display(&mdev_domain(true), &vf).unwrap_err();
+    assert!(
+        matches!(&e, EditError::Unsupported(m) if m.contains("vfio-pci")),
+        "{e}"
+    );
+}

@@ -15,7 +15,7 @@ mod status;
 mod types;
 
 pub use list::{list_report, DeviceReport, ListReport};
-pub use status::{status_report, StatusDevice, StatusReport};
+pub use status::{mark_displays, status_report, StatusDevice, StatusReport};
 pub use types::{types_report, GpuReport, TypeReport, TypesReport, VfCounts};
 
 use std::io::{self, Write};

@@ -65,6 +65,27 @@ pub struct StatusDevice {
     /// Why the device is off the domain's NUMA nodes, when the hook had to place it there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub numa_note: Option<String>,
+    /// The mdev as the domain's display: `display` (display='on'), `display+ramfb` (also the
+    /// boot display); absent when neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display: Option<&'static str>,
+}
+
+/// Marks the mdevs whose `<hostdev>` in `xml` is a display (`vgpuctl attach --display`).
+pub fn mark_displays(report: &mut StatusReport, xml: &str) {
+    for (uuid, display, ramfb) in crate::ctl::xmledit::displays(xml).unwrap_or_default() {
+        if let Some(d) = report
+            .devices
+            .iter_mut()
+            .find(|d| d.kind == "mdev" && d.device == uuid)
+        {
+            d.display = Some(match (display, ramfb) {
+                (true, true) => "display+ramfb",
+                (true, false) => "display",
+                (false, _) => "ramfb",
+            });
+        }
+    }
 }
 
 /// Builds the `status` report. `running` comes from libvirt when reachable.
@@ -256,6 +277,7 @@ impl StatusDevice {
             since: None,
             numa_node: None,
             numa_note: None,
+            display: None,
         }
     }
 }
@@ -307,6 +329,18 @@ impl StatusReport {
                 ]);
             }
             t.write(w)?;
+        }
+        for d in self.devices.iter().filter(|d| d.display.is_some()) {
+            writeln!(
+                w,
+                "display: {} is the domain's display{}",
+                d.device,
+                if d.display == Some("display+ramfb") {
+                    ", from boot on (ramfb)"
+                } else {
+                    ""
+                }
+            )?;
         }
         for p in &self.problems {
             writeln!(w, "problem: {p}")?;

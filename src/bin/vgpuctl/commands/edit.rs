@@ -32,6 +32,11 @@ fn pci_arg(flag: &str, s: &str) -> Result<PciAddress, CtlError> {
 }
 
 fn ask_from(args: &AttachArgs) -> Result<Ask, CtlError> {
+    if args.vf && args.display {
+        return Err(usage(
+            "--display: a VF is passed through whole as <hostdev type='pci'>, which libvirt cannot make a display (display= is for vfio-pci mdevs); attach an mdev vGPU with --display, or keep the VF and a display device beside it",
+        ));
+    }
     if args.vf {
         let want = match (&args.profile, &args.type_id) {
             (Some(p), _) => Some(VfWant::Profile(
@@ -209,6 +214,32 @@ struct Attach<'a> {
 }
 
 impl Attach<'_> {
+    /// What makes the vGPU usable from the guest side: with `--display` the new mdevs become the
+    /// domain's display; unless `--no-agent-channel`, the guest agent's channel is added when
+    /// missing (a detach leaves it: other tools use the agent too).
+    fn guest_side(&self, xml: String, devices: &[NewDevice]) -> Result<String, CtlError> {
+        let mut xml = xml;
+        if self.args.display {
+            for d in devices {
+                if let NewDevice::Mdev(m) = d {
+                    refuse_non_pci_display(self.host, &m.want)?;
+                }
+            }
+            let keys: Vec<DeviceKey> = devices.iter().map(NewDevice::key).collect();
+            xml = xmledit::set_display(&xml, &keys)?;
+        }
+        if !self.args.no_agent_channel {
+            if let Some(with) = xmledit::add_agent_channel(&xml)? {
+                // Offline, the printed document shows it; through libvirt, say so.
+                if self.args.target.xml.is_none() {
+                    note("added the QEMU guest agent channel (org.qemu.guest_agent.0), so `vgpuctl guest` can reach the guest once qemu-guest-agent runs in it; --no-agent-channel to leave it out");
+                }
+                xml = with;
+            }
+        }
+        Ok(xml)
+    }
+
     /// Plans for the domain defined by `xml` against VFs taken by `taken` and prints the
     /// plan's notes.
     fn plan(&self, xml: &str, taken: &Taken) -> Result<plan::Plan, CtlError> {
@@ -238,7 +269,7 @@ impl Attach<'_> {
         if matches!(self.ask, Ask::Vf(VfAsk { address: None, .. })) {
             note("offline: other domains' definitions were not checked for the VF");
         }
-        let new = xmledit::attach(&xml, &plan.devices)?;
+        let new = self.guest_side(xmledit::attach(&xml, &plan.devices)?, &plan.devices)?;
         emit(out.write_all(new.as_bytes()))?;
         Ok(ExitCode::SUCCESS)
     }
@@ -260,6 +291,11 @@ impl Attach<'_> {
             taken.entry(a).or_insert(n);
         }
         let plan = self.plan(&xml, &taken)?;
+        if self.args.live && self.args.display {
+            return Err(usage(
+                "--display cannot be hot-plugged (QEMU sets up a vGPU's display and ramfb at start); attach without --live and restart the domain",
+            ));
+        }
         if self.args.live {
             let config = self.config.ok_or(CtlError::NeedsConfig(
                 "--live needs the config to create the device",
@@ -271,7 +307,7 @@ impl Attach<'_> {
             };
             return attach_live(&live, config, &plan.devices, out);
         }
-        let new = xmledit::attach(&xml, &plan.devices)?;
+        let new = self.guest_side(xmledit::attach(&xml, &plan.devices)?, &plan.devices)?;
         lv.define(&dom.name, &new)?;
         for d in &plan.devices {
             emit(writeln!(
@@ -289,6 +325,28 @@ impl Attach<'_> {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Refuses `--display` for an mdev type whose device is not a PCI device (`device_api` other
+/// than vfio-pci, as vfio-ccw or vfio-ap): libvirt shows displays of vfio-pci mdevs only.
+fn refuse_non_pci_display(host: &Host, want: &MdevWant) -> Result<(), CtlError> {
+    let MdevWant::Type(t) = want else {
+        return Ok(());
+    };
+    for parent in host.sysfs.mdev_parents() {
+        let api = host.sysfs.root_path(&format!(
+            "class/mdev_bus/{parent}/mdev_supported_types/{t}/device_api"
+        ));
+        if let Ok(api) = std::fs::read_to_string(&api) {
+            let api = api.trim();
+            if api != "vfio-pci" {
+                return Err(CtlError::Edit(xmledit::EditError::Unsupported(format!(
+                    "--display: type {t} on {parent} is a {api} device; libvirt shows displays of vfio-pci mdevs only"
+                ))));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A running domain, with the connection and host it lives on.

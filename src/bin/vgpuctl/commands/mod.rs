@@ -5,6 +5,7 @@
 mod admin;
 mod docs;
 mod edit;
+mod guest;
 mod host_side;
 mod show;
 
@@ -27,6 +28,7 @@ pub fn run(cli: &Cli, host: &Host, out: &mut dyn Write) -> Result<ExitCode, CtlE
         Command::Types(a) => show::types(&host, a.json, out),
         Command::List(a) => show::list(&host, a.json, out),
         Command::Status(a) => show::status(&cli.connect, &host, a, out),
+        Command::Guest(a) => guest::guest(&cli.connect, &host, a, out),
         Command::Reconcile(a) => admin::reconcile(&host, a.dry_run, out),
         Command::Install(a) => admin::install(&host, a, out),
         Command::Uninstall(a) => admin::uninstall(&host, a, out),

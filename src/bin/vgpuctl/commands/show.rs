@@ -72,7 +72,8 @@ pub fn status(
     };
     let dom = Domain::parse(&xml)?;
     let state = host.state.peek()?;
-    let r = report::status_report(&dom, running, &host.sysfs, &state);
+    let mut r = report::status_report(&dom, running, &host.sysfs, &state);
+    report::mark_displays(&mut r, &xml);
     emit(if args.json {
         report::write_json(out, &r)
     } else {
