@@ -84,7 +84,7 @@ cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --lock
 (
   cd fuzz
   unset CARGO_TARGET_DIR
-  cargo +nightly fuzz build
+  # no separate `cargo fuzz build`: its flags differ from `fuzz run`'s, so it would build twice
   for t in $(cargo +nightly fuzz list); do
     dict=()
     case "$t" in domain_xml | xmledit_roundtrip) dict=(-dict=dict/xml.dict) ;; esac
