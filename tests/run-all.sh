@@ -101,6 +101,10 @@ if [ "${SKIP_E2E:-}" = 1 ] && [ "${CI:-}" != true ]; then
 else
   phase "end-to-end (TCG guest: real mdev core, SR-IOV, libvirtd, QEMU)"
   tests/e2e/run.sh
+  # Needs the e2e tier's rootfs (kernel, modules): a tiny TCG guest on this host's libvirtd with
+  # the real qemu-guest-agent and stand-in nvidia-smi/systemctl (tests/guest-agent/).
+  phase "guest agent: vgpuctl guest against a booted guest"
+  cargo test --test guest_agent_libvirtd -- --ignored
 fi
 
 phase "benchmarks"

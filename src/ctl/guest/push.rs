@@ -167,7 +167,10 @@ impl Plan {
                 f.temp,
                 f.replaces
             ));
-            out.extend(f.content.lines().map(|l| format!("    {l}")));
+            // A token is a credential: its size says enough; a config is shown whole.
+            if !f.path.ends_with(".tok") {
+                out.extend(f.content.lines().map(|l| format!("    {l}")));
+            }
         }
         if let Some(r) = &self.registry {
             out.push(format!(
