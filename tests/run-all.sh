@@ -72,6 +72,8 @@ for f in tests/golden/metrics.prom "$pkg_tmp/host.prom"; do
 done
 echo "ok: promtool accepts vgpuctl metrics (golden and this host)"
 rm -rf "$pkg_tmp"
+# the benchmark measures this very executable, the one the packages ship
+export VGPU_HOOK_STATIC_BIN="$PWD/target/pkg/vgpu-hook"
 
 # Each target runs FUZZ_SECONDS (default 60) from its committed seeds (fuzz/corpus/<target>, read
 # only; what the fuzzer adds goes to fuzz/target/corpus). Any crash, panic, failed assertion,
