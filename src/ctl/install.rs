@@ -361,18 +361,28 @@ fn place_boot_unit(
         .map(|d| Path::new(d).join(BOOT_UNIT))
         .find(|p| p.exists())
     {
-        // A unit an earlier hand install wrote would shadow the package's: it goes.
+        // A unit an earlier hand install wrote would shadow the package's: it goes, and its
+        // enabling link now names the package's unit (so the boot unit stays enabled).
         let mut line = format!("boot unit {} is installed by the package", p.display());
-        if let Some(m) = uninstall_boot_unit(dir)?.pop() {
-            line = format!("{line}; {m} (from an earlier install by hand)");
+        let link = dir.join("multi-user.target.wants").join(BOOT_UNIT);
+        if is_our_unit(&unit) {
+            if links_to_hand_unit(&link) {
+                point_link(&link, &p)?;
+            }
+            fs::remove_file(&unit).map_err(io_err(&unit))?;
+            line = format!(
+                "{line}; removed boot unit {} (from an earlier install by hand)",
+                unit.display()
+            );
         }
         return Ok((false, line));
     }
     let text = boot_unit_text(vgpuctl, config);
     let wants = dir.join("multi-user.target.wants");
     let link = wants.join(BOOT_UNIT);
-    let same =
-        fs::read_to_string(&unit).is_ok_and(|t| t == text) && fs::symlink_metadata(&link).is_ok();
+    // A link that names nothing (left by a removed package) is replaced by ours.
+    let enabled = fs::metadata(&link).is_ok();
+    let same = fs::read_to_string(&unit).is_ok_and(|t| t == text) && enabled;
     if same {
         return Ok((
             false,
@@ -393,9 +403,8 @@ fn place_boot_unit(
     }
     mkdir(&wants)?;
     atomic_write(&unit, dir, text.as_bytes(), 0o644).map_err(io_err(&unit))?;
-    if fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink(Path::new("..").join(BOOT_UNIT), &link)
-            .map_err(io_err(&link))?;
+    if !enabled {
+        point_link(&link, &Path::new("..").join(BOOT_UNIT))?;
     }
     Ok((
         true,
@@ -404,6 +413,27 @@ fn place_boot_unit(
             unit.display()
         ),
     ))
+}
+
+/// Whether an enabling link names the unit in its own directory (what `place_boot_unit`
+/// writes), not a package's.
+fn links_to_hand_unit(link: &Path) -> bool {
+    fs::read_link(link).is_ok_and(|t| {
+        t == Path::new("..").join(BOOT_UNIT)
+            || link
+                .parent()
+                .and_then(Path::parent)
+                .map(|d| d.join(BOOT_UNIT))
+                == Some(t)
+    })
+}
+
+/// Makes `link` a symlink to `target`, replacing what is there in one rename.
+fn point_link(link: &Path, target: &Path) -> Result<(), InstallError> {
+    let tmp = link.with_extension(format!("vgpuctl-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, link).map_err(io_err(link))
 }
 
 /// Removes the boot unit `place_boot_unit` wrote (never the package's, never another's) and
@@ -415,7 +445,7 @@ pub fn uninstall_boot_unit(dir: &Path) -> Result<Vec<String>, InstallError> {
     if !is_our_unit(&unit) {
         return Ok(messages);
     }
-    if fs::symlink_metadata(&link).is_ok() {
+    if links_to_hand_unit(&link) {
         fs::remove_file(&link).map_err(io_err(&link))?;
     }
     fs::remove_file(&unit).map_err(io_err(&unit))?;

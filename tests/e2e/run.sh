@@ -8,6 +8,7 @@
 #   SCENARIO...   run only these scenarios (names as in tests/e2e/guest/scenarios/NN-NAME.sh)
 # environment:
 #   VGPU_BIN_DIR        directory holding vgpu-hook and vgpuctl (default: cargo build --release --bins)
+#   VGPU_DEB            the .deb the guest installs (default: built with packaging/build.sh)
 #   VGPU_E2E_WORK       work and cache directory (default: tests/e2e/work)
 #   VGPU_E2E_TIMEOUT    seconds the guest may run before it is killed (default: 600)
 #   VGPU_E2E_SUITE      Debian suite of the guest (default: the host's own, from /etc/os-release)
@@ -204,6 +205,16 @@ fi
 for b in vgpu-hook vgpuctl; do
     [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b is missing or not executable"
 done
+# The .deb the guest installs with dpkg (the real install path): VGPU_DEB, else built here.
+if [ -n "${VGPU_DEB:-}" ]; then
+    DEB=$(cd "$(dirname "$VGPU_DEB")" && pwd)/$(basename "$VGPU_DEB")
+else
+    command -v cargo-deb >/dev/null || logged "$LOGS/cargo-install.log" cargo install --locked cargo-deb
+    command -v cargo-generate-rpm >/dev/null || logged "$LOGS/cargo-install.log" cargo install --locked cargo-generate-rpm
+    logged "$LOGS/packages.log" "$REPO/packaging/build.sh"
+    DEB=$(ls "$REPO"/target/pkg/vgpu-hook_*.deb | head -n 1)
+fi
+[ -f "$DEB" ] || die "no .deb package ($DEB)"
 
 # ---------------------------------------------------------------- share and guest run
 phase "guest run"
@@ -211,7 +222,8 @@ RUN=$WORK/run
 rm -rf "$RUN"; mkdir -p "$RUN/share/bin" "$RUN/out"
 cp -r "$E2E_DIR/guest" "$RUN/share/guest"
 cp -r "$E2E_DIR/diff" "$RUN/share/diff"    # the differential script and its recorded transcript
-cp "$BIN_DIR/vgpu-hook" "$BIN_DIR/vgpuctl" "$RUN/share/bin/"
+cp "$BIN_DIR/vgpu-hook" "$BIN_DIR/vgpuctl" "$RUN/share/bin/"   # for the install by hand
+mkdir -p "$RUN/share/pkg" && cp "$DEB" "$RUN/share/pkg/vgpu-hook.deb"
 # the scenarios to run, in order; the guest runs exactly the ones listed here
 ALL=$(cd "$E2E_DIR/guest/scenarios" && ls -- *.sh | sed 's/^[0-9]*-//; s/\.sh$//')
 if [ ${#SELECTED[@]} -gt 0 ]; then

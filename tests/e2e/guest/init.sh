@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs as PID 1 of the e2e guest (exec'ed by the image's /sbin/vgpu-e2e-init once /e2e is mounted).
 # Sets up a host like a libvirt host without systemd: syslog, vfio/mdev modules, virtlogd and
-# libvirtd, the project binaries in /usr/local/bin; then runs the scenarios listed in
+# libvirtd; then runs the scenarios listed in
 # /e2e/scenarios and powers off. Results go to the writable share mounted at /e2e-out.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C HOME=/root
@@ -59,8 +59,7 @@ virsh -q version >/dev/null 2>&1 || { echo "FAIL setup: libvirtd did not answer"
 virsh domcapabilities --virttype qemu >/dev/null 2>&1
 gsay "libvirtd up: $(virsh -q version --daemon | tr -s ' \n' ' ')"
 
-# The project's binaries, installed the way a package would put them (side by side).
-install -m 755 /e2e/bin/vgpu-hook /e2e/bin/vgpuctl /usr/local/bin/
+# The project is installed by the install scenario, with dpkg from /e2e/pkg/vgpu-hook.deb.
 
 while read -r name; do
     [ -n "$name" ] || continue

@@ -1,17 +1,29 @@
-# vgpuctl install puts the hook where libvirt runs it, writes a config skeleton and makes the
-# running libvirtd notice the hook (SIGHUP); then the test host's configuration is written.
-[ ! -e "$HOOK_FILE" ] || fail "$HOOK_FILE exists before vgpuctl install"
-[ ! -e "$CONFIG" ] || fail "$CONFIG exists before vgpuctl install"
+# The package installed with dpkg: the static hook lands in /usr/lib/vgpu-hook and is placed in
+# libvirt's qemu.d (as `vgpuctl install` does), the running libvirtd is reloaded in place, the
+# config skeleton is a conffile, man pages, completions and units are where they belong; then
+# the test host's configuration is written, and installing the same package again keeps it.
+[ ! -e "$HOOK_FILE" ] || fail "$HOOK_FILE exists before the package is installed"
+[ ! -e "$CONFIG" ] || fail "$CONFIG exists before the package is installed"
 pid0=$(libvirtd_pid)
 
-out=$(vgpuctl install 2>&1) || fail "vgpuctl install failed: $(oneline "$out")"
+out=$(dpkg -i /e2e/pkg/vgpu-hook.deb 2>&1) || fail "dpkg -i failed: $(oneline "$out")"
 printf '%s\n' "$out" | sed 's/^/  > /'
 check "hook file $HOOK_FILE exists" test -f "$HOOK_FILE"
 check "hook file is executable" test -x "$HOOK_FILE"
-check "hook file is the project's vgpu-hook" cmp -s "$HOOK_FILE" /usr/local/bin/vgpu-hook
-check "config skeleton $CONFIG written" test -s "$CONFIG"
+check "hook file is the packaged hook" cmp -s "$HOOK_FILE" /usr/lib/vgpu-hook/vgpu-hook
+static_hook() { LC_ALL=C ldd "$HOOK_FILE" 2>&1 | grep -Eq 'statically linked|not a dynamic executable'; }
+check "the hook is one static executable ($(LC_ALL=C ldd "$HOOK_FILE" 2>&1 | head -n 1))" static_hook
+check "vgpuctl is /usr/bin/vgpuctl" test "$(command -v vgpuctl)" = /usr/bin/vgpuctl
+check "config skeleton $CONFIG installed" test -s "$CONFIG"
+check "the config is a conffile" eval 'dpkg-query -W -f="\${Conffiles}" vgpu-hook | grep -q "$CONFIG"'
+# the guest image excludes /usr/share/man from every package (dpkg path-exclude): ask dpkg
+check "man page vgpuctl-boot(1) in the package" eval 'dpkg -L vgpu-hook | grep -qx /usr/share/man/man1/vgpuctl-boot.1.gz'
+check "bash completion" test -s /usr/share/bash-completion/completions/vgpuctl
+check "boot unit" test -s /lib/systemd/system/vgpu-hook-boot.service
+check "boot unit enabled (multi-user.target.wants)" test -L /etc/systemd/system/multi-user.target.wants/vgpu-hook-boot.service
 libvirtd_same() { [ -n "$pid0" ] && [ "$(libvirtd_pid)" = "$pid0" ] && kill -0 "$pid0"; }
 check "libvirtd reloaded in place (same pid $pid0, still running)" libvirtd_same
+check "dpkg said it reloaded libvirtd" eval 'printf "%s\n" "$out" | grep -q "reloaded libvirtd"'
 check "libvirtd answers after the reload" wait_for 20 libvirtd_answers
 
 PF=$(nvme_pf) || fail "no SR-IOV capable NVMe controller in the guest"
@@ -21,11 +33,14 @@ cat > "$CONFIG" <<CONF
 mdev_parents = ["mtty"]
 sriov_pfs = ["$PF"]
 CONF
-# installing again changes nothing and keeps the operator's config
 cp "$CONFIG" /tmp/config.toml.mine
-out=$(vgpuctl install 2>&1) || fail "a second vgpuctl install failed: $(oneline "$out")"
-check "a second install keeps the existing config" cmp -s "$CONFIG" /tmp/config.toml.mine
-check "hook file still in place and executable after a second install" test -x "$HOOK_FILE"
+# the same package again (an upgrade to the same version): the edited conffile stays
+out=$(dpkg -i /e2e/pkg/vgpu-hook.deb 2>&1) || fail "a second dpkg -i failed: $(oneline "$out")"
+check "installing the package again keeps the edited config" cmp -s "$CONFIG" /tmp/config.toml.mine
+check "hook still in place after installing the package again" cmp -s "$HOOK_FILE" /usr/lib/vgpu-hook/vgpu-hook
+out=$(vgpuctl install 2>&1) || fail "vgpuctl install on the packaged host failed: $(oneline "$out")"
+check "vgpuctl install keeps the existing config" cmp -s "$CONFIG" /tmp/config.toml.mine
+check "vgpuctl install finds the packaged hook (nothing to change)" eval 'printf "%s\n" "$out" | grep -q "already installed and up to date"'
 
 # a domain without our metadata: the hook must do nothing, say nothing, succeed
 hook_quiet() {
