@@ -107,7 +107,7 @@ impl Sim {
     pub fn start_with(bin: &Path, host_toml: &str) -> Option<Sim> {
         assert!(
             bin.is_file(),
-            "{} not found (set VGPU_SIM_BIN to a vgpu-sim binary)",
+            "{} not found: build it with `cargo build -p vgpu-sim` (or set VGPU_SIM_BIN)",
             bin.display()
         );
         if !Path::new("/dev/fuse").exists() {
