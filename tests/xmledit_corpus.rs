@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vgpu_hook::ctl::xmledit::{self, NewDevice, Selector};
-use vgpu_hook::model::domain::{Domain, MdevRequest, MdevWant, Request, VfRequest, VfWant};
+use vgpu_hook::model::domain::{Domain, MdevRequest, MdevWant, VfRequest, VfWant};
 use vgpu_hook::model::names::{MdevUuid, Params, ParentName, Profile};
 use vgpu_hook::model::pci::PciAddress;
 
@@ -55,20 +55,6 @@ fn device_sets() -> Vec<Vec<NewDevice>> {
     vec![vec![mdev()], vec![vf(true)], vec![mdev(), vf(false)]]
 }
 
-fn selector(d: &NewDevice) -> Selector {
-    match d {
-        NewDevice::Mdev(m) => Selector::Uuid(m.uuid.clone()),
-        NewDevice::Vf { request, .. } => Selector::Address(request.address),
-    }
-}
-
-fn request(d: &NewDevice) -> Request {
-    match d {
-        NewDevice::Mdev(m) => Request::Mdev(m.clone()),
-        NewDevice::Vf { request, .. } => Request::Vf(request.clone()),
-    }
-}
-
 /// Attach, then detach one device at a time (in the order given and reversed), then detach all:
 /// each must give back `doc`. Returns what went wrong, if anything.
 fn roundtrip_failures(name: &str, doc: &str) -> Vec<String> {
@@ -83,7 +69,7 @@ fn roundtrip_failures(name: &str, doc: &str) -> Vec<String> {
                 seq.reverse();
             }
             for d in seq {
-                back = xmledit::detach(&back, &selector(d)).unwrap().xml;
+                back = xmledit::detach(&back, &d.selector()).unwrap().xml;
             }
             if back != doc {
                 failures.push(format!(
@@ -184,7 +170,7 @@ fn attached_fixtures_parse_and_ask_for_exactly_the_new_devices_besides_the_old()
             let after = Domain::parse(&attached).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(after.has_metadata, "{name}");
             let mut want = before.requests.clone();
-            want.extend(devs.iter().map(request));
+            want.extend(devs.iter().map(NewDevice::request));
             assert_eq!(after.requests, want, "{name}");
             assert_eq!(after.name, before.name, "{name}");
             assert_eq!(after.uuid, before.uuid, "{name}");

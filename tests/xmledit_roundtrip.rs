@@ -11,7 +11,7 @@
 use proptest::prelude::*;
 
 use vgpu_hook::ctl::xmledit::{self, NewDevice, Selector};
-use vgpu_hook::model::domain::{Domain, MdevRequest, MdevWant, Request, VfRequest, VfWant};
+use vgpu_hook::model::domain::{Domain, MdevRequest, MdevWant, VfRequest, VfWant};
 use vgpu_hook::model::names::{MdevUuid, Params, ParentName, Profile, TypeId};
 use vgpu_hook::model::pci::PciAddress;
 
@@ -375,20 +375,6 @@ fn devices() -> impl Strategy<Value = Vec<NewDevice>> {
     })
 }
 
-fn selector(d: &NewDevice) -> Selector {
-    match d {
-        NewDevice::Mdev(m) => Selector::Uuid(m.uuid.clone()),
-        NewDevice::Vf { request, .. } => Selector::Address(request.address),
-    }
-}
-
-fn request(d: &NewDevice) -> Request {
-    match d {
-        NewDevice::Mdev(m) => Request::Mdev(m.clone()),
-        NewDevice::Vf { request, .. } => Request::Vf(request.clone()),
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -398,7 +384,7 @@ proptest! {
         let attached = xmledit::attach(&doc, &devs).unwrap();
         let mut back = attached.clone();
         for d in &devs {
-            back = xmledit::detach(&back, &selector(d)).unwrap().xml;
+            back = xmledit::detach(&back, &d.selector()).unwrap().xml;
         }
         prop_assert_eq!(back, doc);
     }
@@ -411,7 +397,7 @@ proptest! {
         let after = Domain::parse(&attached).unwrap();
         prop_assert!(after.has_metadata);
         let mut want = before.requests.clone();
-        want.extend(devs.iter().map(request));
+        want.extend(devs.iter().map(NewDevice::request));
         prop_assert_eq!(&after.requests, &want);
         for d in &devs {
             match d {

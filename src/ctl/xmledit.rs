@@ -67,6 +67,23 @@ impl NewDevice {
             NewDevice::Vf { request, .. } => DeviceKey::Vf(request.address),
         }
     }
+
+    /// The selector that detaches exactly this device again.
+    pub fn selector(&self) -> Selector {
+        match self {
+            NewDevice::Mdev(m) => Selector::Uuid(m.uuid.clone()),
+            NewDevice::Vf { request, .. } => Selector::Address(request.address),
+        }
+    }
+
+    /// The request its metadata entry reads back as.
+    pub fn request(&self) -> crate::model::domain::Request {
+        use crate::model::domain::Request;
+        match self {
+            NewDevice::Mdev(m) => Request::Mdev(m.clone()),
+            NewDevice::Vf { request, .. } => Request::Vf(request.clone()),
+        }
+    }
 }
 
 /// Identifies one of our devices inside a definition.
