@@ -14,6 +14,9 @@ ROOTFS=$WORK/rootfs
 [ -d "$ROOTFS/lib/modules" ] || { echo "build.sh: no e2e rootfs at $ROOTFS (run tests/e2e/run.sh --prepare)" >&2; exit 1; }
 KV=$(ls "$ROOTFS/lib/modules" | head -n 1)
 mkdir -p "$OUT"
+# Tests that need the guest run in parallel: one builds, the others wait and find it cached.
+exec 9>"$OUT/.lock"
+flock 9
 KEY=$( { echo "$KV v1"; cat "$HERE/build.sh" "$HERE/init" "$HERE/nvidia-smi" "$HERE/systemctl"; } | sha256sum | cut -c1-16)
 if [ "$(cat "$OUT/key" 2>/dev/null)" = "$KEY" ] && [ -s "$OUT/initramfs.gz" ]; then
     echo "cached: $OUT"; exit 0
