@@ -177,8 +177,7 @@ fn slot(ctx: &Ctx<'_>, index: usize, gpu: &MdevGpu) -> Result<Slot, GpuReason> {
     let numa_distance = match &ctx.numa {
         None => 0,
         Some(wanted) => {
-            let pci = gpu.pf.or_else(|| gpu.key.parse().ok());
-            let node = pci.and_then(|a| ctx.sysfs().numa_node(a));
+            let node = ctx.sysfs().numa_node_of(&gpu.key);
             let d = wanted.distance(node);
             if wanted.required && d != 0 {
                 let wanted = wanted.label();
@@ -398,12 +397,7 @@ fn finish_create(
         true,
     );
     if c.numa_distance > 0 {
-        let node = c
-            .parent
-            .as_str()
-            .parse()
-            .ok()
-            .and_then(|a| sysfs.numa_node(a));
+        let node = sysfs.numa_node_of(c.parent.as_str());
         ctx.note_remote(&device, node);
     }
     Ok(())

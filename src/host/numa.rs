@@ -109,6 +109,12 @@ impl Sysfs {
         let text = self.read(&self.pci_dir(addr).join("numa_node")).ok()?;
         text.parse::<i64>().ok().and_then(|n| u32::try_from(n).ok())
     }
+
+    /// The NUMA node of a device named as config and records name it: a PCI address (a GPU, a
+    /// PF, a VF that is an mdev parent); none for a virtual parent such as `mtty`.
+    pub fn numa_node_of(&self, name: &str) -> Option<u32> {
+        name.parse().ok().and_then(|a| self.numa_node(a))
+    }
 }
 
 #[cfg(test)]

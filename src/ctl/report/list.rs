@@ -88,7 +88,7 @@ impl Holding<'_> {
             domain_uuid: rec.map(|r| r.domain_uuid.clone()),
             state: hold_state(rec, self.live),
             since: rec.map(|r| r.since),
-            numa_node: super::types::node_of(self.sysfs, &parent),
+            numa_node: self.sysfs.numa_node_of(&parent),
         }
     }
 }

@@ -158,7 +158,7 @@ impl Status<'_> {
         device.numa_node = device
             .parent
             .as_deref()
-            .and_then(|p| super::types::node_of(self.sysfs, p));
+            .and_then(|p| self.sysfs.numa_node_of(p));
         device.numa_note = rec.and_then(|r| r.numa_note.clone());
         if let Some(note) = &device.numa_note {
             self.problems.push(format!(

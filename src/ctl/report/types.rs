@@ -112,11 +112,6 @@ fn mdev_types_of(sysfs: &Sysfs, parents: &[ParentName]) -> Vec<TypeReport> {
         .collect()
 }
 
-/// The NUMA node of a GPU or parent named by its PCI address (none for virtual parents).
-pub(crate) fn node_of(sysfs: &Sysfs, name: &str) -> Option<u32> {
-    name.parse().ok().and_then(|a| sysfs.numa_node(a))
-}
-
 fn held_vfs(state: &State, live: &Liveness) -> Vec<PciAddress> {
     state
         .records
@@ -181,7 +176,7 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
 fn mdev_gpu_report(config: &Config, sysfs: &Sysfs, g: &MdevGpu, held: &[PciAddress]) -> GpuReport {
     let mut report = GpuReport {
         gpu: g.key.clone(),
-        numa_node: node_of(sysfs, &g.key),
+        numa_node: sysfs.numa_node_of(&g.key),
         config_key: if g.nvidia {
             "nvidia_vgpu_pfs"
         } else {
@@ -228,7 +223,7 @@ fn sriov_pf_report(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, held: &[PciAddre
     let exists = sysfs.pci_exists(pf);
     GpuReport {
         gpu: pf.to_string(),
-        numa_node: node_of(sysfs, &pf.to_string()),
+        numa_node: sysfs.numa_node(pf),
         config_key: inventory::pf_kind_label(kind),
         generation: if exists {
             Generation::Sriov.label()
