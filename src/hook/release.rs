@@ -131,16 +131,17 @@ fn wait_for_driver_cleanup(host: &Host, timing: &Timing, devices: &[(Device, boo
         log::info!("not waiting for NVIDIA driver {driver} to clean up: it has left that to us at every stop seen");
         return;
     }
+    // One window for all of them: when one vanishes the driver cleans up, and the others get
+    // the rest of the same window.
     let deadline = Instant::now() + timing.cleanup_wait;
-    let present = || vgpus.iter().filter(|u| sysfs.mdev_exists(u)).count();
-    while present() == vgpus.len() && Instant::now() < deadline {
+    let present = loop {
+        let present = vgpus.iter().filter(|u| sysfs.mdev_exists(u)).count();
+        if present == 0 || Instant::now() >= deadline {
+            break present;
+        }
         sleep(Duration::from_millis(50));
-    }
-    // One vanished: the driver cleans up; give the others the rest of the same window.
-    while present() > 0 && present() < vgpus.len() && Instant::now() < deadline {
-        sleep(Duration::from_millis(50));
-    }
-    let seen = if present() < vgpus.len() {
+    };
+    let seen = if present < vgpus.len() {
         log::info!("NVIDIA driver {driver} removed vGPUs by itself; stops keep waiting for it");
         Seen::CleanedItself
     } else {
