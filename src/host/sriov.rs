@@ -185,14 +185,15 @@ fn sysfs_advice(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, e: &SysfsError) -> 
 
 /// How many VFs AMD's GIM gives, and how to ask for them, for the GIM in front of this card:
 /// the MI300X GIM (amd/MxGPU-Virtualization) supports one VF per GPU; the S7150 GIM
-/// (GPUOpen MxGPU-Virtualization) takes `vf_num` 1 to 16 and binds no driver to the PF.
+/// (GPUOpen MxGPU-Virtualization) takes `vf_num` 0 to 16 (0: the SR-IOV capability's count)
+/// and binds no driver to the PF.
 pub fn amd_vf_num(sysfs: &Sysfs, pf: PciAddress) -> String {
     let device = sysfs
         .read(&sysfs.pci_dir(pf).join("device"))
         .ok()
         .and_then(|d| u16::from_str_radix(d.trim_start_matches("0x"), 16).ok());
     match device {
-        Some(0x6929) => "the S7150 GIM sets the VF count when it loads: modprobe -r gim && modprobe gim vf_num=N (1 to 16; or set it in /etc/modprobe.d/gim.conf)".to_string(),
+        Some(0x6929) => "the S7150 GIM sets the VF count when it loads: modprobe -r gim && modprobe gim vf_num=N (1 to 16, or 0 for as many as the card offers; or set it in /etc/modprobe.d/gim.conf)".to_string(),
         Some(0x74a1) => "the MI300X GIM gives one VF per GPU when it loads: modprobe -r gim && modprobe gim vf_num=1 (or set it in /etc/modprobe.d/gim.conf)".to_string(),
         _ => "the gim driver sets the VF count when it loads: set its vf_num parameter to what this card supports (GIM release notes; MI300X: 1) in /etc/modprobe.d/gim.conf and reload gim".to_string(),
     }
