@@ -49,25 +49,6 @@ fn parent_of(sim: &Sim, n: u32) -> Option<String> {
     sim.mdev_parent(&mdev_uuid(n))
 }
 
-fn type_dir_by_name(sim: &Sim, parent: &str, name: &str) -> PathBuf {
-    let dir = sim
-        .root()
-        .join("sys/class/mdev_bus")
-        .join(parent)
-        .join("mdev_supported_types");
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let p = e.unwrap().path();
-        if std::fs::read_to_string(p.join("name"))
-            .unwrap_or_default()
-            .trim()
-            == name
-        {
-            return p;
-        }
-    }
-    panic!("no type named {name} on {parent}");
-}
-
 fn avail_at(dir: &Path) -> u32 {
     std::fs::read_to_string(dir.join("available_instances"))
         .unwrap()
@@ -77,7 +58,7 @@ fn avail_at(dir: &Path) -> u32 {
 }
 
 fn avail(sim: &Sim, parent: &str, name: &str) -> u32 {
-    avail_at(&type_dir_by_name(sim, parent, name))
+    avail_at(&sim.type_dir(parent, name))
 }
 
 fn live_count(sim: &Sim) -> usize {
@@ -239,7 +220,7 @@ fn exhaustion_names_the_domains_holding_each_gpu() {
 fn exhaustion_counts_devices_not_made_by_the_hook() {
     let Some(sim) = Sim::start(MTTY) else { return };
     let h = TestHost::new(sim.root(), &mtty_config(""));
-    let ty = type_dir_by_name(&sim, "mtty", "Dual port serial");
+    let ty = sim.type_dir("mtty", "Dual port serial");
     for n in 100..112 {
         std::fs::write(ty.join("create"), mdev_uuid(n)).unwrap();
     }
@@ -372,7 +353,7 @@ fn create_eio_everywhere_is_reported_with_the_errno() {
 fn an_existing_idle_mdev_of_the_right_type_is_reused() {
     let Some(sim) = Sim::start(MTTY) else { return };
     let h = TestHost::new(sim.root(), &mtty_config(""));
-    let ty = type_dir_by_name(&sim, "mtty", "Dual port serial");
+    let ty = sim.type_dir("mtty", "Dual port serial");
     std::fs::write(ty.join("create"), mdev_uuid(1)).unwrap();
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "type=\"mtty-2\"")])));
     assert_eq!(avail_at(&ty), 11);
@@ -384,7 +365,7 @@ fn an_existing_mdev_of_another_type_is_refused_with_the_fix() {
     let Some(sim) = Sim::start(MTTY) else { return };
     let h = TestHost::new(sim.root(), &mtty_config(""));
     std::fs::write(
-        type_dir_by_name(&sim, "mtty", "Single port serial").join("create"),
+        sim.type_dir("mtty", "Single port serial").join("create"),
         mdev_uuid(1),
     )
     .unwrap();
@@ -626,7 +607,7 @@ fn release_after_refusing_a_foreign_mdev_leaves_that_mdev_alone() {
     };
     let h = TestHost::new(sim.root(), &mtty_config(""));
     std::fs::write(
-        type_dir_by_name(&sim, "mtty", "Single port serial").join("create"),
+        sim.type_dir("mtty", "Single port serial").join("create"),
         mdev_uuid(1),
     )
     .unwrap();

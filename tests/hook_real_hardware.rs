@@ -31,10 +31,6 @@ fn with_stand_in() -> String {
     format!("sriov_manage = \"{SRIOV_MANAGE_STAND_IN}\"\n")
 }
 
-fn pci(sim: &Sim, addr: &str) -> PathBuf {
-    sim.root().join("sys/bus/pci/devices").join(addr)
-}
-
 fn mdev_dir(sim: &Sim, n: u32) -> PathBuf {
     sim.root().join("sys/bus/mdev/devices").join(mdev_uuid(n))
 }
@@ -43,23 +39,9 @@ fn read(p: PathBuf) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// The type directory of `parent` whose `name` is `name`.
-fn type_dir(sim: &Sim, parent: &str, name: &str) -> PathBuf {
-    let dir = sim
-        .root()
-        .join("sys/class/mdev_bus")
-        .join(parent)
-        .join("mdev_supported_types");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| read(p.join("name")).trim() == name)
-        .unwrap_or_else(|| panic!("no type named {name} on {parent}"))
-}
-
 /// Creates mdev `n` of the type named `name` on `parent` by hand, as an operator would.
 fn create_by_hand(sim: &Sim, parent: &str, name: &str, n: u32) {
-    std::fs::write(type_dir(sim, parent, name).join("create"), mdev_uuid(n)).unwrap();
+    std::fs::write(sim.type_dir(parent, name).join("create"), mdev_uuid(n)).unwrap();
 }
 
 #[test]
@@ -132,12 +114,12 @@ fn nvidia_sriov_vfs_are_enabled_with_sriov_manage_and_the_vgpu_made_on_one() {
     let h = TestHost::new(sim.root(), &config("41:00.0", &with_stand_in()));
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"A2-4Q\"")])));
     assert_eq!(
-        read(pci(&sim, "0000:41:00.0").join("sriov_numvfs")).trim(),
+        read(sim.pci_dir("0000:41:00.0").join("sriov_numvfs")).trim(),
         "16"
     );
     let parent = std::fs::canonicalize(mdev_dir(&sim, 1)).unwrap();
     let vf = parent.parent().unwrap().file_name().unwrap();
-    assert!(read(pci(&sim, vf.to_str().unwrap()).join("physfn/device")).contains("0x"));
+    assert!(read(sim.pci_dir(vf.to_str().unwrap()).join("physfn/device")).contains("0x"));
 }
 
 #[test]
@@ -149,7 +131,7 @@ fn vfs_enabled_by_a_refused_start_are_disabled_again_with_sriov_manage() {
     let vm = mdev_domain("a", &[(1, "profile=\"A2-4Q\""), (2, "profile=\"A2-99Q\"")]);
     assert_refused(&h.prepare(&vm), &["A2-99Q"]);
     assert_eq!(
-        read(pci(&sim, "0000:41:00.0").join("sriov_numvfs")).trim(),
+        read(sim.pci_dir("0000:41:00.0").join("sriov_numvfs")).trim(),
         "0"
     );
     assert!(!mdev_dir(&sim, 1).exists());
@@ -167,7 +149,7 @@ fn nvidia_vfs_without_sriov_manage_are_refused_with_the_exact_command() {
         &["`/nonexistent/sriov-manage -e 0000:41:00.0`"],
     );
     assert_eq!(
-        read(pci(&sim, "0000:41:00.0").join("sriov_numvfs")).trim(),
+        read(sim.pci_dir("0000:41:00.0").join("sriov_numvfs")).trim(),
         "0"
     );
 }
@@ -180,14 +162,14 @@ fn a_kernel_68_vf_that_does_not_exist_yet_is_made_by_sriov_manage_and_typed() {
     let h = TestHost::new(sim.root(), &config("41:00.0", &with_stand_in()));
     let vm = vf_domain("a", &[("41:00.4", "profile=\"L40S-4Q\"", false)]);
     assert_ok(&h.prepare(&vm));
-    let current = read(pci(&sim, "0000:41:00.4").join("nvidia/current_vgpu_type"));
+    let current = read(sim.pci_dir("0000:41:00.4").join("nvidia/current_vgpu_type"));
     assert_ne!(current.trim(), "0");
 }
 
 #[test]
 fn a_kernel_68_vf_whose_leftover_type_cannot_be_cleared_says_what_eperm_means() {
     let Some(sim) = Sim::start(L40S) else { return };
-    let vf = pci(&sim, "0000:41:00.4");
+    let vf = sim.pci_dir("0000:41:00.4");
     let creatable = read(vf.join("nvidia/creatable_vgpu_types"));
     let id = creatable
         .lines()

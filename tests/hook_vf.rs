@@ -22,10 +22,6 @@ fn gim_host() -> Option<(Sim, TestHost)> {
     Some((sim, h))
 }
 
-fn pci(sim: &Sim, addr: &str) -> PathBuf {
-    sim.root().join("sys/bus/pci/devices").join(addr)
-}
-
 fn read(p: PathBuf) -> String {
     std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -96,7 +92,7 @@ fn gim_with_no_vfs_says_the_count_is_fixed_at_module_load() {
     );
     let o = h.prepare(&vf_domain("a", &[("04:00.4", "", true)]));
     assert_refused(&o, &["VF 0000:04:00.4 does not exist", "vf_num"]);
-    assert_eq!(read(pci(&sim, "0000:04:00.0").join("sriov_numvfs")), "0");
+    assert_eq!(read(sim.pci_dir("0000:04:00.0").join("sriov_numvfs")), "0");
 }
 
 const SRIOV: &str =
@@ -110,7 +106,7 @@ fn a_generic_pf_without_vfs_gets_them_enabled_for_the_request() {
         &format!("sriov_pfs = [\"05:00.0\"]\n{FAST_TIMING}"),
     );
     assert_ok(&h.prepare(&vf_domain("a", &[("05:00.5", "", true)])));
-    assert_eq!(read(pci(&sim, "0000:05:00.0").join("sriov_numvfs")), "4");
+    assert_eq!(read(sim.pci_dir("0000:05:00.0").join("sriov_numvfs")), "4");
     assert_eq!(h.owners(), ["a"]);
 }
 
@@ -122,7 +118,7 @@ fn vf_count_setting_limits_how_many_vfs_are_enabled() {
         &format!("sriov_pfs = [\"05:00.0\"]\nvf_count = 2\n{FAST_TIMING}"),
     );
     assert_ok(&h.prepare(&vf_domain("a", &[("05:00.4", "", true)])));
-    assert_eq!(read(pci(&sim, "0000:05:00.0").join("sriov_numvfs")), "2");
+    assert_eq!(read(sim.pci_dir("0000:05:00.0").join("sriov_numvfs")), "2");
 }
 
 #[test]
@@ -138,7 +134,7 @@ fn a_non_zero_vf_count_that_lacks_the_vf_is_never_changed() {
         &h.prepare(&vf_domain("a", &[("05:00.7", "", true)])),
         &["VF 0000:05:00.7 does not exist"],
     );
-    assert_eq!(read(pci(&sim, "0000:05:00.0").join("sriov_numvfs")), "2");
+    assert_eq!(read(sim.pci_dir("0000:05:00.0").join("sriov_numvfs")), "2");
     assert!(!sim.events().contains("sriov_numvfs"), "{}", sim.events());
 }
 
@@ -197,11 +193,11 @@ fn l40s_host(extra_host: &str) -> Option<(Sim, TestHost)> {
 }
 
 fn current_type(sim: &Sim, vf: &str) -> String {
-    read(pci(sim, vf).join("nvidia/current_vgpu_type"))
+    read(sim.pci_dir(vf).join("nvidia/current_vgpu_type"))
 }
 
 fn creatable_id(sim: &Sim, vf: &str, name: &str) -> String {
-    read(pci(sim, vf).join("nvidia/creatable_vgpu_types"))
+    read(sim.pci_dir(vf).join("nvidia/creatable_vgpu_types"))
         .lines()
         .find(|l| l.trim_end().ends_with(name))
         .and_then(|l| l.split(':').next())

@@ -179,6 +179,30 @@ impl Sim {
         &self.root
     }
 
+    /// A PCI device's directory (`sys/bus/pci/devices/<addr>`).
+    pub fn pci_dir(&self, addr: &str) -> PathBuf {
+        self.root.join("sys/bus/pci/devices").join(addr)
+    }
+
+    /// The type directory of `parent` whose `name` is `name`; panics when there is none.
+    pub fn type_dir(&self, parent: &str, name: &str) -> PathBuf {
+        let dir = self
+            .root
+            .join("sys/class/mdev_bus")
+            .join(parent)
+            .join("mdev_supported_types");
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                std::fs::read_to_string(p.join("name"))
+                    .unwrap_or_default()
+                    .trim()
+                    == name
+            })
+            .unwrap_or_else(|| panic!("no type named {name} on {parent}"))
+    }
+
     /// The parent an mdev lives on, from the kernel's own link; `None` when it does not exist.
     pub fn mdev_parent(&self, uuid: &str) -> Option<String> {
         let dev = self.root.join("sys/bus/mdev/devices").join(uuid);

@@ -25,19 +25,9 @@ impl Fixture {
         Config::parse(text, &self.dir.path().join("config.toml")).unwrap()
     }
 
-    /// A PF at `0000:05:00.0` with `n` VFs (`05:00.1` on).
+    /// A PF at `0000:05:00.0` with `n` VFs (`05:00.1` on), its NUMA node unknown.
     fn pf_with_vfs(&self, n: u8) {
-        let devs = self.dir.path().join("sys/bus/pci/devices");
-        let pf = devs.join("0000:05:00.0");
-        fs::create_dir_all(&pf).unwrap();
-        fs::write(pf.join("sriov_totalvfs"), format!("{n}\n")).unwrap();
-        fs::write(pf.join("sriov_numvfs"), format!("{n}\n")).unwrap();
-        for i in 0..n {
-            let vf = format!("0000:05:00.{}", i + 1);
-            fs::create_dir_all(devs.join(&vf)).unwrap();
-            std::os::unix::fs::symlink(format!("../{vf}"), pf.join(format!("virtfn{i}"))).unwrap();
-            std::os::unix::fs::symlink("../0000:05:00.0", devs.join(&vf).join("physfn")).unwrap();
-        }
+        self.pf_on_node("05", -1, n, n);
     }
 
     /// A PF at `0000:{bus}:00.0` on NUMA `node` with `n` VFs, of which `total` could be enabled.
