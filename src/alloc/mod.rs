@@ -53,7 +53,7 @@ pub struct Ctx<'a> {
     /// What this call did so far.
     pub txn: &'a mut Txn,
     /// The host NUMA nodes the domain wants, if it says.
-    pub numa: Option<numa::Wanted>,
+    pub numa: Option<&'a numa::Wanted>,
 }
 
 impl Ctx<'_> {

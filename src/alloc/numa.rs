@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 
 use crate::host::numa::{Topology, LOCAL_DISTANCE};
+use crate::host::sysfs::Sysfs;
 use crate::model::config::NumaPolicy;
 use crate::model::cpuset;
 use crate::model::domain::NumaWish;
@@ -43,6 +44,19 @@ pub enum WishError {
 }
 
 impl Wanted {
+    /// [`Wanted::resolve`] against this host's layout, read only when there are wishes to
+    /// resolve (most domains have none).
+    pub fn of(
+        wish: &NumaWish,
+        sysfs: &Sysfs,
+        policy: NumaPolicy,
+    ) -> Result<Option<Wanted>, WishError> {
+        if wish.is_empty() || policy == NumaPolicy::Ignore {
+            return Ok(None);
+        }
+        Wanted::resolve(wish, Topology::read(sysfs), policy)
+    }
+
     /// The wishes of a definition under a policy: `Ok(None)` when there are none (or the
     /// policy ignores them), `Err` when they cannot be used.
     pub fn resolve(

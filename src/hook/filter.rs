@@ -7,7 +7,6 @@ use std::ops::Range;
 use super::HookError;
 use crate::alloc::inventory::{self, PfKind};
 use crate::alloc::numa::Wanted;
-use crate::host::numa::Topology;
 use crate::host::state::Device;
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
@@ -58,7 +57,7 @@ pub fn filter(
     }
     let state = super::load_state(host, &host.state.lock()?, config.timing.prepare_grace)?;
     let live = host.liveness(config.timing.prepare_grace);
-    let numa = Wanted::resolve(&dom.numa, Topology::read(&host.sysfs), config.numa)
+    let numa = Wanted::of(&dom.numa, &host.sysfs, config.numa)
         .ok()
         .flatten();
     let here = Here {

@@ -12,7 +12,6 @@ use crate::alloc::txn::Txn;
 use crate::alloc::vf::allocate_vf;
 use crate::alloc::{Ctx, Failure};
 use crate::host::counters;
-use crate::host::numa::Topology;
 use crate::host::state::{Device, Locked, Record};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
@@ -83,7 +82,7 @@ fn attempt(
         dom,
         state: &mut state,
         txn: &mut txn,
-        numa: numa.clone(),
+        numa: numa.as_ref(),
     };
     let result = dom.requests.iter().try_for_each(|r| match r {
         Request::Mdev(m) => allocate_mdev(&mut ctx, m),
@@ -129,11 +128,7 @@ fn count_refusal(locked: &Locked, refusal: &Refusal) {
 /// The host nodes the domain wants. Wishes that cannot be used place the domain as if it had
 /// none (and say why in the journal), unless the config requires NUMA placement.
 fn numa_wish(host: &Host, config: &Config, dom: &Domain) -> Result<Option<Wanted>, HookError> {
-    if dom.numa.is_empty() || config.numa == NumaPolicy::Ignore {
-        return Ok(None);
-    }
-    let topology = Topology::read(&host.sysfs);
-    match Wanted::resolve(&dom.numa, topology, config.numa) {
+    match Wanted::of(&dom.numa, &host.sysfs, config.numa) {
         Ok(w) => Ok(w),
         Err(why) if config.numa == NumaPolicy::Require => Err(Refusal::NumaUnusable {
             why,

@@ -8,7 +8,6 @@
 use crate::alloc::inventory::{self, MdevState, PfKind};
 use crate::alloc::numa::Wanted;
 use crate::ctl::xmledit::NewDevice;
-use crate::host::numa::Topology;
 use crate::host::sysfs::Sysfs;
 use crate::model::config::{Config, Placement};
 use crate::model::domain::{NumaWish, VfRequest, VfWant};
@@ -185,9 +184,7 @@ impl Planner<'_> {
         mut pfs: Vec<(PciAddress, PfKind)>,
         numa: &NumaWish,
     ) -> Vec<(PciAddress, PfKind)> {
-        let wanted = Wanted::resolve(numa, Topology::read(self.sysfs), config.numa)
-            .ok()
-            .flatten();
+        let wanted = Wanted::of(numa, self.sysfs, config.numa).ok().flatten();
         let distance = |pf: PciAddress| {
             wanted
                 .as_ref()
