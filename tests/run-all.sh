@@ -15,16 +15,16 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 
+# What each tier installs is listed in tests/deps/packages.txt; the "suite dependencies" phase
+# checks that every program and host file the suite uses is on a new machine or on those lists.
+source tests/deps/lib.sh
 phase "Debian packages"
-export DEBIAN_FRONTEND=noninteractive
-pkgs="pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libxml2-utils libvirt-daemon-driver-qemu qemu-system-x86 fuse3 strace gcc libc6-dev"
-missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
-if [ -n "$missing" ]; then
-  apt-get update -q >/dev/null
-  # shellcheck disable=SC2086
-  apt-get install -y -q --no-install-recommends $missing >/dev/null
-fi
+# shellcheck disable=SC2046
+apt_install $(deps suite)
 [ -e /dev/fuse ] || { echo "/dev/fuse is missing: the simulated-host tests cannot run" >&2; [ "${CI:-}" = true ] && exit 1; }
+
+phase "suite dependencies (tests/deps: every program the suite uses is installed by it)"
+cargo test --test suite_deps
 
 phase "format and lints"
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
@@ -46,15 +46,10 @@ echo "ok: $(ldd target/debug/vgpu-hook | wc -l) shared objects, none of them lib
 # systemd-analyze, and vgpuctl's metrics by promtool (from Debian's prometheus package,
 # unpacked only: nothing of it is installed or started).
 phase "packages (.deb, .rpm), lintian, systemd units, promtool"
-pkg_missing=$(for p in lintian dpkg-dev systemd binutils; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
-if [ -n "$pkg_missing" ]; then
-  apt-get update -q >/dev/null
-  # shellcheck disable=SC2086
-  apt-get install -y -q --no-install-recommends $pkg_missing >/dev/null
-fi
-for tool in cargo-deb cargo-generate-rpm; do
-  command -v "$tool" >/dev/null || cargo install --locked "$tool"
-done
+# shellcheck disable=SC2046
+apt_install $(deps packages)
+# shellcheck disable=SC2046
+cargo_install $(deps cargo-packages)
 packaging/build.sh
 lintian --fail-on error --suppress-tags initial-upload-closes-no-bugs target/pkg/*.deb
 echo "ok: lintian reports no error"
@@ -82,7 +77,8 @@ export VGPU_HOOK_STATIC_BIN="$PWD/target/pkg/vgpu-hook"
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 phase "fuzzing (cargo-fuzz, ${FUZZ_SECONDS}s per target)"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+# shellcheck disable=SC2046
+cargo +nightly fuzz --version >/dev/null 2>&1 || cargo_install $(deps cargo-fuzz)
 (
   cd fuzz
   unset CARGO_TARGET_DIR

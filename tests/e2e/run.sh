@@ -86,25 +86,14 @@ LOGS=$WORK/logs
 
 # ---------------------------------------------------------------- host packages
 phase "host packages"
-export DEBIAN_FRONTEND=noninteractive
-HOST_PKGS="qemu-system-x86 mmdebstrap e2fsprogs kmod gcc make libc6-dev xz-utils ca-certificates"
-[ -n "${VGPU_BIN_DIR:-}" ] || HOST_PKGS="$HOST_PKGS pkg-config libvirt-dev"
-APT_UPDATED=0
-apt_install() {
-    local missing=()
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    [ ${#missing[@]} = 0 ] && return 0
-    echo "   installing: ${missing[*]}"
-    if [ $APT_UPDATED = 0 ]; then
-        logged "$LOGS/apt-update.log" apt-get update
-        APT_UPDATED=1
-    fi
-    logged "$LOGS/apt-install.log" apt-get install -y --no-install-recommends "${missing[@]}"
-}
+# the host's packages for this tier are the e2e lines of tests/deps/packages.txt
+# shellcheck source=../deps/lib.sh
+source "$REPO/tests/deps/lib.sh"
+APT_LOG=$LOGS/apt.log
+HOST_PKGS=$(deps e2e)
+[ -n "${VGPU_BIN_DIR:-}" ] || HOST_PKGS="$HOST_PKGS $(deps e2e-build)"
 # shellcheck disable=SC2086
-apt_install $HOST_PKGS
+apt_install $HOST_PKGS || die "could not install the host packages: $HOST_PKGS"
 
 # ---------------------------------------------------------------- guest root filesystem (cached)
 GUEST_PKGS="linux-image-amd64 kmod procps busybox nvme-cli libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86"
@@ -147,7 +136,7 @@ MTTY=$WORK/mtty
 if [ -f "$MTTY/mtty.ko" ] && [ "$(cat "$MTTY/kv" 2>/dev/null)" = "$KV" ]; then
     echo "   cached ($MTTY/mtty.ko)"
 else
-    apt_install "linux-headers-$KV" "linux-source-$KSERIES"
+    apt_install "linux-headers-$KV" "linux-source-$KSERIES" || die "could not install the guest kernel's headers and source"
     rm -rf "$MTTY"; mkdir -p "$MTTY"
     tar -xJf "/usr/src/linux-source-$KSERIES.tar.xz" -C "$MTTY" --strip-components=3 \
         "linux-source-$KSERIES/samples/vfio-mdev/mtty.c" || die "mtty.c not found in linux-source-$KSERIES"
@@ -209,8 +198,8 @@ done
 if [ -n "${VGPU_DEB:-}" ]; then
     DEB=$(cd "$(dirname "$VGPU_DEB")" && pwd)/$(basename "$VGPU_DEB")
 else
-    command -v cargo-deb >/dev/null || logged "$LOGS/cargo-install.log" cargo install --locked cargo-deb
-    command -v cargo-generate-rpm >/dev/null || logged "$LOGS/cargo-install.log" cargo install --locked cargo-generate-rpm
+    # shellcheck disable=SC2046
+    logged "$LOGS/cargo-install.log" cargo_install $(deps cargo-packages)
     logged "$LOGS/packages.log" "$REPO/packaging/build.sh"
     DEB=$(ls "$REPO"/target/pkg/vgpu-hook_*.deb | head -n 1)
 fi

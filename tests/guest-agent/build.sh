@@ -33,7 +33,9 @@ dpkg-deb -x "$DEB"/qemu-guest-agent_*.deb "$R/pkg"
 mkdir -p "$R/root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,run,tmp,etc/nvidia}
 cd "$R/root"
 cp "$R/pkg/usr/sbin/qemu-ga" usr/sbin/
-cp /usr/bin/busybox bin/
+BUSYBOX=/usr/bin/busybox
+[ -x "$BUSYBOX" ] || { echo "build.sh: $BUSYBOX is missing: install busybox-static (tests/run-all.sh installs it, from tests/deps/packages.txt)" >&2; exit 1; }
+cp "$BUSYBOX" bin/
 for a in $(bin/busybox --list); do [ -e "bin/$a" ] || ln -s busybox "bin/$a"; done
 for b in usr/sbin/qemu-ga bin/busybox; do
     if ldd "$b" | grep -q 'not found'; then echo "build.sh: $b needs libraries the host lacks:" >&2; ldd "$b" >&2; exit 1; fi
