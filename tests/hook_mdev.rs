@@ -545,6 +545,26 @@ fn a_stale_record_of_a_stopped_domain_is_dropped_when_met() {
 }
 
 #[test]
+fn a_domain_started_again_after_a_lost_release_gets_its_start_up_grace_again() {
+    let Some(sim) = Sim::start(MTTY) else { return };
+    let h = TestHost::new(sim.root(), &mtty_config(""));
+    let a = mdev_domain("a", &[(1, "type=\"mtty-2\"")]);
+    assert_ok(&h.prepare(&a));
+    // a ran long ago and its release never came (the daemon crashed); now a starts again.
+    h.age_records(3600);
+    assert_ok(&h.prepare(&a));
+    // Between prepare and QEMU's start, reconcile must take a's mdev for starting, not leaked.
+    let o = h.vgpuctl(&["reconcile"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        dev_path(&sim, 1).exists(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(h.owners(), ["a"]);
+}
+
+#[test]
 fn a_hook_killed_mid_prepare_does_not_block_the_next_run() {
     let Some(sim) = Sim::start(MTTY) else { return };
     let h = TestHost::new(

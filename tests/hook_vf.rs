@@ -344,13 +344,53 @@ fn a_failing_vf_request_undoes_the_mdev_created_before_it() {
 
 const A10: &str = "[[gpu]]\naddress = \"0000:42:00.0\"\nkind = \"nvidia-sriov\"\nboard = \"A10\"\nname_prefix = \"NVIDIA\"\nframebuffer_mb = 24576\nnumvfs = 4\n";
 
-#[test]
-fn ampere_vfs_each_host_one_vgpu() {
-    let Some(sim) = Sim::start(A10) else { return };
+fn a10_host() -> Option<(Sim, TestHost)> {
+    let sim = Sim::start(A10)?;
     let h = TestHost::new(
         sim.root(),
         &format!("nvidia_vgpu_pfs = [\"42:00.0\"]\n{FAST_TIMING}"),
     );
+    Some((sim, h))
+}
+
+/// The VF (as `BB:SS.F`) that b's vGPU, prepared first, lives on.
+fn vf_of_bs_vgpu(sim: &Sim, h: &TestHost) -> String {
+    assert_ok(&h.prepare(&mdev_domain("b", &[(2, "profile=\"A10-4Q\"")])));
+    let parent = sim.mdev_parent(&mdev_uuid(2)).unwrap();
+    parent["0000:".len()..].to_string()
+}
+
+#[test]
+fn a_whole_vf_request_for_a_vf_hosting_a_vgpu_is_refused_naming_it() {
+    let Some((sim, h)) = a10_host() else { return };
+    let vf = vf_of_bs_vgpu(&sim, &h);
+    assert_refused(
+        &h.prepare(&vf_domain("a", &[(&vf, "", true)])),
+        &[&format!(
+            "VF 0000:{vf} hosts vGPU mdev {} of domain 'b'",
+            mdev_uuid(2)
+        )],
+    );
+    assert_eq!(h.owners(), ["b"]);
+}
+
+#[test]
+fn migrate_filter_moves_a_vf_hosting_a_vgpu_to_a_free_one() {
+    let Some((sim, h)) = a10_host() else { return };
+    let vf = vf_of_bs_vgpu(&sim, &h);
+    let vm = vf_domain("a", &[(&vf, "", true)]);
+    let o = h.call("a", "migrate", "begin", "-", &vm.text);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        !out.is_empty() && !out.contains(&format!("address=\"{vf}\"")),
+        "{out}"
+    );
+}
+
+#[test]
+fn ampere_vfs_each_host_one_vgpu() {
+    let Some((sim, h)) = a10_host() else { return };
     assert_ok(&h.prepare(&mdev_domain("a", &[(1, "profile=\"A10-4Q\"")])));
     assert_ok(&h.prepare(&mdev_domain("b", &[(2, "profile=\"A10-4Q\"")])));
     let parent = |n: u32| sim.mdev_parent(&mdev_uuid(n)).unwrap();

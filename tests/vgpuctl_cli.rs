@@ -68,6 +68,34 @@ fn attach_xml_prints_only_the_rewritten_document() {
     assert_eq!(d.requests.len(), 1);
 }
 
+/// `vgpuctl ... | head` under `set -o pipefail`: the reader closing early fails nothing.
+#[test]
+fn a_reader_that_closes_the_output_early_is_not_a_failure() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let file = fixture();
+    let args = [
+        "attach",
+        "--xml",
+        file.to_str().unwrap(),
+        "--type",
+        "mtty-2",
+        "--force",
+    ];
+    let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .args(args)
+        .env(
+            "VGPU_HOOK_CONFIG",
+            std::env::temp_dir().join("vgpuctl-cli-test-no-config.toml"),
+        )
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stderr), "");
+}
+
 #[test]
 fn attach_then_detach_on_stdin_gives_back_a_libvirt_capture() {
     let original = fixture_text();

@@ -62,7 +62,9 @@ impl Ctx<'_> {
         &self.host.sysfs
     }
 
-    /// Records `device` as this domain's.
+    /// Records `device` as this domain's, from now: a record kept from an earlier run whose
+    /// release never came (a daemon crash) starts its grace again, because this start has not
+    /// reached QEMU yet either.
     pub fn record(
         &mut self,
         device: Device,
@@ -70,7 +72,7 @@ impl Ctx<'_> {
         type_id: Option<String>,
         created: bool,
     ) {
-        let since = self.state.owner(&device).map_or_else(now_secs, |r| r.since);
+        let since = now_secs();
         self.state.put(Record {
             domain_uuid: self.dom.uuid.clone(),
             domain_name: self.dom.name.clone(),

@@ -250,6 +250,14 @@ pub enum Refusal {
         /// The holder.
         other: String,
     },
+    /// A vGPU mdev lives on the VF.
+    #[error("VF {vf} hosts {mdev}: a VF with a vGPU on it cannot also be passed through whole; name another VF (vgpuctl attach --vf picks a free one) or stop that domain")]
+    VfHostsMdev {
+        /// The VF.
+        vf: PciAddress,
+        /// The mdev on it.
+        mdev: super::vf::MdevOnVf,
+    },
     /// The VF's PF is not in the config.
     #[error("VF {vf} belongs to PF {pf}, which {} does not list (add it to sriov_pfs, amd_vgpu_pfs or nvidia_vgpu_pfs)", config.display())]
     VfPfNotConfigured {
@@ -350,6 +358,7 @@ impl Refusal {
         "create_stuck",
         "did_not_appear",
         "vf_held",
+        "vf_hosts_mdev",
         "vf_pf_not_configured",
         "not_a_vf",
         "vf_absent",
@@ -380,6 +389,7 @@ impl Refusal {
             Refusal::CreateStuck { .. } => "create_stuck",
             Refusal::DidNotAppear { .. } => "did_not_appear",
             Refusal::VfHeld { .. } => "vf_held",
+            Refusal::VfHostsMdev { .. } => "vf_hosts_mdev",
             Refusal::VfPfNotConfigured { .. } => "vf_pf_not_configured",
             Refusal::NotAVf(_) => "not_a_vf",
             Refusal::VfAbsent { .. } => "vf_absent",

@@ -6,9 +6,12 @@ use super::inventory::{self, PfKind};
 use super::refusal::Refusal;
 use super::{Ctx, Failure};
 use crate::host::sriov::Switch;
-use crate::host::state::Device;
+use std::fmt;
+
+use crate::host::state::{Device, State};
 use crate::host::sysfs::Sysfs;
 use crate::model::domain::{Hostdev, VfRequest, VfWant};
+use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
 
 /// Claims the VF a request names (and for NVIDIA's kernel-6.8+ VFs sets its vGPU type),
@@ -18,6 +21,9 @@ pub fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
     let device = Device::Vf { address: vf };
     if let Some(other) = ctx.other_owner(&device) {
         return Err(Refusal::VfHeld { vf, other }.into());
+    }
+    if let Some(mdev) = mdev_on(ctx.sysfs(), ctx.state, vf) {
+        return Err(Refusal::VfHostsMdev { vf, mdev }.into());
     }
     let pf = locate_vf(ctx, vf)?;
     let managed = match ctx.dom.pci_hostdev(vf) {
@@ -45,6 +51,62 @@ pub fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
     }
     ctx.record(device, pf.to_string(), None, false);
     Ok(())
+}
+
+/// A vGPU mdev living on a VF (NVIDIA's Ampere SR-IOV GPUs make each VF an mdev parent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdevOnVf {
+    /// The mdev.
+    pub uuid: MdevUuid,
+    /// The domain our state records it for, if any.
+    pub domain: Option<String>,
+}
+
+impl fmt::Display for MdevOnVf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.domain {
+            Some(d) => write!(f, "vGPU mdev {} of domain '{d}'", self.uuid),
+            None => write!(
+                f,
+                "vGPU mdev {}, which no domain is recorded for",
+                self.uuid
+            ),
+        }
+    }
+}
+
+/// The mdev living on `vf`, if any: such a VF is in use whoever runs, since passing it through
+/// whole would pull it from under that vGPU.
+pub fn mdev_on(sysfs: &Sysfs, state: &State, vf: PciAddress) -> Option<MdevOnVf> {
+    mdevs_on_vfs(sysfs, state)
+        .into_iter()
+        .find(|(on, _)| *on == vf)
+        .map(|(_, m)| m)
+}
+
+/// Every VF a vGPU mdev lives on, with that mdev.
+pub fn mdevs_on_vfs(sysfs: &Sysfs, state: &State) -> Vec<(PciAddress, MdevOnVf)> {
+    let mut out = Vec::new();
+    for live in sysfs.live_mdevs() {
+        let Ok(vf) = live.parent.parse::<PciAddress>() else {
+            continue;
+        };
+        if sysfs.physfn(vf).is_none() {
+            continue;
+        }
+        let device = Device::Mdev {
+            uuid: live.uuid.clone(),
+        };
+        let domain = state.owner(&device).map(|r| r.domain_name.clone());
+        out.push((
+            vf,
+            MdevOnVf {
+                uuid: live.uuid,
+                domain,
+            },
+        ));
+    }
+    out
 }
 
 /// Finds the configured PF a VF belongs to, switching VFs on at a configured PF that has none

@@ -7,6 +7,7 @@ use std::ops::Range;
 use super::HookError;
 use crate::alloc::inventory::{self, PfKind};
 use crate::alloc::numa::Wanted;
+use crate::alloc::vf::mdev_on;
 use crate::host::state::Device;
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
@@ -65,10 +66,11 @@ pub fn filter(
         pfs: inventory::vf_pfs(config),
         numa,
         holder: &|vf: PciAddress| {
-            state
+            let of_vf = state
                 .holder(&Device::Vf { address: vf }, &live)
                 .filter(|r| r.domain_uuid != dom.uuid)
-                .map(|r| r.domain_name.clone())
+                .map(|r| format!("domain '{}'", r.domain_name));
+            of_vf.or_else(|| mdev_on(&host.sysfs, &state, vf).map(|m| m.to_string()))
         },
     };
     let referenced: Vec<PciAddress> = vf_requests.iter().map(|v| v.address).collect();
@@ -95,6 +97,7 @@ struct Here<'a> {
     pfs: Vec<(PciAddress, PfKind)>,
     /// The domain's NUMA nodes: replacements come from PFs on them first.
     numa: Option<Wanted>,
+    /// Who holds a VF (`domain 'x'`, or the vGPU mdev living on it), other than this domain.
     holder: &'a dyn Fn(PciAddress) -> Option<String>,
 }
 
@@ -133,7 +136,7 @@ impl Here<'_> {
             })
             .find(|&c| self.fits(c, req));
         let why = match (&held, self.sysfs.pci_exists(vf)) {
-            (Some(d), _) => format!("held by domain '{d}'"),
+            (Some(d), _) => format!("held by {d}"),
             (None, true) => "not a VF of a configured PF".to_string(),
             (None, false) => "absent".to_string(),
         };

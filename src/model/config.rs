@@ -5,7 +5,7 @@
 //! the one line `virsh start` prints. Addresses are normalised here so that the rest of the program
 //! only ever sees [`PciAddress`] and validated parent names.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -197,7 +197,9 @@ impl Config {
         let src = Source { text, path };
         let raw: Raw = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         let timing = src.timing(&raw)?;
-        let vf_count = src.bounded("vf_count", &raw.vf_count, 65_535)?.unwrap_or(0) as u32;
+        let vf_count = src
+            .bounded("vf_count", &raw.vf_count, 0..=65_535)?
+            .unwrap_or(0) as u32;
         Ok(Config {
             path: path.to_path_buf(),
             nvidia_vgpu_pfs: src.pci_list("nvidia_vgpu_pfs", raw.nvidia_vgpu_pfs)?,
@@ -312,21 +314,23 @@ impl Source<'_> {
         }
     }
 
-    /// A whole number within `0..=max`, if given.
+    /// A whole number within `range`, if given.
     fn bounded(
         &self,
         key: &str,
         v: &Option<Spanned<i64>>,
-        max: i64,
+        range: RangeInclusive<i64>,
     ) -> Result<Option<u64>, ConfigError> {
         match v {
             None => Ok(None),
-            Some(v) if (0..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref() as u64)),
+            Some(v) if range.contains(v.get_ref()) => Ok(Some(*v.get_ref() as u64)),
             Some(v) => Err(self.invalid(
                 Some(v.span()),
                 format!(
-                    "{key}: {} is out of range (expected 0 to {max})",
-                    v.get_ref()
+                    "{key}: {} is out of range (expected {} to {})",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
                 ),
             )),
         }
@@ -340,49 +344,49 @@ impl Source<'_> {
             &mut t.parent_wait,
             "parent_wait_secs",
             &raw.parent_wait_secs,
-            3600,
+            0..=3600,
             secs,
         )?;
         self.knob(
             &mut t.device_wait,
             "device_wait_secs",
             &raw.device_wait_secs,
-            600,
+            1..=600,
             secs,
         )?;
         self.knob(
             &mut t.cleanup_wait,
             "cleanup_wait_secs",
             &raw.cleanup_wait_secs,
-            600,
+            0..=600,
             secs,
         )?;
         self.knob(
             &mut t.remove_timeout,
             "remove_timeout_secs",
             &raw.remove_timeout_secs,
-            600,
+            1..=600,
             secs,
         )?;
         self.knob(
             &mut t.retry_interval,
             "retry_interval_ms",
             &raw.retry_interval_ms,
-            60_000,
+            0..=60_000,
             ms,
         )?;
         self.knob(
             &mut t.prepare_grace,
             "prepare_grace_secs",
             &raw.prepare_grace_secs,
-            86_400,
+            0..=86_400,
             secs,
         )?;
         self.knob(
             &mut t.boot_window,
             "boot_window_secs",
             &raw.boot_window_secs,
-            86_400,
+            0..=86_400,
             secs,
         )?;
         let manage = &raw.sriov_manage_timeout_secs;
@@ -390,25 +394,27 @@ impl Source<'_> {
             &mut t.sriov_manage,
             "sriov_manage_timeout_secs",
             manage,
-            3600,
+            1..=3600,
             secs,
         )?;
-        if let Some(v) = self.bounded("retries", &raw.retries, 100)? {
+        if let Some(v) = self.bounded("retries", &raw.retries, 0..=100)? {
             t.retries = v.max(1) as u32;
         }
         Ok(t)
     }
 
-    /// Sets a duration knob when the key is given, within `0..=max` of `unit`s.
+    /// Sets a duration knob when the key is given, within `range` of `unit`s. A bound on a
+    /// kernel write or a tool starts at 1: at 0 every write "times out" while the writer goes on,
+    /// so starts are refused with the device made anyway and stops keep what they removed.
     fn knob(
         &self,
         slot: &mut Duration,
         key: &str,
         value: &Option<Spanned<i64>>,
-        max: i64,
+        range: RangeInclusive<i64>,
         unit: fn(u64) -> Duration,
     ) -> Result<(), ConfigError> {
-        if let Some(v) = self.bounded(key, value, max)? {
+        if let Some(v) = self.bounded(key, value, range)? {
             *slot = unit(v);
         }
         Ok(())
@@ -519,6 +525,29 @@ mod tests {
             e.contains("cleanup_wait_secs") && e.contains("out of range"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_zero_bound_on_a_kernel_write_or_a_tool_is_out_of_range() {
+        for key in [
+            "device_wait_secs",
+            "remove_timeout_secs",
+            "sriov_manage_timeout_secs",
+        ] {
+            let e = err(&format!("{key} = 0"));
+            assert!(
+                e.contains(&format!("{key}: 0 is out of range (expected 1 to")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_waits_and_grace_are_allowed() {
+        let c =
+            parse("parent_wait_secs = 0\ncleanup_wait_secs = 0\nprepare_grace_secs = 0\n").unwrap();
+        assert_eq!(c.timing.parent_wait, Duration::ZERO);
+        assert_eq!(c.timing.prepare_grace, Duration::ZERO);
     }
 
     #[test]

@@ -186,6 +186,18 @@ impl TestHost {
         }
     }
 
+    /// Makes every record `secs` older, as records of a run long ago are.
+    pub fn age_records(&self, secs: u64) {
+        let path = self.state_dir().join("owners.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("state")).expect("state is JSON");
+        for r in v["records"].as_array_mut().expect("records") {
+            let since = r["since"].as_u64().expect("since");
+            r["since"] = since.saturating_sub(secs).into();
+        }
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
     /// Domain names owning records, in order.
     pub fn owners(&self) -> Vec<String> {
         self.records()

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Exit status:
-  0  success
+  0  success (also when the reader closes the output early, as `| head` does)
   1  the request cannot be met, or an operation failed (doctor: a check failed)
   2  usage error
   3  libvirt unreachable, or libvirt refused the operation

@@ -20,6 +20,8 @@ use vgpu_hook::model::domain::DomainError;
 /// The exit statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// Nothing failed: the reader closed stdout early (`vgpuctl list | head`).
+    Quiet = 0,
     /// The request cannot be met, or an operation failed.
     Failed = 1,
     /// A value on the command line is malformed.
@@ -133,7 +135,8 @@ impl CtlError {
     /// The status to exit with.
     pub fn exit(&self) -> Exit {
         match self {
-            CtlError::BrokenPipe | CtlError::Failed(_) | CtlError::Domain(_) => Exit::Failed,
+            CtlError::BrokenPipe => Exit::Quiet,
+            CtlError::Failed(_) | CtlError::Domain(_) => Exit::Failed,
             CtlError::Prepare(_) => Exit::Failed,
             CtlError::Usage(_) => Exit::Usage,
             CtlError::NotFound(_) => Exit::NotFound,
@@ -266,7 +269,7 @@ mod unit {
     fn a_closed_pipe_is_its_own_quiet_variant() {
         let e = CtlError::output(io::Error::from(io::ErrorKind::BrokenPipe));
         assert!(matches!(e, CtlError::BrokenPipe));
-        assert_eq!(e.exit(), Exit::Failed);
+        assert_eq!(e.exit(), Exit::Quiet);
         assert_eq!(e.message(), "");
     }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use vgpu_hook::alloc::vf::mdevs_on_vfs;
 use vgpu_hook::ctl::plan::{self, Ask, MdevAsk, Taken, VfAsk};
 use vgpu_hook::ctl::xmledit::{self, DeviceKey, NewDevice, Selector};
 use vgpu_hook::host::state::Device;
@@ -121,12 +122,11 @@ fn describe(dev: &NewDevice) -> String {
     }
 }
 
-/// VFs held right now according to the state.
+/// VFs held right now according to the state, and VFs a vGPU mdev lives on (whoever runs).
 fn taken_from_state(host: &Host, grace: Duration) -> Taken {
     let live = host.liveness(grace);
-    host.state
-        .peek()
-        .unwrap_or_default()
+    let state = host.state.peek().unwrap_or_default();
+    let mut taken: Taken = state
         .records
         .iter()
         .filter(|r| live.holds(r))
@@ -134,7 +134,12 @@ fn taken_from_state(host: &Host, grace: Duration) -> Taken {
             Device::Vf { address } => Some((address, r.domain_name.clone())),
             _ => None,
         })
-        .collect()
+        .collect();
+    for (vf, m) in mdevs_on_vfs(&host.sysfs, &state) {
+        let by = m.domain.unwrap_or_else(|| format!("vGPU mdev {}", m.uuid));
+        taken.entry(vf).or_insert(by);
+    }
+    taken
 }
 
 /// VFs named by any domain's definition (persistent or running).
