@@ -103,3 +103,51 @@ fn concurrent_prepares_use_every_instance_once_and_refuse_the_rest_then_releases
         0
     );
 }
+
+/// The host's state lock, taken by this process as a hung holder keeps it.
+fn lock_as_a_stuck_holder(h: &TestHost) -> vgpu_hook::host::state::Locked {
+    vgpu_hook::host::state::StateDir::new(&h.state_dir())
+        .lock()
+        .unwrap()
+}
+
+#[test]
+fn a_start_behind_a_stuck_lock_holder_is_refused_within_the_bound_naming_it() {
+    let Some(sim) = Sim::start(&host_toml()) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &format!("{}lock_wait_secs = 1\n", config()));
+    let _held = lock_as_a_stuck_holder(&h);
+    let t = std::time::Instant::now();
+    let o = h.prepare(&mdev_domain("a", &[(1, "profile=\"Slice\"")]));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
+    let holder = format!("held by pid {} (`", std::process::id());
+    assert_refused(&o, &[&holder, "for more than 1 s (lock_wait_secs)"]);
+    assert_eq!(available(&sim, 0), PER_PARENT as u32);
+}
+
+#[test]
+fn a_stop_behind_a_stuck_lock_holder_waits_again_and_frees_the_device_once_it_lets_go() {
+    let Some(sim) = Sim::start(&host_toml()) else {
+        return;
+    };
+    let h = TestHost::new(sim.root(), &format!("{}lock_wait_secs = 1\n", config()));
+    let vm = mdev_domain("a", &[(1, "profile=\"Slice\"")]);
+    assert_ok(&h.prepare(&vm));
+    let held = lock_as_a_stuck_holder(&h);
+    let stop = h.spawn("a", "release", "end", "-", &vm.text);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(held);
+    let o = stop.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The holder kept the lock past one bound (1 s): a release that gave up then would leave it.
+    assert!(h.records().is_empty(), "{:?}", h.records());
+    assert_eq!(
+        available(&sim, 0) + available(&sim, 1),
+        2 * PER_PARENT as u32
+    );
+}

@@ -161,6 +161,23 @@ fn a_state_directory_open_to_others_is_closed_again() {
 }
 
 #[test]
+fn reconcile_mends_a_damaged_state_as_the_hook_does() {
+    let Some((_sim, mut h)) = mtty_host() else {
+        return;
+    };
+    running_domain(&mut h, "running", 1);
+    fs::write(data_file(&h), "garbage").unwrap();
+    let o = h.vgpuctl(&["reconcile"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(h.owners(), ["running"]);
+    assert_eq!(
+        damaged_copies(&h).len(),
+        1,
+        "the damaged file is kept aside"
+    );
+}
+
+#[test]
 fn a_domain_without_metadata_never_notices_a_damaged_state() {
     let Some((_sim, h)) = mtty_host() else { return };
     fs::create_dir_all(h.state_dir()).unwrap();

@@ -233,23 +233,25 @@ fn offer(
 ) -> Result<Vec<Found>, GpuReason> {
     let sysfs = ctx.sysfs();
     let mut found = Vec::new();
-    let mut ambiguous = None;
+    let mut why_none = None;
     for p in parents {
         match find_type(sysfs, p, &req.want, hint.as_ref()) {
             Ok(Some((id, _))) => {
                 *hint = Some(id.clone());
-                let available = sysfs.available_instances(p, &id).unwrap_or(0);
-                found.push(Found {
-                    parent: p.clone(),
-                    type_id: id,
-                    available,
-                });
+                match sysfs.available_instances(p, &id) {
+                    Ok(available) => found.push(Found {
+                        parent: p.clone(),
+                        type_id: id,
+                        available,
+                    }),
+                    Err(e) => why_none = Some(GpuReason::Unreadable(e.to_string())),
+                }
             }
             Ok(None) => {}
-            Err(reason) => ambiguous = Some(reason),
+            Err(reason) => why_none = Some(reason),
         }
     }
-    match (found.is_empty(), ambiguous) {
+    match (found.is_empty(), why_none) {
         (false, _) => Ok(found),
         (true, Some(reason)) => Err(reason),
         (true, None) => Err(GpuReason::NoSuchType),

@@ -49,6 +49,9 @@ pub enum GpuReason {
         /// The VM's nodes.
         wanted: String,
     },
+    /// The asked type's `available_instances` cannot be read (the error's text): its room is
+    /// unknown, not zero.
+    Unreadable(String),
     /// The create was refused by the driver (the errno's text).
     CreateFailed(String),
     /// The create did not return within the bound.
@@ -133,6 +136,7 @@ impl fmt::Display for GpuReason {
                 Some(n) => write!(f, "on NUMA node {n}, not the VM's node {wanted}; numa = \"require\""),
                 None => write!(f, "NUMA node unknown, the VM wants node {wanted}; numa = \"require\""),
             },
+            GpuReason::Unreadable(why) => write!(f, "room unknown: {why}"),
             GpuReason::CreateFailed(why) => write!(f, "create failed: {why}"),
             GpuReason::CreateTimeout { secs } => write!(
                 f,

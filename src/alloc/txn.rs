@@ -1,8 +1,11 @@
 //! What one `prepare` did, so that a refusal can undo it.
 //!
 //! `prepare` is all or nothing: every device it created, every VF type it set and every PF whose
-//! VFs it switched on is written down here as it happens, and undone in reverse if a later request
-//! of the same domain cannot be met (or the state cannot be saved).
+//! VFs it switched on is written down here as it happens, and undone if a later request of the
+//! same domain cannot be met (or the state cannot be saved). Undo goes by kind, against the order
+//! in which kinds depend on each other: the devices first (mdevs, including creates still
+//! pending, then VF types), the PFs whose VFs were switched on last, since an mdev or a type may
+//! live on one of those VFs. Within a kind the steps are independent, so they go in the order made.
 
 use crate::host::sriov::Switch;
 use crate::host::sysfs::Sysfs;

@@ -54,6 +54,9 @@ fn main() -> ExitCode {
     let domain_arg = args[1].to_string_lossy().into_owned();
     let call = classify(&args[2], &args[3]);
     let Some(stdin) = read_stdin() else {
+        // Nothing can be decided from the XML; a stop still frees what the state records for
+        // the domain by name, as for XML that does not parse.
+        release_leftovers(&call, &domain_arg);
         return ExitCode::SUCCESS;
     };
     if matches!(call, Call::Other) {
@@ -90,8 +93,7 @@ fn main() -> ExitCode {
     if asks_nothing(&call, &dom) {
         return ExitCode::SUCCESS;
     }
-    let host = Host::from_env();
-    let config = Config::load(&host.config_path);
+    let (host, config) = host_and_config();
     match call {
         Call::Prepare => run_prepare(&host, config, &dom),
         Call::Filter => run_filter(&host, config, &dom, xml),
@@ -107,7 +109,8 @@ struct Stdin {
     oversize: bool,
 }
 
-/// `None` when stdin cannot be read (nothing can be decided; the hook then does nothing).
+/// `None` when stdin cannot be read (nothing can be decided from it; a stop then frees what
+/// the state records for the domain by name).
 fn read_stdin() -> Option<Stdin> {
     let mut bytes = Vec::new();
     let mut stdin = std::io::stdin().lock();
@@ -140,6 +143,15 @@ fn asks_nothing(call: &Call, dom: &Domain) -> bool {
         Call::Filter => !asks_vf,
         _ => false,
     }
+}
+
+/// The host from the environment and its config; the state lock is waited for as long as the
+/// config says (the default when it cannot be read).
+fn host_and_config() -> (Host, Result<Config, ConfigError>) {
+    let host = Host::from_env();
+    let config = Config::load(&host.config_path);
+    let host = host.with_lock_wait(timing_of(&config).lock_wait);
+    (host, config)
 }
 
 fn timing_of(config: &Result<Config, ConfigError>) -> Timing {
@@ -207,9 +219,8 @@ fn release_by_name(call: &Call, domain_name: &str) {
     if !matches!(call, Call::Release) {
         return;
     }
-    let host = Host::from_env();
-    let timing = timing_of(&Config::load(&host.config_path));
-    hook::release(&host, &timing, &Domain::default(), domain_name);
+    let (host, config) = host_and_config();
+    hook::release(&host, &timing_of(&config), &Domain::default(), domain_name);
 }
 
 /// At `release end` for a domain whose XML carries none of our metadata (removed while it ran):
@@ -218,14 +229,13 @@ fn release_leftovers(call: &Call, domain_name: &str) {
     if !matches!(call, Call::Release) {
         return;
     }
-    let host = Host::from_env();
+    let (host, config) = host_and_config();
     let recorded = host
         .state
         .peek()
         .is_ok_and(|st| st.records.iter().any(|r| r.domain_name == domain_name));
     if recorded {
         vgpu_hook::host::logging::init();
-        let timing = timing_of(&Config::load(&host.config_path));
-        hook::release(&host, &timing, &Domain::default(), domain_name);
+        hook::release(&host, &timing_of(&config), &Domain::default(), domain_name);
     }
 }

@@ -60,13 +60,13 @@ pub fn find(proc: &Procfs, pid_files: &[(&str, PathBuf)]) -> Option<Daemon> {
         .map(|(pid, name)| Daemon { name, pid })
 }
 
-/// [`find`] on the real host.
-pub fn find_system() -> Option<Daemon> {
+/// [`find`] through the daemons' usual pid files, with processes from `proc` (the host's).
+pub fn find_system(proc: &Procfs) -> Option<Daemon> {
     let files: Vec<(&str, PathBuf)> = PID_FILES
         .iter()
         .map(|(n, f)| (*n, PathBuf::from(f)))
         .collect();
-    find(&Procfs::system(), &files)
+    find(proc, &files)
 }
 
 /// What vgpuctl last did to the daemon.
@@ -99,7 +99,10 @@ pub fn reload(daemon: &Daemon, state_dir: &Path) -> Result<(), String> {
         .create(state_dir);
     if created.is_ok() {
         if let Ok(json) = serde_json::to_vec(&record) {
-            let _ = fs::write(state_dir.join(RELOAD_RECORD), json);
+            // Through a temp file and O_NOFOLLOW, as everything in the state directory.
+            let path = state_dir.join(RELOAD_RECORD);
+            let durability = crate::host::atomic::Durability::RenameOnly;
+            let _ = crate::host::atomic::replace(&path, state_dir, &json, 0o600, durability);
         }
     }
     Ok(())

@@ -9,10 +9,11 @@
 //! only has to uncomment lines.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::host::atomic::Durability;
 use crate::host::sysfs::Sysfs;
 use crate::model::pci::PciAddress;
 
@@ -122,31 +123,7 @@ pub fn probe_hook(path: &Path) -> Result<(), String> {
 /// Writes `bytes` to `path` atomically with `mode`: a temp file in `tmp_dir` (same filesystem,
 /// somewhere libvirt does not look for hooks), fsync, rename, fsync of the directory.
 pub fn atomic_write(path: &Path, tmp_dir: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = tmp_dir.join(format!(".{name}.vgpuctl-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::host::atomic::replace(path, tmp_dir, bytes, mode, Durability::Synced)
 }
 
 /// What `install` should do.
@@ -616,7 +593,8 @@ const SKELETON_SETTINGS: &str = "
 # Timing (defaults shown): waiting for a GPU's driver at boot, for a new device to appear,
 # for NVIDIA's own clean-up at stop, for one remove; retries and their interval; how long a
 # device prepared for a domain counts as taken before QEMU runs; how long after boot absent
-# GPUs are waited for even when present ones are full.
+# GPUs are waited for even when present ones are full; how long a call waits for the
+# host-wide state lock before it names the holder (a start is refused, a stop waits twice more).
 # parent_wait_secs = 30
 # device_wait_secs = 5
 # cleanup_wait_secs = 10
@@ -625,6 +603,7 @@ const SKELETON_SETTINGS: &str = "
 # retry_interval_ms = 1000
 # prepare_grace_secs = 300
 # boot_window_secs = 600
+# lock_wait_secs = 120
 ";
 
 /// The commented first config: every key with its meaning, and what this host offers.

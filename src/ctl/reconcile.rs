@@ -319,7 +319,7 @@ pub fn run(
         return Ok(Report { dry_run, outcomes });
     }
     let locked = host.state.lock()?;
-    let mut state = locked.load()?;
+    let mut state = crate::hook::load_state(host, &locked, config.timing.prepare_grace)?;
     let actions = plan(host, config, &state, &live, proc);
     let outcomes = carry_out(&host.sysfs, &config.timing, &mut state, actions);
     if outcomes

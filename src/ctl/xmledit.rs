@@ -1125,14 +1125,34 @@ pub fn entries(xml: &str) -> Result<Vec<DeviceKey>, EditError> {
 pub fn referenced_pci(xml: &str) -> Result<Vec<PciAddress>, EditError> {
     let doc = Doc::parse(xml)?;
     let mut out: Vec<PciAddress> = Vec::new();
-    for (_, k) in doc.hostdevs().into_iter().chain(doc.entries()) {
-        if let DeviceKey::Vf(a) = k {
-            if !out.contains(&a) {
-                out.push(a);
-            }
+    let keys = doc.hostdevs().into_iter().chain(doc.entries());
+    let vfs = keys.filter_map(|(_, k)| match k {
+        DeviceKey::Vf(a) => Some(a),
+        _ => None,
+    });
+    for a in vfs.chain(doc.hostdev_interfaces()) {
+        if !out.contains(&a) {
+            out.push(a);
         }
     }
     Ok(out)
+}
+
+impl Doc<'_> {
+    /// The PCI devices of `<interface type='hostdev'>` (libvirt's usual way to give a guest a
+    /// NIC's VF): a VF another domain holds that way is as taken as one in a `<hostdev>`.
+    fn hostdev_interfaces(&self) -> Vec<PciAddress> {
+        self.devices_named("interface")
+            .into_iter()
+            .filter(|&i| self.elems[i].attr("type") == Some("hostdev"))
+            .filter_map(|i| {
+                let src = self.child(i, "source")?;
+                let addr = &self.elems[self.child(src, "address")?];
+                let get = |k| addr.attr(k).unwrap_or("0");
+                PciAddress::from_libvirt(get("domain"), get("bus"), get("slot"), get("function"))
+            })
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1441,6 +1461,16 @@ mod tests {
         assert_eq!(
             referenced_pci(&hostdev_only).unwrap(),
             vec!["0000:04:02.1".parse::<PciAddress>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn referenced_pci_includes_a_nic_vf_given_as_a_hostdev_interface() {
+        let nic = "<interface type='hostdev' managed='yes'>\n      <source>\n        <address type='pci' domain='0x0000' bus='0x05' slot='0x10' function='0x2'/>\n      </source>\n    </interface>\n  </devices>";
+        let xml = PLAIN.replacen("</devices>", nic, 1);
+        assert_eq!(
+            referenced_pci(&xml).unwrap(),
+            vec!["0000:05:10.2".parse::<PciAddress>().unwrap()]
         );
     }
 

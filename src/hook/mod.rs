@@ -49,8 +49,9 @@ pub enum HookError {
 }
 
 /// The state under the lock; a damaged data file is kept aside and the records rebuilt from the
-/// running domains (see [`recover`]).
-fn load_state(
+/// running domains (see [`recover`]). `vgpuctl reconcile` reads it the same way, so it mends
+/// what the hook would mend rather than refusing it.
+pub fn load_state(
     host: &crate::host::Host,
     locked: &crate::host::state::Locked,
     grace: std::time::Duration,

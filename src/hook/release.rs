@@ -5,13 +5,32 @@ use std::time::{Duration, Instant};
 
 use crate::host::learned::{CleanupFacts, Seen};
 use crate::host::state::Record;
-use crate::host::state::{Device, State};
+use crate::host::state::{Device, Locked, State, StateError};
 use crate::host::sysfs::{Sysfs, SysfsError};
 use crate::host::Host;
 use crate::model::config::Timing;
 use crate::model::domain::Domain;
 use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
+
+/// How many times release waits out the lock's bound before it gives up (a stop cannot be
+/// refused, so it tries longer than a start; what it leaves is for `vgpuctl reconcile`).
+const LOCK_ROUNDS: u32 = 3;
+
+/// The state lock, for release: a holder past the bound is logged by name and waited for
+/// again, [`LOCK_ROUNDS`] times in all.
+fn lock(host: &Host) -> Result<Locked, StateError> {
+    let mut round = 1;
+    loop {
+        match host.state.lock() {
+            Err(e @ StateError::Busy { .. }) if round < LOCK_ROUNDS => {
+                log::warn!("release: {e}; waiting again ({round}/{LOCK_ROUNDS})");
+                round += 1;
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Whether a record belongs to the stopping domain: by UUID, or by name when the XML could not
 /// be read (release then works from argv's domain name).
@@ -46,22 +65,19 @@ pub fn release_selected(
     domain_name: &str,
     select: impl Fn(&Device) -> bool,
 ) -> Vec<Device> {
-    let devices: Vec<(Device, bool)> = match host
-        .state
-        .lock()
-        .and_then(|l| super::load_state(host, &l, timing.prepare_grace))
-    {
-        Ok(state) => state
-            .records
-            .iter()
-            .filter(|r| is_mine(r, dom, domain_name) && select(&r.device))
-            .map(|r| (r.device.clone(), r.created))
-            .collect(),
-        Err(e) => {
-            log::error!("domain '{domain_name}': release: {e}");
-            return Vec::new();
-        }
-    };
+    let devices: Vec<(Device, bool)> =
+        match lock(host).and_then(|l| super::load_state(host, &l, timing.prepare_grace)) {
+            Ok(state) => state
+                .records
+                .iter()
+                .filter(|r| is_mine(r, dom, domain_name) && select(&r.device))
+                .map(|r| (r.device.clone(), r.created))
+                .collect(),
+            Err(e) => {
+                log::error!("domain '{domain_name}': release: {e}");
+                return Vec::new();
+            }
+        };
     let sysfs = &host.sysfs;
     wait_for_driver_cleanup(host, timing, &devices);
     let mut done: Vec<Device> = Vec::new();
@@ -69,12 +85,7 @@ pub fn release_selected(
     for (device, created) in devices {
         let ours = |st: &State| still_ours(st, dom, domain_name, &device);
         let gone = match &device {
-            Device::Mdev { uuid } => release_mdev(sysfs, timing, uuid, || {
-                host.state
-                    .lock()
-                    .and_then(|l| l.load())
-                    .is_ok_and(|st| ours(&st))
-            }),
+            Device::Mdev { uuid } => release_mdev(host, timing, uuid, ours),
             Device::Vf { address } if created && sysfs.is_nvidia_vfio_vf(*address) => {
                 release_nvidia_vf(host, timing, *address, ours)
             }
@@ -86,7 +97,7 @@ pub fn release_selected(
             left.push(device);
         }
     }
-    let result = host.state.lock().and_then(|locked| {
+    let result = lock(host).and_then(|locked| {
         let mut state = locked.load()?;
         let before = state.records.len();
         state
@@ -124,7 +135,7 @@ fn wait_for_driver_cleanup(host: &Host, timing: &Timing, devices: &[(Device, boo
     let driver = sysfs
         .nvidia_driver_version()
         .unwrap_or_else(|| "unknown".to_string());
-    let Ok(facts) = host.state.lock().map(|l| CleanupFacts::load(&l, &driver)) else {
+    let Ok(facts) = lock(host).map(|l| CleanupFacts::load(&l, &driver)) else {
         return;
     };
     if !facts.must_wait() {
@@ -147,7 +158,7 @@ fn wait_for_driver_cleanup(host: &Host, timing: &Timing, devices: &[(Device, boo
     } else {
         Seen::LeftToUs
     };
-    if let Ok(locked) = host.state.lock() {
+    if let Ok(locked) = lock(host) {
         let mut facts = CleanupFacts::load(&locked, &driver);
         facts.observe(seen);
         facts.save(&locked);
@@ -162,19 +173,25 @@ fn is_nvidia_vgpu(sysfs: &Sysfs, uuid: &MdevUuid) -> bool {
         .is_some_and(|d| d.is_dir())
 }
 
-/// Removes an mdev with bounded retries. True when the mdev is gone.
+/// Removes an mdev with bounded retries. True when the mdev is gone. Each try checks ownership
+/// and writes under the state lock, as for VFs: a prepare that takes the UUID over for another
+/// domain cannot slip in between.
 fn release_mdev(
-    sysfs: &Sysfs,
+    host: &Host,
     timing: &Timing,
     uuid: &MdevUuid,
-    still_ours: impl Fn() -> bool,
+    ours: impl Fn(&State) -> bool,
 ) -> bool {
+    let sysfs = &host.sysfs;
     if !sysfs.mdev_exists(uuid) {
         log::info!("mdev {uuid} is gone already (removed by its driver)");
         return true;
     }
     for attempt in 1..=timing.retries {
-        if !still_ours() {
+        let Ok(locked) = lock(host) else {
+            return false;
+        };
+        if !locked.load().is_ok_and(|st| ours(&st)) {
             log::info!("mdev {uuid} now belongs to another domain; left alone");
             return false;
         }
@@ -195,6 +212,7 @@ fn release_mdev(
             log::info!("removed mdev {uuid}");
             return true;
         }
+        drop(locked);
         if attempt < timing.retries {
             sleep(timing.retry_interval);
         }
@@ -215,7 +233,7 @@ fn release_nvidia_vf(
 ) -> bool {
     let sysfs = &host.sysfs;
     for attempt in 1..=timing.retries {
-        let Ok(locked) = host.state.lock() else {
+        let Ok(locked) = lock(host) else {
             return false;
         };
         if !locked.load().is_ok_and(|st| ours(&st)) {
@@ -225,9 +243,14 @@ fn release_nvidia_vf(
         match sysfs.current_vgpu_type(vf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e) => {
-                log::warn!("VF {vf}: {e}");
+            Err(e) if !sysfs.pci_exists(vf) => {
+                log::info!("VF {vf} is gone ({e}); nothing to reset");
                 return true;
+            }
+            Err(e) => {
+                // Its type may still be set: the record stays for `vgpuctl reconcile`.
+                log::error!("VF {vf}: {e}; its vGPU type is unknown, run `vgpuctl reconcile`");
+                return false;
             }
         }
         match sysfs.set_current_vgpu_type(vf, 0, timing.remove_timeout) {

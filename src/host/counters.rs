@@ -11,10 +11,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::host::atomic::{self, Durability};
 use crate::host::state::Locked;
 
 /// The counters' directory inside the state directory.
@@ -74,17 +75,14 @@ fn write(dir: &Path, name: &str, value: u64) -> io::Result<()> {
         }
         Err(e) => return Err(e),
     }
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    f.write_all(format!("{value}\n").as_bytes())?;
-    drop(f);
-    fs::rename(&tmp, dir.join(name))
+    let bytes = format!("{value}\n");
+    atomic::replace(
+        &dir.join(name),
+        dir,
+        bytes.as_bytes(),
+        0o600,
+        Durability::RenameOnly,
+    )
 }
 
 fn read_one(path: &Path) -> Option<u64> {

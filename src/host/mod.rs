@@ -5,9 +5,11 @@
 //! move all of them at once through the environment (`VGPU_HOOK_SYSFS_ROOT`,
 //! `VGPU_HOOK_PROC_DIR`, `VGPU_HOOK_STATE_DIR`, `VGPU_HOOK_LIBVIRT_RUN_DIR`, `VGPU_HOOK_CONFIG`).
 
+pub mod atomic;
 pub mod counters;
 pub mod errno;
 pub mod learned;
+pub mod lockfile;
 pub mod logging;
 pub mod numa;
 pub mod procfs;
@@ -50,6 +52,12 @@ impl Host {
             libvirt_run_dir: var("VGPU_HOOK_LIBVIRT_RUN_DIR", DEFAULT_LIBVIRT_RUN_DIR),
             config_path: var("VGPU_HOOK_CONFIG", crate::model::config::DEFAULT_PATH),
         }
+    }
+
+    /// The same host, whose state lock is waited for at most `wait`.
+    pub fn with_lock_wait(mut self, wait: std::time::Duration) -> Host {
+        self.state = self.state.with_wait(wait);
+        self
     }
 
     /// Who runs now, judged from this host's libvirt run dir and process table.

@@ -16,13 +16,14 @@
 //! never deleted, and the caller rebuilds the records from what the host shows.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::atomic::Durability;
 use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
 
@@ -178,6 +179,16 @@ pub enum StateError {
         /// What is wrong with it.
         why: String,
     },
+    /// Another process held the lock for longer than the bound.
+    #[error("state lock {path} has been held by {} for more than {waited} s (lock_wait_secs); if that process hangs, stop it, then try again", holder.as_deref().unwrap_or("another process"))]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this process waited, in seconds.
+        waited: u64,
+        /// Who holds it, as the lock file says.
+        holder: Option<String>,
+    },
     /// The data file is not what this program writes.
     #[error("state {path} is unreadable ({message}); move it aside and run `vgpuctl reconcile`")]
     Corrupt {
@@ -192,6 +203,8 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    /// How long [`StateDir::lock`] waits for another holder.
+    wait: Duration,
 }
 
 /// The state directory, locked. Dropping it releases the lock.
@@ -206,7 +219,14 @@ impl StateDir {
     pub fn new(dir: &Path) -> Self {
         StateDir {
             dir: dir.to_path_buf(),
+            wait: crate::model::config::DEFAULT_LOCK_WAIT,
         }
+    }
+
+    /// The same, with [`StateDir::lock`] waiting at most `wait` for another holder.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// The directory.
@@ -214,7 +234,8 @@ impl StateDir {
         &self.dir
     }
 
-    /// Creates the directory (0700) if needed and takes the exclusive lock, waiting for it.
+    /// Creates the directory (0700) if needed and takes the exclusive lock, waiting for it at
+    /// most the bound ([`StateError::Busy`] names the holder then).
     pub fn lock(&self) -> Result<Locked, StateError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -227,14 +248,21 @@ impl StateDir {
             .map_err(io_err(&self.dir))?;
         self.check_dir()?;
         let lock_path = self.dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
+        let mut lock = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|e| unsafe_or_io(&lock_path, e))?;
-        lock.lock().map_err(io_err(&lock_path))?;
+        crate::host::lockfile::acquire(&mut lock, self.wait).map_err(|holder| {
+            StateError::Busy {
+                path: lock_path.clone(),
+                waited: self.wait.as_secs(),
+                holder: holder.map(|h| h.to_string()),
+            }
+        })?;
         Ok(Locked {
             dir: self.dir.clone(),
             _lock: lock,
@@ -411,26 +439,10 @@ impl Locked {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or(DATA_FILE);
-        let tmp = self.dir.join(format!(".{name}.{}", std::process::id()));
-        let io_err = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| StateError::Io { path: p, source }
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(io_err(path))?;
+        crate::host::atomic::replace(path, &self.dir, bytes, 0o600, Durability::Synced)
+            .map_err(|e| unsafe_or_io(path, e))?;
         self.remove_dead_temps(name);
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))
+        Ok(())
     }
 
     /// Removes the temp files of writes killed before their rename: every writer holds the
@@ -471,13 +483,9 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    /// Liveness judged from libvirt's runtime dir; records younger than `grace` count as held
-    /// even before QEMU runs (the domain is between `prepare` and QEMU's start).
-    pub fn new(run_dir: &Path, grace: Duration) -> Self {
-        Self::with_procfs(run_dir, &crate::host::procfs::Procfs::system(), grace)
-    }
-
-    /// The same, judging processes from `procfs` (a test tree, or the host's).
+    /// Liveness judged from libvirt's runtime dir and processes from `procfs` (the host's, or a
+    /// test tree); records younger than `grace` count as held even before QEMU runs (the domain
+    /// is between `prepare` and QEMU's start).
     pub fn with_procfs(
         run_dir: &Path,
         procfs: &crate::host::procfs::Procfs,
@@ -523,6 +531,10 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn live_on_this_host(run_dir: &Path, grace: Duration) -> Liveness {
+        Liveness::with_procfs(run_dir, &crate::host::procfs::Procfs::system(), grace)
+    }
 
     fn record(name: &str, since: u64) -> Record {
         Record {
@@ -602,7 +614,7 @@ mod tests {
     #[test]
     fn old_record_of_a_stopped_domain_is_stale() {
         let t = tempfile::tempdir().unwrap();
-        let live = Liveness::new(t.path(), Duration::from_secs(300));
+        let live = live_on_this_host(t.path(), Duration::from_secs(300));
         let mut s = State::default();
         s.put(record("gone", 1));
         s.put(record("fresh", now_secs()));
@@ -615,7 +627,7 @@ mod tests {
     #[test]
     fn a_stopped_domains_record_stays_while_its_device_exists() {
         let t = tempfile::tempdir().unwrap();
-        let live = Liveness::new(t.path(), Duration::ZERO);
+        let live = live_on_this_host(t.path(), Duration::ZERO);
         let mut s = State::default();
         s.put(record("stopping", 1));
         assert!(s.drop_stale(&live, |_| true).is_empty());
@@ -624,7 +636,7 @@ mod tests {
 
     #[test]
     fn without_libvirts_runtime_dir_every_record_holds() {
-        let live = Liveness::new(Path::new("/nonexistent/libvirt/qemu"), Duration::ZERO);
+        let live = live_on_this_host(Path::new("/nonexistent/libvirt/qemu"), Duration::ZERO);
         let mut s = State::default();
         s.put(record("old", 1));
         assert!(s.drop_stale(&live, |_| false).is_empty());
@@ -634,7 +646,7 @@ mod tests {
     fn pid_file_of_a_non_qemu_process_does_not_count_as_running() {
         let t = tempfile::tempdir().unwrap();
         fs::write(t.path().join("vm.pid"), format!("{}\n", std::process::id())).unwrap();
-        assert!(!Liveness::new(t.path(), Duration::ZERO).running("vm"));
+        assert!(!live_on_this_host(t.path(), Duration::ZERO).running("vm"));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum NumaPolicy {
     Ignore,
 }
 
+/// How long a call waits for the host-wide state lock unless `lock_wait_secs` says otherwise.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(120);
+
 /// Timing knobs; each bound exists because a driver or a boot sequence needs it
 /// (see the research notes on sysfs semantics) and none may be unbounded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +70,9 @@ pub struct Timing {
     pub boot_window: Duration,
     /// How long NVIDIA's `sriov-manage` may take (it unbinds and rebinds the GPU's driver).
     pub sriov_manage: Duration,
+    /// How long a call waits for the host-wide state lock before it gives up naming the holder
+    /// (longer than any step a holder takes under it: `sriov-manage`, a blocking remove).
+    pub lock_wait: Duration,
 }
 
 impl Default for Timing {
@@ -81,6 +87,7 @@ impl Default for Timing {
             prepare_grace: Duration::from_secs(300),
             boot_window: Duration::from_secs(600),
             sriov_manage: Duration::from_secs(60),
+            lock_wait: DEFAULT_LOCK_WAIT,
         }
     }
 }
@@ -164,6 +171,7 @@ struct Raw {
     prepare_grace_secs: Option<Spanned<i64>>,
     boot_window_secs: Option<Spanned<i64>>,
     sriov_manage: Option<Spanned<String>>,
+    lock_wait_secs: Option<Spanned<i64>>,
     sriov_manage_timeout_secs: Option<Spanned<i64>>,
 }
 
@@ -394,6 +402,13 @@ impl Source<'_> {
             &mut t.sriov_manage,
             "sriov_manage_timeout_secs",
             manage,
+            1..=3600,
+            secs,
+        )?;
+        self.knob(
+            &mut t.lock_wait,
+            "lock_wait_secs",
+            &raw.lock_wait_secs,
             1..=3600,
             secs,
         )?;

@@ -151,6 +151,7 @@ impl CtlError {
             } => Exit::NotFound,
             CtlError::Libvirt { .. } => Exit::Libvirt,
             CtlError::State(StateError::Io { source, .. }) => io_exit(source),
+            CtlError::State(StateError::Busy { .. }) => Exit::Failed,
             CtlError::State(
                 StateError::Corrupt { .. } | StateError::Newer { .. } | StateError::Unsafe { .. },
             ) => Exit::Config,

@@ -209,6 +209,16 @@ impl Dom {
             .map_err(|e| refused(format!("unplug from '{}'", self.name), &e))
     }
 
+    /// Unplugs a device from the running domain and its persistent definition.
+    pub fn detach_live_and_config(&self, device_xml: &str) -> Result<(), CtlError> {
+        self.dom
+            .detach_device_flags(
+                device_xml,
+                sys::VIR_DOMAIN_AFFECT_LIVE | sys::VIR_DOMAIN_AFFECT_CONFIG,
+            )
+            .map_err(|e| refused(format!("unplug from '{}'", self.name), &e))
+    }
+
     /// Replaces our metadata element of the running domain (`None` removes it).
     pub fn set_live_metadata(&self, element: Option<&str>) -> Result<(), CtlError> {
         self.dom

@@ -19,9 +19,19 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
     let stdout = std::io::stdout();
-    match commands::run(&cli, &vgpu_hook::host::Host::from_env(), &mut stdout.lock()) {
+    match commands::run(&cli, &host(), &mut stdout.lock()) {
         Ok(code) => code,
         Err(e) => fail(&e),
+    }
+}
+
+/// The host from the environment, whose state lock is waited for as long as the config says
+/// (the default when it cannot be read: the command reports that itself where it matters).
+fn host() -> vgpu_hook::host::Host {
+    let host = vgpu_hook::host::Host::from_env();
+    match vgpu_hook::model::config::Config::load(&host.config_path) {
+        Ok(c) => host.with_lock_wait(c.timing.lock_wait),
+        Err(_) => host,
     }
 }
 

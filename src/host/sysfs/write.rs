@@ -25,7 +25,13 @@ pub fn write_attr(path: &Path, value: &str) -> Result<(), SysfsError> {
         .write(true)
         .open(path)
         .map_err(fail)?;
-    f.write_all(value.as_bytes()).map_err(fail)
+    // A sysfs store takes the whole value in one write; a short one would store a fragment, so
+    // it is not followed by another write of the rest.
+    match f.write(value.as_bytes()) {
+        Ok(n) if n == value.len() => Ok(()),
+        Ok(_) => Err(refused(path, value, libc::EIO)),
+        Err(e) => Err(fail(e)),
+    }
 }
 
 fn refused(path: &Path, value: &str, errno: i32) -> SysfsError {

@@ -9,7 +9,6 @@ use vgpu_hook::ctl::doctor::{self, LibvirtProbe};
 use vgpu_hook::ctl::install::{self, InstallOptions};
 use vgpu_hook::ctl::reconcile;
 use vgpu_hook::host::counters;
-use vgpu_hook::host::procfs::Procfs;
 use vgpu_hook::host::state::now_secs;
 use vgpu_hook::host::Host;
 
@@ -33,7 +32,7 @@ fn sibling_hook() -> Option<PathBuf> {
 
 /// Makes the daemon notice a changed hooks directory, or says how.
 fn reload(host: &Host, wanted: bool, out: &mut dyn Write) -> Result<(), CtlError> {
-    let d = daemon::find_system();
+    let d = daemon::find_system(&host.procfs);
     let line = match (&d, wanted) {
         (None, _) => "no libvirt daemon is running; it runs the hook from its next start".to_string(),
         (Some(d), false) => format!(
@@ -87,11 +86,11 @@ pub fn install(host: &Host, args: &InstallArgs, out: &mut dyn Write) -> Result<E
     for m in &done.messages {
         emit(writeln!(out, "{m}"))?;
     }
-    let seen = daemon::find_system().and_then(|d| {
+    let seen = daemon::find_system(&host.procfs).and_then(|d| {
         let mtime = std::fs::metadata(&done.target)
             .and_then(|m| m.modified())
             .ok()?;
-        daemon::has_seen(&d, &Procfs::system(), host.state.path(), mtime)
+        daemon::has_seen(&d, &host.procfs, host.state.path(), mtime)
     });
     if done.hook_changed || seen == Some(false) {
         reload(host, !args.no_reload, out)?;
@@ -122,9 +121,10 @@ pub fn uninstall(
 /// `vgpuctl reconcile`.
 pub fn reconcile(host: &Host, dry_run: bool, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
     let config = load_config(host)?;
-    let report = reconcile::run(host, &config, &Procfs::system(), dry_run)?;
-    if !dry_run {
-        // For `vgpuctl metrics`: when the host was last brought back in line.
+    let report = reconcile::run(host, &config, &host.procfs, dry_run)?;
+    if !dry_run && !report.failed() {
+        // For `vgpuctl metrics`: when the host was last brought back in line (not a run that
+        // left something it could not fix).
         if let Ok(locked) = host.state.lock() {
             counters::set(&locked, counters::LAST_RECONCILE, now_secs());
         }
@@ -176,10 +176,9 @@ pub fn doctor(
     .map(PathBuf::from)
     .collect();
     let expected = sibling_hook();
-    let proc = Procfs::system();
     let findings = doctor::run(&doctor::Inputs {
         host,
-        proc: &proc,
+        proc: &host.procfs,
         hooks_dir: &args.hooks_dir,
         pid_files: &pid_files,
         unit_dirs: &unit_dirs,

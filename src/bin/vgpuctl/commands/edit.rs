@@ -380,6 +380,20 @@ fn request_of(dev: &NewDevice) -> (Request, Hostdev) {
     }
 }
 
+/// After a hot-plug: libvirt added the `<hostdev>`s to both definitions; our metadata goes into
+/// both too, so the hook frees the devices when this run ends and makes them at the next start.
+fn record_metadata(lv: &Libvirt, dom: &Dom, devices: &[NewDevice]) -> Result<(), CtlError> {
+    let inactive = dom.inactive_xml()?;
+    let new = xmledit::attach_parts(&inactive, devices, false, true)?;
+    lv.define(&dom.name, &new)?;
+    let live_xml = dom.live_xml()?;
+    let live_new = xmledit::attach_parts(&live_xml, devices, false, true)?;
+    if let Some(element) = xmledit::metadata_element(&live_new)? {
+        dom.set_live_metadata(Some(&element))?;
+    }
+    Ok(())
+}
+
 /// `attach --live`: makes the devices now as the hook would, hot-plugs them (undoing all on a
 /// failure) and records them in both definitions' metadata.
 fn attach_live(
@@ -407,27 +421,25 @@ fn attach_live(
     };
     vgpu_hook::hook::prepare(host, config, &partial).map_err(CtlError::Prepare)?;
     let keys: Vec<DeviceKey> = devices.iter().map(NewDevice::key).collect();
+    let undo = |plugged: &[NewDevice]| {
+        // Unplug what was plugged from both definitions, then free everything this call made:
+        // no definition is left with a <hostdev> the hook would not make at the next start.
+        for d in plugged {
+            let _ = dom.detach_live_and_config(&xmledit::hostdev_xml(d));
+        }
+        for p in free_now(host, &config.timing, &dom.uuid, &keys) {
+            note(&p);
+        }
+    };
     for (i, d) in devices.iter().enumerate() {
         if let Err(e) = dom.attach_live_and_config(&xmledit::hostdev_xml(d)) {
-            // Unplug what was plugged, then free everything this call made.
-            for earlier in &devices[..i] {
-                let _ = dom.detach_live(&xmledit::hostdev_xml(earlier));
-            }
-            for p in free_now(host, &config.timing, &dom.uuid, &keys) {
-                note(&p);
-            }
+            undo(&devices[..i]);
             return Err(e);
         }
     }
-    // libvirt added the <hostdev>s to both definitions; our metadata goes into both too, so the
-    // hook frees the devices when this run ends and makes them at the next start.
-    let inactive = dom.inactive_xml()?;
-    let new = xmledit::attach_parts(&inactive, devices, false, true)?;
-    lv.define(&dom.name, &new)?;
-    let live_xml = dom.live_xml()?;
-    let live_new = xmledit::attach_parts(&live_xml, devices, false, true)?;
-    if let Some(element) = xmledit::metadata_element(&live_new)? {
-        dom.set_live_metadata(Some(&element))?;
+    if let Err(e) = record_metadata(lv, dom, devices) {
+        undo(devices);
+        return Err(e);
     }
     let state = host.state.peek().unwrap_or_default();
     for d in devices {
