@@ -427,6 +427,30 @@ fn migrate_filter_moves_a_held_vf_to_a_free_one_changing_only_host_addresses() {
 }
 
 #[test]
+fn migrate_filter_moves_a_held_vf_given_as_a_hostdev_interface() {
+    let Some((_sim, mut h)) = gim_host() else {
+        return;
+    };
+    assert_ok(&h.prepare(&vf_domain("other", &[("04:00.4", "", true)])));
+    h.start_qemu("other");
+    let vm = vf_domain("a", &[("04:00.4", "", true)]);
+    let nic = vm
+        .text
+        .replace(
+            "<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain",
+            "<interface type='hostdev' managed='yes'><source><address type='pci' domain",
+        )
+        .replace("</source></hostdev>", "</source></interface>");
+    let o = h.call("a", "migrate", "begin", "-", &nic);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("<address type='pci' domain='0x0000' bus='0x04' slot='0x00' function='0x5'/></source></interface>"),
+        "{out}"
+    );
+}
+
+#[test]
 fn restore_filter_refuses_when_no_vf_is_free() {
     let Some((_sim, mut h)) = gim_host() else {
         return;

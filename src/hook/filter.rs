@@ -208,10 +208,17 @@ fn address_edits(
         } else {
             ">"
         };
-        let attrs: Vec<String> = new
-            .libvirt_attrs()
-            .iter()
-            .map(|(k, v)| format!("{k}='{v}'"))
+        let original = &xml[source_span.clone()];
+        // An <interface type='hostdev'>'s source address must say type='pci'; keep it.
+        let typed = original.contains("type='pci'") || original.contains("type=\"pci\"");
+        let attrs: Vec<String> = typed
+            .then(|| "type='pci'".to_string())
+            .into_iter()
+            .chain(
+                new.libvirt_attrs()
+                    .iter()
+                    .map(|(k, v)| format!("{k}='{v}'")),
+            )
             .collect();
         edits.push((
             source_span.clone(),

@@ -106,7 +106,8 @@ pub enum Hostdev {
         /// The UUID attribute.
         uuid: String,
     },
-    /// `<hostdev type='pci'>`.
+    /// `<hostdev type='pci'>`, or `<interface type='hostdev'>` (libvirt's way to give a guest a
+    /// NIC's VF, which is a PCI hostdev with network settings).
     Pci {
         /// The host-side source address.
         address: PciAddress,
@@ -496,7 +497,13 @@ impl Parser {
                 self.hostdev_type = attr(&attrs, "type").map(str::to_string);
                 self.hostdev_managed = attr(&attrs, "managed") == Some("yes");
             }
-            (["domain", "devices", "hostdev", "source"], "address") => {
+            (["domain", "devices"], "interface") => {
+                let attrs = attributes(e, span.start)?;
+                let hostdev = attr(&attrs, "type") == Some("hostdev");
+                self.hostdev_type = hostdev.then(|| "pci".to_string());
+                self.hostdev_managed = attr(&attrs, "managed") == Some("yes");
+            }
+            (["domain", "devices", "hostdev" | "interface", "source"], "address") => {
                 let attrs = attributes(e, span.start)?;
                 self.hostdev_source(&attrs, span);
             }
@@ -558,7 +565,7 @@ impl Parser {
             }
         }
         if let Some((_, name)) = self.path.pop() {
-            if name == "hostdev" && self.path.len() == 2 {
+            if (name == "hostdev" || name == "interface") && self.path.len() == 2 {
                 self.hostdev_type = None;
             }
         }
@@ -761,6 +768,27 @@ mod tests {
             &xml[source_span.clone()],
             "<address domain='0x0000' bus='0x04' slot='0x02' function='0x1'/>"
         );
+    }
+
+    #[test]
+    fn a_nic_vf_given_as_a_hostdev_interface_is_a_pci_hostdev() {
+        let dev = "    <interface type='hostdev' managed='yes'><mac address='52:54:00:6d:90:02'/><source><address type='pci' domain='0x0000' bus='0x04' slot='0x02' function='0x1'/></source></interface>\n    <interface type='network'><source network='default'/></interface>";
+        let xml = with_metadata(
+            &format!("<v:vgpu xmlns:v='{NAMESPACE}'><v:vf address='04:02.1'/></v:vgpu>"),
+            dev,
+        );
+        let d = Domain::parse(&xml).unwrap();
+        assert_eq!(d.hostdevs.len(), 1, "{:?}", d.hostdevs);
+        let Some(Hostdev::Pci {
+            managed,
+            source_span,
+            ..
+        }) = d.pci_hostdev("0000:04:02.1".parse().unwrap())
+        else {
+            panic!("{:?}", d.hostdevs)
+        };
+        assert!(managed);
+        assert!(xml[source_span.clone()].starts_with("<address type='pci' domain='0x0000'"));
     }
 
     #[test]
