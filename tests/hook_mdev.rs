@@ -663,7 +663,14 @@ fn release_end_with_libvirt_10_5_reasons_frees_the_device() {
         return;
     };
     let h = TestHost::new(sim.root(), &mtty_config(""));
-    for (n, reason) in [(1, "destroyed"), (2, "from snapshot")] {
+    let reasons = [
+        (1, "destroyed"),
+        (2, "from snapshot"),
+        (3, "migrated"),
+        (4, "saved"),
+        (5, "a-reason-of-a-later-libvirt"),
+    ];
+    for (n, reason) in reasons {
         let vm = mdev_domain("a", &[(n, "type=\"mtty-2\"")]);
         assert_ok(&h.prepare(&vm));
         assert_ok(&h.call("a", "release", "end", reason, &vm.text));

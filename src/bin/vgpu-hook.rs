@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use vgpu_hook::hook;
+use vgpu_hook::hook::StopReason;
 use vgpu_hook::host::Host;
 use vgpu_hook::model::config::{Config, ConfigError, Timing};
 use vgpu_hook::model::domain::{self, Domain, Request};
@@ -20,16 +21,20 @@ const MAX_STDIN: u64 = 16 << 20;
 
 enum Call {
     Prepare,
-    Release,
+    /// `release end`, with why the domain stopped (libvirt 10.5+; logged, never relied on).
+    Release(StopReason),
     Reconnect,
     Filter,
     Other,
 }
 
-fn classify(op: &OsString, sub: &OsString) -> Call {
+fn classify(op: &OsString, sub: &OsString, extra: Option<&OsString>) -> Call {
     match (op.to_str(), sub.to_str()) {
         (Some("prepare"), Some("begin")) => Call::Prepare,
-        (Some("release"), Some("end")) => Call::Release,
+        (Some("release"), Some("end")) => {
+            let extra = extra.map(|e| e.to_string_lossy());
+            Call::Release(StopReason::from_arg(extra.as_deref().unwrap_or("-")))
+        }
         (Some("reconnect"), Some("begin")) => Call::Reconnect,
         (Some("migrate"), Some("begin")) | (Some("restore"), Some("begin")) => Call::Filter,
         _ => Call::Other,
@@ -52,7 +57,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let domain_arg = args[1].to_string_lossy().into_owned();
-    let call = classify(&args[2], &args[3]);
+    let call = classify(&args[2], &args[3], args.get(4));
     let Some(stdin) = read_stdin() else {
         // Nothing can be decided from the XML; a stop still frees what the state records for
         // the domain by name, as for XML that does not parse.
@@ -97,7 +102,7 @@ fn main() -> ExitCode {
     match call {
         Call::Prepare => run_prepare(&host, config, &dom),
         Call::Filter => run_filter(&host, config, &dom, xml),
-        Call::Release => run_release(&host, config, &dom, &domain_arg),
+        Call::Release(_) => run_release(&host, config, &dom, &call, &domain_arg),
         Call::Reconnect => run_reconnect(&host, config, &dom),
         Call::Other => ExitCode::SUCCESS,
     }
@@ -200,10 +205,20 @@ fn run_release(
     host: &Host,
     config: Result<Config, ConfigError>,
     dom: &Domain,
+    call: &Call,
     domain_name: &str,
 ) -> ExitCode {
+    log_stop(call, domain_name);
     hook::release(host, &timing_of(&config), dom, domain_name);
     ExitCode::SUCCESS
+}
+
+/// Says in the log that a domain stopped and why, as libvirt said.
+fn log_stop(call: &Call, domain_name: &str) {
+    if let Call::Release(reason) = call {
+        let name = vgpu_hook::printable(domain_name, 80);
+        log::info!("domain '{name}' stopped ({reason}): releasing its devices");
+    }
 }
 
 fn run_reconnect(host: &Host, config: Result<Config, ConfigError>, dom: &Domain) -> ExitCode {
@@ -216,9 +231,10 @@ fn run_reconnect(host: &Host, config: Result<Config, ConfigError>, dom: &Domain)
 /// At `release end` for a domain whose XML cannot be read: release still frees what the state
 /// says this domain holds, found by name.
 fn release_by_name(call: &Call, domain_name: &str) {
-    if !matches!(call, Call::Release) {
+    if !matches!(call, Call::Release(_)) {
         return;
     }
+    log_stop(call, domain_name);
     let (host, config) = host_and_config();
     hook::release(&host, &timing_of(&config), &Domain::default(), domain_name);
 }
@@ -226,7 +242,7 @@ fn release_by_name(call: &Call, domain_name: &str) {
 /// At `release end` for a domain whose XML carries none of our metadata (removed while it ran):
 /// whatever the state still records for it by name is released all the same.
 fn release_leftovers(call: &Call, domain_name: &str) {
-    if !matches!(call, Call::Release) {
+    if !matches!(call, Call::Release(_)) {
         return;
     }
     let (host, config) = host_and_config();
@@ -236,6 +252,7 @@ fn release_leftovers(call: &Call, domain_name: &str) {
         .is_ok_and(|st| st.records.iter().any(|r| r.domain_name == domain_name));
     if recorded {
         vgpu_hook::host::logging::init();
+        log_stop(call, domain_name);
         hook::release(&host, &timing_of(&config), &Domain::default(), domain_name);
     }
 }

@@ -13,6 +13,53 @@ use crate::model::domain::Domain;
 use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
 
+/// Why the domain stopped, as libvirt 10.5+ passes it as `release end`'s last argument (older
+/// libvirt passes `-`). Logged with the release; what is freed never depends on it: a domain
+/// that was saved or migrated away holds its devices on this host no more than one destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// `-`: libvirt older than 10.5 does not say.
+    NotGiven,
+    /// One of libvirt's shutoff reasons (`shutdown`, `destroyed`, `crashed`, `migrated`,
+    /// `saved`, `failed`, `from snapshot`, `daemon`, `unknown`).
+    Known(&'static str),
+    /// A reason this hook does not know yet (a later libvirt), printable.
+    Other(String),
+}
+
+impl StopReason {
+    const KNOWN: [&'static str; 9] = [
+        "unknown",
+        "shutdown",
+        "destroyed",
+        "crashed",
+        "migrated",
+        "saved",
+        "failed",
+        "from snapshot",
+        "daemon",
+    ];
+
+    /// The reason from `release end`'s extra argument.
+    pub fn from_arg(arg: &str) -> StopReason {
+        match Self::KNOWN.iter().find(|k| **k == arg) {
+            Some(k) => StopReason::Known(k),
+            None if arg == "-" || arg.is_empty() => StopReason::NotGiven,
+            None => StopReason::Other(crate::printable(arg, 40)),
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::NotGiven => f.write_str("reason not given"),
+            StopReason::Known(k) => f.write_str(k),
+            StopReason::Other(o) => write!(f, "{o} (a reason this vgpu-hook does not know)"),
+        }
+    }
+}
+
 /// How many times release waits out the lock's bound before it gives up (a stop cannot be
 /// refused, so it tries longer than a start; what it leaves is for `vgpuctl reconcile`).
 const LOCK_ROUNDS: u32 = 3;
@@ -271,4 +318,29 @@ fn release_nvidia_vf(
     }
     log::error!("VF {vf}: vGPU type could not be reset; run `vgpuctl reconcile`");
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_libvirt_passes_is_known_and_a_dash_says_none() {
+        for r in StopReason::KNOWN {
+            assert_eq!(StopReason::from_arg(r), StopReason::Known(r));
+        }
+        assert_eq!(StopReason::from_arg("-"), StopReason::NotGiven);
+        assert_eq!(
+            StopReason::from_arg("from snapshot").to_string(),
+            "from snapshot"
+        );
+    }
+
+    #[test]
+    fn a_later_libvirts_reason_is_kept_printable() {
+        assert_eq!(
+            StopReason::from_arg("new\nreason").to_string(),
+            "new\\nreason (a reason this vgpu-hook does not know)"
+        );
+    }
 }
