@@ -6,6 +6,7 @@ use super::inventory::{self, PfKind};
 use super::refusal::Refusal;
 use super::{Ctx, Failure};
 use crate::host::sriov::Switch;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::host::state::{Device, State};
@@ -78,35 +79,31 @@ impl fmt::Display for MdevOnVf {
 /// The mdev living on `vf`, if any: such a VF is in use whoever runs, since passing it through
 /// whole would pull it from under that vGPU.
 pub fn mdev_on(sysfs: &Sysfs, state: &State, vf: PciAddress) -> Option<MdevOnVf> {
-    mdevs_on_vfs(sysfs, state)
-        .into_iter()
-        .find(|(on, _)| *on == vf)
-        .map(|(_, m)| m)
+    sysfs.physfn(vf)?;
+    let name = vf.to_string();
+    let live = sysfs.live_mdevs().into_iter().find(|m| m.parent == name)?;
+    Some(on_vf(state, live.uuid))
 }
 
-/// Every VF a vGPU mdev lives on, with that mdev.
-pub fn mdevs_on_vfs(sysfs: &Sysfs, state: &State) -> Vec<(PciAddress, MdevOnVf)> {
-    let mut out = Vec::new();
+/// Every VF a vGPU mdev lives on, with that mdev: one pass over the live mdevs, for callers
+/// that ask about many VFs.
+pub fn mdevs_on_vfs(sysfs: &Sysfs, state: &State) -> BTreeMap<PciAddress, MdevOnVf> {
+    let mut out = BTreeMap::new();
     for live in sysfs.live_mdevs() {
         let Ok(vf) = live.parent.parse::<PciAddress>() else {
             continue;
         };
-        if sysfs.physfn(vf).is_none() {
-            continue;
+        if sysfs.physfn(vf).is_some() {
+            out.entry(vf).or_insert_with(|| on_vf(state, live.uuid));
         }
-        let device = Device::Mdev {
-            uuid: live.uuid.clone(),
-        };
-        let domain = state.owner(&device).map(|r| r.domain_name.clone());
-        out.push((
-            vf,
-            MdevOnVf {
-                uuid: live.uuid,
-                domain,
-            },
-        ));
     }
     out
+}
+
+fn on_vf(state: &State, uuid: MdevUuid) -> MdevOnVf {
+    let device = Device::Mdev { uuid: uuid.clone() };
+    let domain = state.owner(&device).map(|r| r.domain_name.clone());
+    MdevOnVf { uuid, domain }
 }
 
 /// Finds the configured PF a VF belongs to, switching VFs on at a configured PF that has none

@@ -245,14 +245,16 @@ fn release_leftovers(call: &Call, domain_name: &str) {
     if !matches!(call, Call::Release(_)) {
         return;
     }
-    let (host, config) = host_and_config();
-    let recorded = host
+    // The common case (a domain that never asked for anything) reads the state only: the
+    // config is loaded when there is something to release.
+    let recorded = Host::from_env()
         .state
         .peek()
         .is_ok_and(|st| st.records.iter().any(|r| r.domain_name == domain_name));
     if recorded {
         vgpu_hook::host::logging::init();
         log_stop(call, domain_name);
+        let (host, config) = host_and_config();
         hook::release(&host, &timing_of(&config), &Domain::default(), domain_name);
     }
 }

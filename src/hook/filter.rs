@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::HookError;
 use crate::alloc::inventory::{self, PfKind};
 use crate::alloc::numa::Wanted;
-use crate::alloc::vf::mdev_on;
+use crate::alloc::vf::mdevs_on_vfs;
 use crate::host::state::Device;
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
@@ -61,6 +61,8 @@ pub fn filter(
     let numa = Wanted::of(&dom.numa, &host.sysfs, config.numa)
         .ok()
         .flatten();
+    // Read once: the search below asks about every VF of every PF of the model.
+    let on_vfs = mdevs_on_vfs(&host.sysfs, &state);
     let here = Here {
         sysfs: &host.sysfs,
         pfs: inventory::vf_pfs(config),
@@ -70,7 +72,7 @@ pub fn filter(
                 .holder(&Device::Vf { address: vf }, &live)
                 .filter(|r| r.domain_uuid != dom.uuid)
                 .map(|r| format!("domain '{}'", r.domain_name));
-            of_vf.or_else(|| mdev_on(&host.sysfs, &state, vf).map(|m| m.to_string()))
+            of_vf.or_else(|| on_vfs.get(&vf).map(ToString::to_string))
         },
     };
     let referenced: Vec<PciAddress> = vf_requests.iter().map(|v| v.address).collect();

@@ -37,9 +37,18 @@ impl fmt::Display for Holder {
     }
 }
 
+/// Why the lock was not taken.
+#[derive(Debug)]
+pub enum NotTaken {
+    /// Another process held it for the whole wait; who, if the file says.
+    Busy(Option<Holder>),
+    /// `flock` itself failed.
+    Io(std::io::Error),
+}
+
 /// Takes the exclusive lock on `file`, waiting at most `wait`; on success notes this process
-/// as the holder. `Err` carries the holder seen when the wait ran out.
-pub fn acquire(file: &mut File, wait: Duration) -> Result<(), Option<Holder>> {
+/// as the holder.
+pub fn acquire(file: &mut File, wait: Duration) -> Result<(), NotTaken> {
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(5);
     loop {
@@ -52,14 +61,10 @@ pub fn acquire(file: &mut File, wait: Duration) -> Result<(), Option<Holder>> {
                 sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
-            Err(std::fs::TryLockError::WouldBlock) => return Err(read_holder(file)),
-            Err(std::fs::TryLockError::Error(e)) => {
-                // A file system without flock's non-blocking form: wait as before.
-                log::debug!("try_lock: {e}; waiting for the lock without a bound");
-                file.lock().map_err(|_| None)?;
-                note_holder(file);
-                return Ok(());
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(NotTaken::Busy(read_holder(file)))
             }
+            Err(std::fs::TryLockError::Error(e)) => return Err(NotTaken::Io(e)),
         }
     }
 }
@@ -121,7 +126,9 @@ mod tests {
         acquire(&mut first, Duration::ZERO).unwrap();
         let mut second = lock_file(t.path());
         let start = Instant::now();
-        let holder = acquire(&mut second, Duration::from_millis(300)).unwrap_err();
+        let Err(NotTaken::Busy(holder)) = acquire(&mut second, Duration::from_millis(300)) else {
+            panic!("the second lock must be refused as busy");
+        };
         assert!(start.elapsed() >= Duration::from_millis(300));
         let holder = holder.expect("the holder is named");
         assert_eq!(holder.pid, std::process::id());

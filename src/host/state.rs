@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::host::atomic::Durability;
+use crate::host::lockfile::NotTaken;
 use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
 
@@ -256,12 +257,16 @@ impl StateDir {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|e| unsafe_or_io(&lock_path, e))?;
-        crate::host::lockfile::acquire(&mut lock, self.wait).map_err(|holder| {
-            StateError::Busy {
+        crate::host::lockfile::acquire(&mut lock, self.wait).map_err(|e| match e {
+            NotTaken::Busy(holder) => StateError::Busy {
                 path: lock_path.clone(),
                 waited: self.wait.as_secs(),
                 holder: holder.map(|h| h.to_string()),
-            }
+            },
+            NotTaken::Io(source) => StateError::Io {
+                path: lock_path.clone(),
+                source,
+            },
         })?;
         Ok(Locked {
             dir: self.dir.clone(),
