@@ -67,6 +67,25 @@ for f in tests/golden/metrics.prom "$pkg_tmp/host.prom"; do
 done
 echo "ok: promtool accepts vgpuctl metrics (golden and this host)"
 rm -rf "$pkg_tmp"
+# The SELinux module the packages ship, built the way the README tells RHEL and Fedora operators
+# to (the policy headers' devel Makefile: m4, checkmodule, semodule_package), with Debian's
+# refpolicy headers; the package must require Fedora's names and label the hook as its .fc says.
+# (Debian's own policy has none of libvirt's hook types, so it is compiled here, not loaded.)
+phase "SELinux module (packaging/selinux, compiled with the devel Makefile)"
+# shellcheck disable=SC2046
+apt_install $(deps selinux)
+sel_tmp=$(mktemp -d)
+cp packaging/selinux/vgpu_hook.te packaging/selinux/vgpu_hook.fc "$sel_tmp"
+make -s -C "$sel_tmp" -f /usr/share/selinux/devel/Makefile vgpu_hook.pp
+semodule_unpackage "$sel_tmp/vgpu_hook.pp" "$sel_tmp/vgpu_hook.mod" "$sel_tmp/packaged.fc"
+for name in virtqemud_t virt_hook_t virt_hook_unconfined_t virt_hooks_unconfined; do
+  grep -aq "$name" "$sel_tmp/vgpu_hook.mod" || { echo "vgpu_hook.pp does not refer to $name" >&2; exit 1; }
+done
+grep -q '^/etc/libvirt/hooks/qemu\\.d/50-vgpu-hook[[:space:]]*--[[:space:]]*system_u:object_r:virt_hook_t:s0$' "$sel_tmp/packaged.fc" ||
+  { echo "vgpu_hook.pp does not label the hook virt_hook_t" >&2; cat "$sel_tmp/packaged.fc" >&2; exit 1; }
+echo "ok: vgpu_hook.pp ($(stat -c %s "$sel_tmp/vgpu_hook.pp") bytes) requires virtqemud_t, virt_hook_t, virt_hook_unconfined_t and virt_hooks_unconfined, labels the hook virt_hook_t"
+rm -rf "$sel_tmp"
+
 # the benchmark measures this very executable, the one the packages ship
 export VGPU_HOOK_STATIC_BIN="$PWD/target/pkg/vgpu-hook"
 

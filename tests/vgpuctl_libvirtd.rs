@@ -315,6 +315,7 @@ fn install_makes_the_running_daemon_call_the_hook_at_start() {
     };
     assert_eq!(finding("hook"), ["ok"], "{v}");
     assert_eq!(finding("daemon"), ["ok"], "{v}");
+    assert_eq!(finding("confinement"), ["ok"], "{v}");
     assert_eq!(finding("libvirt"), ["ok"], "{v}");
 
     let out = ok(&vgpuctl(None, &["uninstall"]));

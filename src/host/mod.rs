@@ -11,6 +11,7 @@ pub mod errno;
 pub mod learned;
 pub mod lockfile;
 pub mod logging;
+pub mod lsm;
 pub mod numa;
 pub mod procfs;
 pub mod sriov;

@@ -69,6 +69,12 @@ impl Procfs {
         )
     }
 
+    /// One of the process's security attributes (`attr/current`, `attr/apparmor/current`):
+    /// the label its security module gave it.
+    pub fn attr(&self, pid: u32, name: &str) -> Option<String> {
+        fs::read_to_string(self.root.join(pid.to_string()).join("attr").join(name)).ok()
+    }
+
     /// Processes whose `comm` is one of `names`.
     pub fn find_by_comm(&self, names: &[&str]) -> Vec<(u32, String)> {
         self.pids()

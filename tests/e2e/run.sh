@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
 # End-to-end tests of vgpu-hook and vgpuctl against a real kernel mdev parent (the kernel's mtty
 # sample driver), a real SR-IOV physical function (QEMU's emulated NVMe controller) and a real
-# libvirtd + QEMU, all inside a Debian guest run under TCG.
+# libvirt daemon + QEMU, all inside a Debian guest run under TCG, on each of the host stacks below.
 #
 # usage: tests/e2e/run.sh [--prepare] [SCENARIO...]
-#   --prepare     install host packages and build the guest image, then stop
-#   SCENARIO...   run only these scenarios (names as in tests/e2e/guest/scenarios/NN-NAME.sh)
+#   --prepare     install host packages and build the guest images, then stop
+#   SCENARIO...   run only these scenarios (names as in tests/e2e/guest/scenarios/NN-NAME.sh),
+#                 on every stack they apply to
 # environment:
 #   VGPU_BIN_DIR        directory holding vgpu-hook and vgpuctl (default: cargo build --release --bins)
 #   VGPU_DEB            the .deb the guest installs (default: built with packaging/build.sh)
 #   VGPU_E2E_WORK       work and cache directory (default: tests/e2e/work)
-#   VGPU_E2E_TIMEOUT    seconds the guest may run before it is killed (default: 600)
-#   VGPU_E2E_SUITE      Debian suite of the guest (default: the host's own, from /etc/os-release)
+#   VGPU_E2E_TIMEOUT    seconds each guest may run before it is killed (default: 1500)
+#   VGPU_E2E_STACKS     the stacks to run, in order (default: "bookworm backports")
 #
-# Prints one line per scenario, `PASS <name>` or `FAIL <name>: <why>`, and exits non-zero on any
-# failure, on a guest that did not finish, or when anything cannot be built or run.
+# Stacks (the guest's Debian packages; both from the host's own Debian mirror):
+#   bookworm    Debian 12 as released: kernel 6.1, QEMU 7.2, libvirt 9.0; libvirtd, no LSM
+#   backports   Debian 12's current stack: kernel 6.12 (linux-6.12 from bookworm-security),
+#               QEMU 10.0 and libvirt 11.3 from bookworm-backports; libvirt's modular daemons
+#               (virtqemud, virtnodedevd, virtlogd; no libvirtd), confined by AppArmor, enforcing
+#
+# Prints one line per scenario and stack, `PASS STACK/NAME` or `FAIL STACK/NAME: <why>`, and exits
+# non-zero on any failure, on a guest that did not finish, or when anything cannot be built or run.
 set -eu -o pipefail
 
 E2E_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$E2E_DIR/../.." && pwd)
 WORK=${VGPU_E2E_WORK:-$E2E_DIR/work}
-GUEST_TIMEOUT=${VGPU_E2E_TIMEOUT:-600}
+GUEST_TIMEOUT=${VGPU_E2E_TIMEOUT:-1500}
+STACKS=${VGPU_E2E_STACKS:-bookworm backports}
 
 PREPARE_ONLY=0
 SELECTED=()
@@ -79,7 +87,6 @@ sha() { sha256sum | cut -c1-16; }
 HOST_ID=$(. /etc/os-release && echo "${ID:-}")
 HOST_CODENAME=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 [ "$HOST_ID" = debian ] || die "a Debian host is required (found '$HOST_ID'): the guest kernel's headers come from the host's apt"
-SUITE=${VGPU_E2E_SUITE:-$HOST_CODENAME}
 mkdir -p "$WORK/logs"
 WORK=$(cd "$WORK" && pwd)
 LOGS=$WORK/logs
@@ -95,8 +102,7 @@ HOST_PKGS=$(deps e2e)
 # shellcheck disable=SC2086
 apt_install $HOST_PKGS || die "could not install the host packages: $HOST_PKGS"
 
-# ---------------------------------------------------------------- guest root filesystem (cached)
-GUEST_PKGS="linux-image-amd64 kmod procps busybox nvme-cli libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86"
+# ---------------------------------------------------------------- stacks
 if [ -f /etc/apt/sources.list.d/debian.sources ]; then
     APT_SOURCES=/etc/apt/sources.list.d/debian.sources
 elif [ -s /etc/apt/sources.list ]; then
@@ -104,53 +110,132 @@ elif [ -s /etc/apt/sources.list ]; then
 else
     die "no Debian apt sources found on the host"
 fi
-ROOTFS=$WORK/rootfs
-ROOTFS_KEY=$( { echo "$SUITE $GUEST_PKGS v1"; cat "$APT_SOURCES"; } | sha)
-phase "guest rootfs"
-if [ "$(cat "$WORK/rootfs.key" 2>/dev/null)" = "$ROOTFS_KEY" ] && [ -d "$ROOTFS/lib/modules" ]; then
-    echo "   cached ($ROOTFS)"
-else
-    rm -rf "$ROOTFS" "$ROOTFS.tmp" "$WORK/rootfs.key" "$WORK/mtty" "$WORK/img"
+# the host's Debian mirror (the first one its sources name), for the backports line
+MIRROR=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p; s/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\) .*/\2/p' "$APT_SOURCES" | head -n 1)
+BASE_PKGS="kmod procps busybox nvme-cli libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86"
+
+# stack_define NAME: what the guest of that stack is made of. Sets SUITE, GUEST_PKGS, EXTRA_MIRRORS
+# (more apt lines for mmdebstrap), APT_OPTS (apt options, e.g. a default release), MODULAR (the
+# suite to build libvirt's modular daemons from, see modular.sh; empty: none), FEATURES (what the
+# stack offers; a scenario's `# needs:` line names the features it requires) and STACK_ENV (the
+# guest's /e2e/stack.env).
+stack_define() {
+    EXTRA_MIRRORS=() APT_OPTS=() MODULAR=""
+    case $1 in
+        bookworm)
+            SUITE=bookworm
+            GUEST_PKGS="linux-image-amd64 $BASE_PKGS"
+            FEATURES="libvirtd"
+            STACK_ENV="STACK=bookworm APPARMOR=0 DAEMON=libvirtd" ;;
+        backports)
+            # what `apt-get -t bookworm-backports install libvirt-daemon-system qemu-system-x86`
+            # gives an operator, with Debian 12's 6.12 kernel (its headers and source are in the
+            # host's bookworm-security, for mtty), run by libvirt's modular daemons as RHEL and
+            # Fedora run them (built for it: Debian ships none), confined by AppArmor
+            SUITE=bookworm
+            EXTRA_MIRRORS=("deb $MIRROR bookworm-backports main")
+            APT_OPTS=('APT::Default-Release "bookworm-backports";')
+            GUEST_PKGS="linux-image-6.12-amd64 apparmor libvirt-daemon-driver-nodedev $BASE_PKGS"
+            MODULAR=bookworm-backports
+            FEATURES="modular apparmor"
+            STACK_ENV="STACK=backports APPARMOR=1 DAEMON=virtqemud" ;;
+        *) die "unknown stack '$1' (known: bookworm backports)" ;;
+    esac
+    [ "$HOST_CODENAME" = bookworm ] ||
+        die "stack $1 is Debian 12's: it needs a Debian 12 (bookworm) host, whose apt has the guest kernel's headers (found '$HOST_CODENAME')"
+}
+
+# scenarios_for: the scenarios (names, in order) the stack defined last runs: every scenario whose
+# `# needs:` features it has, or of those, only the ones given on the command line
+scenarios_for() {
+    local f name need ok
+    for f in "$E2E_DIR"/guest/scenarios/[0-9]*.sh; do
+        name=$(basename "$f" .sh); name=${name#*-}
+        if [ ${#SELECTED[@]} -gt 0 ] && ! printf '%s\n' "${SELECTED[@]}" | grep -qx -- "$name"; then
+            continue
+        fi
+        ok=1
+        for need in $(sed -n 's/^# needs: *//p' "$f"); do
+            case " $FEATURES " in *" $need "*) ;; *) ok=0 ;; esac
+        done
+        [ $ok = 1 ] && echo "$name"
+    done
+    return 0
+}
+
+# ---------------------------------------------------------------- guest root filesystem (cached)
+build_rootfs() {
+    ROOTFS=$SW/rootfs
+    ROOTFS_KEY=$( { echo "$SUITE $GUEST_PKGS ${EXTRA_MIRRORS[*]} ${APT_OPTS[*]} v2"; cat "$APT_SOURCES"; } | sha)
+    phase "$STACK: guest rootfs"
+    if [ "$(cat "$SW/rootfs.key" 2>/dev/null)" = "$ROOTFS_KEY" ] && [ -d "$ROOTFS/lib/modules" ]; then
+        echo "   cached ($ROOTFS)"
+        return
+    fi
+    rm -rf "$ROOTFS" "$ROOTFS.tmp" "$SW/rootfs.key" "$SW/mtty" "$SW/img"
+    local opts=() o
+    for o in "${APT_OPTS[@]}"; do opts+=("--aptopt=$o"); done
     # the host's own apt sources are the mirror argument, so the guest uses the same mirror
-    logged "$LOGS/mmdebstrap.log" mmdebstrap --variant=apt \
+    logged "$LOGS/$STACK-mmdebstrap.log" mmdebstrap --variant=apt "${opts[@]}" \
         --include="${GUEST_PKGS// /,}" \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
-        "$SUITE" "$ROOTFS.tmp" "$APT_SOURCES"
+        "$SUITE" "$ROOTFS.tmp" "$APT_SOURCES" "${EXTRA_MIRRORS[@]}"
     # a file system mmdebstrap could not unmount (something had it open) must not end up
     # copied into the image
     awk -v r="$ROOTFS.tmp/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
         umount -l "$m"
     done
     mv "$ROOTFS.tmp" "$ROOTFS"
-    echo "$ROOTFS_KEY" > "$WORK/rootfs.key"
-fi
-# shellcheck disable=SC2012
-KV=$(ls "$ROOTFS/lib/modules" | head -n 1)
-[ -f "$ROOTFS/boot/vmlinuz-$KV" ] || die "guest rootfs has no kernel for $KV"
-KSERIES=$(echo "$KV" | cut -d. -f1,2)
+    echo "$ROOTFS_KEY" > "$SW/rootfs.key"
+}
 
 # ---------------------------------------------------------------- mtty.ko for the guest kernel (cached)
-phase "mtty module"
-MTTY=$WORK/mtty
-if [ -f "$MTTY/mtty.ko" ] && [ "$(cat "$MTTY/kv" 2>/dev/null)" = "$KV" ]; then
-    echo "   cached ($MTTY/mtty.ko)"
-else
-    apt_install "linux-headers-$KV" "linux-source-$KSERIES" || die "could not install the guest kernel's headers and source"
+build_mtty() {
+    # shellcheck disable=SC2012
+    KV=$(ls "$ROOTFS/lib/modules" | head -n 1)
+    [ -f "$ROOTFS/boot/vmlinuz-$KV" ] || die "$STACK: guest rootfs has no kernel for $KV"
+    local kseries
+    kseries=$(echo "$KV" | cut -d. -f1,2)
+    phase "$STACK: mtty module"
+    MTTY=$SW/mtty
+    if [ -f "$MTTY/mtty.ko" ] && [ "$(cat "$MTTY/kv" 2>/dev/null)" = "$KV" ]; then
+        echo "   cached ($MTTY/mtty.ko)"
+        return
+    fi
+    apt_install "linux-headers-$KV" "linux-source-$kseries" || die "could not install the guest kernel's headers and source"
     rm -rf "$MTTY"; mkdir -p "$MTTY"
-    tar -xJf "/usr/src/linux-source-$KSERIES.tar.xz" -C "$MTTY" --strip-components=3 \
-        "linux-source-$KSERIES/samples/vfio-mdev/mtty.c" || die "mtty.c not found in linux-source-$KSERIES"
+    tar -xJf "/usr/src/linux-source-$kseries.tar.xz" -C "$MTTY" --strip-components=3 \
+        "linux-source-$kseries/samples/vfio-mdev/mtty.c" || die "mtty.c not found in linux-source-$kseries"
     echo 'obj-m := mtty.o' > "$MTTY/Kbuild"
-    logged "$LOGS/mtty-build.log" make -C "/usr/src/linux-headers-$KV" M="$MTTY" modules
+    logged "$LOGS/$STACK-mtty-build.log" make -C "/usr/src/linux-headers-$KV" M="$MTTY" modules
     echo "$KV" > "$MTTY/kv"
-fi
+}
+
+# ---------------------------------------------------------------- modular daemons (cached)
+# virtqemud and virtnodedevd for a stack whose libvirt has none (modular.sh says how and why)
+build_modular() {
+    MODULAR_KEY=none
+    [ -n "$MODULAR" ] || return 0
+    phase "$STACK: modular daemons"
+    local out=$SW/modular
+    MODULAR_KEY=$( { echo "$ROOTFS_KEY"; cat "$E2E_DIR/modular.sh"; } | sha)
+    if [ "$(cat "$out/key" 2>/dev/null)" = "$MODULAR_KEY" ] && [ -x "$out/virtqemud" ]; then
+        echo "   cached ($out)"
+        return
+    fi
+    # shellcheck disable=SC2046
+    apt_install $(deps e2e-modular) || die "could not install what building the modular daemons needs"
+    rm -rf "$out"
+    logged "$LOGS/$STACK-modular.log" "$E2E_DIR/modular.sh" "$ROOTFS" "$MIRROR" "$MODULAR" "$out"
+    tail -n 1 "$LOGS/$STACK-modular.log"
+    echo "$MODULAR_KEY" > "$out/key"
+}
 
 # ---------------------------------------------------------------- guest disk image (cached)
 # The image holds the rootfs, mtty.ko and a tiny init that hands over to guest/init.sh on the
 # share, so editing the scenarios never rebuilds the image. The guest runs on a throw-away
 # snapshot of it: every run starts from the same clean disk.
-phase "guest image"
-IMG=$WORK/img
 STUB='#!/bin/sh
 # init of the vgpu-hook e2e guest: mount the test share and hand over to its init.sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -161,23 +246,48 @@ modprobe 9pnet_virtio; modprobe 9p
 mkdir -p /e2e && mount -t 9p -o trans=virtio,version=9p2000.L,ro e2e /e2e
 [ -f /e2e/guest/init.sh ] && exec /bin/bash /e2e/guest/init.sh
 echo "E2E-GUEST: no /e2e/guest/init.sh"; exec busybox poweroff -f'
-IMG_KEY=$( { echo "$ROOTFS_KEY"; sha256sum "$MTTY/mtty.ko"; echo "$STUB"; } | sha)
-if [ "$(cat "$IMG/key" 2>/dev/null)" = "$IMG_KEY" ] && [ -f "$IMG/root.img" ]; then
-    echo "   cached ($IMG/root.img)"
-else
+build_image() {
+    phase "$STACK: guest image"
+    IMG=$SW/img
+    local key
+    key=$( { echo "$ROOTFS_KEY $MODULAR_KEY"; sha256sum "$MTTY/mtty.ko"; echo "$STUB"; } | sha)
+    if [ "$(cat "$IMG/key" 2>/dev/null)" = "$key" ] && [ -f "$IMG/root.img" ]; then
+        echo "   cached ($IMG/root.img)"
+        return
+    fi
     rm -rf "$IMG"; mkdir -p "$IMG"
     install -D -m644 "$MTTY/mtty.ko" "$ROOTFS/lib/modules/$KV/extra/mtty.ko"
     depmod -b "$ROOTFS" "$KV"
+    if [ -n "$MODULAR" ]; then
+        install -m755 "$SW/modular/virtqemud" "$SW/modular/virtnodedevd" "$ROOTFS/usr/sbin/"
+        install -m644 "$SW/modular/usr.sbin.virtqemud" "$ROOTFS/etc/apparmor.d/"
+    fi
     printf '%s\n' "$STUB" > "$ROOTFS/sbin/vgpu-e2e-init"; chmod 755 "$ROOTFS/sbin/vgpu-e2e-init"
     cp "$ROOTFS/boot/vmlinuz-$KV" "$IMG/vmlinuz"
     cp "$ROOTFS/boot/initrd.img-$KV" "$IMG/initrd.img"
-    logged "$LOGS/mkfs.log" mkfs.ext4 -q -F -L vgpue2e -d "$ROOTFS" "$IMG/root.img.tmp" 3G
+    logged "$LOGS/$STACK-mkfs.log" mkfs.ext4 -q -F -L vgpue2e -d "$ROOTFS" "$IMG/root.img.tmp" 3G
     truncate -s 64M "$IMG/nvme.img"
     mv "$IMG/root.img.tmp" "$IMG/root.img"
-    echo "$IMG_KEY" > "$IMG/key"
-fi
+    echo "$key" > "$IMG/key"
+}
 
-[ $PREPARE_ONLY = 1 ] && { echo "== prepared: $IMG"; print_timings; exit 0; }
+# a selected scenario must exist, and run on at least one stack
+if [ ${#SELECTED[@]} -gt 0 ]; then
+    ALL=$(cd "$E2E_DIR/guest/scenarios" && ls -- *.sh | sed 's/^[0-9]*-//; s/\.sh$//')
+    for s in "${SELECTED[@]}"; do
+        echo "$ALL" | grep -qx -- "$s" || die "unknown scenario '$s' (known: $(echo $ALL))"
+    done
+fi
+for STACK in $STACKS; do
+    stack_define "$STACK"
+    SW=$WORK/$STACK
+    mkdir -p "$SW"
+    build_rootfs
+    build_mtty
+    build_modular
+    build_image
+done
+[ $PREPARE_ONLY = 1 ] && { echo "== prepared: $(for s in $STACKS; do printf '%s ' "$WORK/$s/img"; done)"; print_timings; exit 0; }
 
 # ---------------------------------------------------------------- project binaries
 phase "project binaries"
@@ -205,88 +315,115 @@ else
 fi
 [ -f "$DEB" ] || die "no .deb package ($DEB)"
 
-# ---------------------------------------------------------------- share and guest run
-phase "guest run"
-RUN=$WORK/run
-rm -rf "$RUN"; mkdir -p "$RUN/share/bin" "$RUN/out"
-cp -r "$E2E_DIR/guest" "$RUN/share/guest"
-cp -r "$E2E_DIR/diff" "$RUN/share/diff"    # the differential script and its recorded transcript
-cp "$BIN_DIR/vgpu-hook" "$BIN_DIR/vgpuctl" "$RUN/share/bin/"   # for the install by hand
-mkdir -p "$RUN/share/pkg" && cp "$DEB" "$RUN/share/pkg/vgpu-hook.deb"
-# the scenarios to run, in order; the guest runs exactly the ones listed here
-ALL=$(cd "$E2E_DIR/guest/scenarios" && ls -- *.sh | sed 's/^[0-9]*-//; s/\.sh$//')
-if [ ${#SELECTED[@]} -gt 0 ]; then
-    for s in "${SELECTED[@]}"; do
-        echo "$ALL" | grep -qx -- "$s" || die "unknown scenario '$s' (known: $(echo $ALL))"
-    done
-    printf '%s\n' "${SELECTED[@]}" > "$RUN/share/scenarios"
-else
-    echo "$ALL" > "$RUN/share/scenarios"
-fi
 
-CONSOLE=$RUN/console.log
-set +e
-timeout -k 10 "$GUEST_TIMEOUT" qemu-system-x86_64 \
-    -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
-    -object memory-backend-ram,id=mem0,size=1024M -object memory-backend-ram,id=mem1,size=1024M \
-    -numa node,nodeid=0,cpus=0,memdev=mem0 -numa node,nodeid=1,cpus=1,memdev=mem1 \
-    -machine q35 -device intel-iommu,caching-mode=on \
-    -nographic -no-reboot -vga none -nic none -serial stdio -monitor none \
-    -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
-    -append "console=ttyS0 root=/dev/vda rw init=/sbin/vgpu-e2e-init panic=-1 quiet intel_iommu=on" \
-    -drive file="$IMG/root.img",if=virtio,format=raw,snapshot=on \
-    -virtfs local,path="$RUN/share",mount_tag=e2e,security_model=none,readonly=on,multidevs=remap \
-    -virtfs local,path="$RUN/out",mount_tag=e2eout,security_model=none,multidevs=remap \
-    -device pcie-root-port,id=rp1,chassis=1,slot=1 \
-    -drive file="$IMG/nvme.img",if=none,id=nvm0,format=raw,snapshot=on \
-    -device nvme-subsys,id=subsys0 \
-    -device nvme,bus=rp1,serial=vgpue2e,subsys=subsys0,sriov_max_vfs=4,sriov_vq_flexible=8,sriov_vi_flexible=4,max_ioqpairs=12,msix_qsize=8 \
-    -device nvme-ns,drive=nvm0,nsid=1 \
-    </dev/null 2>&1 | tr -d '\r\033' > "$CONSOLE"
-QEMU_RC=${PIPESTATUS[0]}
-set -e
-phase_end
+# ---------------------------------------------------------------- share and guest run
+# run_guest: boots the guest of the stack defined last on its scenarios; its results are in
+# $SW/run/out, QEMU's exit status in $SW/run/qemu.rc, its start and end times in $SW/run/times
+run_guest() {
+    RUN=$SW/run
+    rm -rf "$RUN"; mkdir -p "$RUN/share/bin" "$RUN/out"
+    cp -r "$E2E_DIR/guest" "$RUN/share/guest"
+    cp -r "$E2E_DIR/diff" "$RUN/share/diff"    # the differential script and its recorded transcript
+    cp "$BIN_DIR/vgpu-hook" "$BIN_DIR/vgpuctl" "$RUN/share/bin/"   # for the install by hand
+    mkdir -p "$RUN/share/pkg" && cp "$DEB" "$RUN/share/pkg/vgpu-hook.deb"
+    printf '%s\n' $STACK_ENV > "$RUN/share/stack.env"
+    scenarios_for > "$RUN/share/scenarios"
+    local t0
+    t0=$(date +%s)
+    set +e
+    timeout -k 10 "$GUEST_TIMEOUT" qemu-system-x86_64 \
+        -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
+        -object memory-backend-ram,id=mem0,size=1024M -object memory-backend-ram,id=mem1,size=1024M \
+        -numa node,nodeid=0,cpus=0,memdev=mem0 -numa node,nodeid=1,cpus=1,memdev=mem1 \
+        -machine q35 -device intel-iommu,caching-mode=on \
+        -nographic -no-reboot -vga none -nic none -serial stdio -monitor none \
+        -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
+        -append "console=ttyS0 root=/dev/vda rw init=/sbin/vgpu-e2e-init panic=-1 quiet intel_iommu=on log_buf_len=4M mitigations=off" \
+        -drive file="$IMG/root.img",if=virtio,format=raw,snapshot=on \
+        -virtfs local,path="$RUN/share",mount_tag=e2e,security_model=none,readonly=on,multidevs=remap \
+        -virtfs local,path="$RUN/out",mount_tag=e2eout,security_model=none,multidevs=remap \
+        -device pcie-root-port,id=rp1,chassis=1,slot=1 \
+        -drive file="$IMG/nvme.img",if=none,id=nvm0,format=raw,snapshot=on \
+        -device nvme-subsys,id=subsys0 \
+        -device nvme,bus=rp1,serial=vgpue2e,subsys=subsys0,sriov_max_vfs=4,sriov_vq_flexible=8,sriov_vi_flexible=4,max_ioqpairs=12,msix_qsize=8 \
+        -device nvme-ns,drive=nvm0,nsid=1 \
+        </dev/null 2>&1 | tr -d '\r\033' > "$RUN/console.log"
+    echo "${PIPESTATUS[0]}" > "$RUN/qemu.rc"
+    set -e
+    echo "$t0 $(date +%s)" > "$RUN/times"
+}
 
 # ---------------------------------------------------------------- results
-OUT=$RUN/out
-RESULTS=$OUT/results
-FAILED=0
-echo "== results"
-while read -r s; do
-    line=$(grep -E "^(PASS|FAIL) $s(:|\$)" "$RESULTS" 2>/dev/null | tail -n 1 || true)
-    if [ -z "$line" ]; then
-        line="FAIL $s: no result (the guest did not get to run it)"
+# stack_results: the result line of every scenario the stack's guest was to run (STACK/NAME), a
+# line for a guest that did not finish, and on failure the guest's logs
+stack_results() {
+    local out=$RUN/out line s rc
+    rc=$(cat "$RUN/qemu.rc" 2>/dev/null || echo none)
+    STACK_FAILED=0
+    while read -r s; do
+        line=$(grep -E "^(PASS|FAIL) $s(:|\$)" "$out/results" 2>/dev/null | tail -n 1 || true)
+        [ -n "$line" ] || line="FAIL $s: no result (the guest did not get to run it)"
+        case $line in PASS*) ;; *) STACK_FAILED=1 ;; esac
+        echo "${line%% *} $STACK/${line#* }"
+    done < "$RUN/share/scenarios"
+    if ! grep -q '^E2E-GUEST-DONE' "$out/status" 2>/dev/null; then
+        STACK_FAILED=1
+        if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+            echo "FAIL $STACK/guest: killed after ${GUEST_TIMEOUT}s without finishing"
+        else
+            echo "FAIL $STACK/guest: did not finish (qemu exit status $rc)"
+        fi
     fi
-    case $line in PASS*) ;; *) FAILED=1 ;; esac
-    echo "$line"
-done < "$RUN/share/scenarios"
-if ! grep -q '^E2E-GUEST-DONE' "$OUT/status" 2>/dev/null; then
-    FAILED=1
-    if [ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ]; then
-        echo "FAIL guest: killed after ${GUEST_TIMEOUT}s without finishing"
-    else
-        echo "FAIL guest: did not finish (qemu exit status $QEMU_RC)"
-    fi
-fi
-
-if [ $FAILED != 0 ]; then
-    echo "---- guest console (last 60 lines of $CONSOLE)"
-    tail -n 60 "$CONSOLE"
-    echo "---- vgpu-hook log (syslog identifier vgpu-hook)"
-    if [ -f "$OUT/syslog" ]; then
-        grep -a 'vgpu-hook' "$OUT/syslog" || echo "(no vgpu-hook lines in the guest's syslog)"
+}
+stack_logs() {
+    local out=$RUN/out
+    echo "---- $STACK: guest console (last 60 lines of $RUN/console.log)"
+    tail -n 60 "$RUN/console.log"
+    echo "---- $STACK: vgpu-hook log (syslog identifier vgpu-hook)"
+    if [ -f "$out/syslog" ]; then
+        grep -a 'vgpu-hook' "$out/syslog" || echo "(no vgpu-hook lines in the guest's syslog)"
     else
         echo "(the guest's syslog was not saved)"
     fi
-    if [ -s "$OUT/libvirtd.log" ]; then
-        echo "---- libvirtd log (last 30 lines)"
-        tail -n 30 "$OUT/libvirtd.log"
+    if [ -s "$out/libvirtd.log" ]; then
+        echo "---- $STACK: libvirt daemon log (last 30 lines)"
+        tail -n 30 "$out/libvirtd.log"
     fi
-    echo "(full logs: $OUT)"
-fi
+    echo "(full logs: $out)"
+}
+
+# The stacks' guests run at the same time: under TCG each waits on its own emulated devices and
+# timers much of the time, so together they take little longer than the slower one alone.
+# shellcheck disable=SC2086
+phase "guest runs ($(echo $STACKS | tr ' ' '+'), at once)"
+GUESTS=()
+for STACK in $STACKS; do
+    stack_define "$STACK"
+    SW=$WORK/$STACK IMG=$WORK/$STACK/img
+    run_guest &
+    GUESTS+=($!)
+done
+wait "${GUESTS[@]}" || true
+phase_end
+
+FAILED=0
+TABLE=()
+for STACK in $STACKS; do
+    RUN=$WORK/$STACK/run
+    read -r g0 g1 < "$RUN/times" 2>/dev/null || { g0=0; g1=0; }
+    TIMINGS+=("$(printf '%-22s %4ds' "$STACK guest" $((g1 - g0)))")
+    mapfile -t lines < <(stack_results)
+    TABLE+=("${lines[@]}")
+    if printf '%s\n' "${lines[@]}" | grep -q '^FAIL'; then
+        FAILED=1
+        stack_logs
+    fi
+done
+echo "== results"
+printf '%s\n' "${TABLE[@]}"
 print_timings
 if [ $FAILED != 0 ]; then
     echo "E2E: FAILED"
     exit 1
 fi
-echo "E2E: all $(wc -l < "$RUN/share/scenarios") scenarios passed"
+echo "E2E: all ${#TABLE[@]} scenario runs passed ($(echo $STACKS | tr ' ' '+'))"

@@ -4,14 +4,14 @@
 # libraries ldd names), the virtio modules, the stand-ins (nvidia-smi, systemctl) and init.
 #
 # usage: tests/guest-agent/build.sh OUTDIR      (writes OUTDIR/vmlinuz and OUTDIR/initramfs.gz)
-# environment: VGPU_E2E_WORK (default tests/e2e/work): where the e2e rootfs is
+# environment: VGPU_E2E_WORK (default tests/e2e/work): where the e2e rootfs of the bookworm stack is
 # Needs root only for apt-get; the host must be the guest's Debian release (as for tests/e2e).
 set -eu -o pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${VGPU_E2E_WORK:-$HERE/../e2e/work}
 OUT=${1:?usage: build.sh OUTDIR}
-ROOTFS=$WORK/rootfs
-[ -d "$ROOTFS/lib/modules" ] || { echo "build.sh: no e2e rootfs at $ROOTFS (run tests/e2e/run.sh --prepare)" >&2; exit 1; }
+ROOTFS=$WORK/bookworm/rootfs
+[ -d "$ROOTFS/lib/modules" ] || { echo "build.sh: no e2e rootfs at $ROOTFS (run VGPU_E2E_STACKS=bookworm tests/e2e/run.sh --prepare)" >&2; exit 1; }
 KV=$(ls "$ROOTFS/lib/modules" | head -n 1)
 mkdir -p "$OUT"
 # Tests that need the guest run in parallel: one builds, the others wait and find it cached.

@@ -148,7 +148,8 @@ Examples:
   vgpuctl uninstall --purge     also remove the config")]
     Uninstall(UninstallArgs),
 
-    /// Check the host: IOMMU, vfio modules, vendor service, GPUs, config, hook, daemon, libvirt.
+    /// Check the host: IOMMU, vfio modules, vendor service, GPUs, config, hook, daemon, its
+    /// confinement (AppArmor, SELinux), libvirt.
     #[command(after_help = "\
 Examples:
   vgpuctl doctor

@@ -10,7 +10,8 @@
 //! Each check is a small named unit ([`Check`]) that returns its verdicts with their fixes;
 //! [`CHECKS`] lists them in report order and [`run`] goes down the list. The checks live by
 //! what they look at: [`config`], [`kernel`] (IOMMU, modules), [`devices`] (the vendor's
-//! manager, the configured GPUs and PFs) and [`libvirt`] (the hook, the daemon, libvirt itself).
+//! manager, the configured GPUs and PFs), [`libvirt`] (the hook, the daemon, libvirt itself) and
+//! [`confinement`] (the daemon's AppArmor profile or SELinux domain, which the hook runs in).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -25,6 +26,7 @@ use crate::host::Host;
 use crate::model::config::{Config, ConfigError};
 
 mod config;
+mod confinement;
 mod devices;
 mod kernel;
 mod libvirt;
@@ -100,6 +102,8 @@ pub struct Inputs<'a> {
     pub pid_files: &'a [(&'a str, PathBuf)],
     /// systemd unit directories, to tell "not installed" from "not running".
     pub unit_dirs: &'a [PathBuf],
+    /// AppArmor's profile directory (`/etc/apparmor.d`), for the daemon's local additions.
+    pub apparmor_dir: &'a Path,
     /// The hook executable this vgpuctl came with, to spot an outdated installed copy.
     pub expected_hook: Option<&'a Path>,
     /// What libvirt said.
@@ -162,7 +166,7 @@ pub struct Check {
 
 /// Every check, in the order the findings are listed: from the config down to the kernel, the
 /// vendor stack, the configured devices, and up to the hook, the daemon that runs it and libvirt.
-pub const CHECKS: [Check; 10] = [
+pub const CHECKS: [Check; 11] = [
     Check {
         name: "config",
         run: config::config,
@@ -198,6 +202,10 @@ pub const CHECKS: [Check; 10] = [
     Check {
         name: "daemon",
         run: libvirt::daemon,
+    },
+    Check {
+        name: "confinement",
+        run: confinement::confinement,
     },
     Check {
         name: "libvirt",

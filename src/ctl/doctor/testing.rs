@@ -67,13 +67,22 @@ impl Fixture {
         fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
     }
 
+    /// Writes `proc/<pid>/<rel>` (a process's `attr/current`, say).
+    pub fn proc_file(&self, pid: u32, rel: &str, text: &str) {
+        let p = self.root().join("proc").join(pid.to_string()).join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
     /// Runs one check.
     pub fn check(&self, check: fn(&Context<'_>) -> Vec<Verdict>) -> Vec<Verdict> {
         let hooks_dir = self.hooks_dir();
+        let apparmor_dir = self.root().join("etc/apparmor.d");
         let inputs = Inputs {
             host: &self.host,
             proc: &self.proc,
             hooks_dir: &hooks_dir,
+            apparmor_dir: &apparmor_dir,
             pid_files: &[],
             unit_dirs: &[],
             expected_hook: None,

@@ -10,6 +10,10 @@ HOOK_FILE=/etc/libvirt/hooks/qemu.d/50-vgpu-hook
 CONFIG=/etc/vgpu-hook/config.toml
 VGPU_NS=urn:vgpu-hook:domain:1
 OUT=${OUT:-/e2e-out}
+# the stack this guest is (run.sh's stack_define): STACK, APPARMOR, DAEMON
+STACK=unknown APPARMOR=0 DAEMON=libvirtd
+# shellcheck disable=SC1091
+[ -f /e2e/stack.env ] && . /e2e/stack.env
 
 say() { echo "  | $*"; }
 # the hook's refusal line in a virsh message
@@ -166,12 +170,27 @@ require_installed() {
         fail "$CONFIG is not the test host's configuration: the install scenario must run first"
 }
 hook_log() { grep -a 'vgpu-hook' /var/log/messages 2>/dev/null; }
-libvirtd_pid() { cat /run/libvirtd.pid 2>/dev/null; }
-start_libvirtd() {
-    libvirtd -d
-    wait_for 60 libvirtd_answers
+# the libvirt daemon that runs QEMU domains and their hooks: libvirtd, or virtqemud (the stack's)
+daemon_pid() { cat "/run/$DAEMON.pid" 2>/dev/null; }
+start_daemon() {
+    "$DAEMON" -d
+    wait_for 60 daemon_answers
 }
-libvirtd_answers() { virsh -q version >/dev/null 2>&1; }
+daemon_answers() { virsh -q version >/dev/null 2>&1; }
+# the daemon's version as a number (11.3.0 -> 11003000), for behaviour that depends on it
+libvirt_version() {
+    virsh -q version --daemon 2>/dev/null |
+        sed -n 's/^Running against daemon: *\([0-9]*\)\.\([0-9]*\)\.\([0-9]*\).*/\1 \2 \3/p' |
+        awk '{printf "%d\n", $1 * 1000000 + $2 * 1000 + $3}'
+}
+
+# ---------------------------------------------------------------- AppArmor
+# the kernel's AppArmor denials so far (no auditd: they are in the kernel log)
+aa_denials() { dmesg 2>/dev/null | grep -a 'apparmor="DENIED"'; }
+# denials of the project's own programs: the hook as libvirt runs it, vgpuctl
+hook_denials() { aa_denials | grep -aE 'comm="(50-vgpu-hook|vgpu-hook|vgpuctl)"'; }
+# the confinement of a process: its AppArmor label ("libvirtd (enforce)", "unconfined")
+aa_label() { tr -d '\0' < "/proc/$1/attr/current" 2>/dev/null; }
 
 # ---------------------------------------------------------------- runner (used by init.sh)
 # run_scenario NAME FILE: run one scenario in its own process with a time limit, then check
@@ -184,7 +203,8 @@ run_scenario() {
         echo "FAIL $name: no scenario file" | tee -a "$OUT/results"
         return
     fi
-    local t0=$SECONDS
+    local t0=$SECONDS denied0
+    denied0=$(hook_denials | wc -l)
     timeout -k 10 300 bash -c '. /e2e/guest/lib.sh; . "$1"' scenario "$file" 2>&1 | tee "$OUT/$name.log"
     rc=${PIPESTATUS[0]}
     reason=$(cat "$E2E_REASON" 2>/dev/null)
@@ -197,6 +217,10 @@ run_scenario() {
     left=$(all_mdevs | tr '\n' ' ')
     if [ -z "$reason" ] && [ -n "$left" ]; then
         reason="mdev(s) left behind: $left"
+    fi
+    # confined, the project's programs must never have been refused anything
+    if [ -z "$reason" ] && [ "$(hook_denials | wc -l)" != "$denied0" ]; then
+        reason="AppArmor denied the project's programs: $(hook_denials | tail -n 1 | cut -c1-240)"
     fi
     if [ -z "$reason" ]; then
         echo "PASS $name" | tee -a "$OUT/results"
@@ -211,5 +235,5 @@ reset_guest() {
     for d in $(virsh list --name 2>/dev/null); do timeout 60 virsh destroy "$d" >/dev/null 2>&1; done
     for d in $(virsh list --all --name 2>/dev/null); do timeout 60 virsh undefine "$d" >/dev/null 2>&1; done
     for u in $(all_mdevs); do echo 1 > "$MDEV_DEVICES/$u/remove" 2>/dev/null; done
-    pidof libvirtd >/dev/null || start_libvirtd
+    pidof "$DAEMON" >/dev/null || start_daemon
 }

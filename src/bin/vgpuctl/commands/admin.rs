@@ -1,7 +1,7 @@
 //! `install`, `uninstall`, `reconcile`, `doctor`: the host side of vgpu-hook.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use vgpu_hook::ctl::daemon;
@@ -180,6 +180,7 @@ pub fn doctor(
         host,
         proc: &host.procfs,
         hooks_dir: &args.hooks_dir,
+        apparmor_dir: Path::new("/etc/apparmor.d"),
         pid_files: &pid_files,
         unit_dirs: &unit_dirs,
         expected_hook: expected.as_deref(),

@@ -1,10 +1,10 @@
 # The package installed with dpkg: the static hook lands in /usr/lib/vgpu-hook and is placed in
-# libvirt's qemu.d (as `vgpuctl install` does), the running libvirtd is reloaded in place, the
+# libvirt's qemu.d (as `vgpuctl install` does), the running libvirt daemon is reloaded in place, the
 # config skeleton is a conffile, man pages, completions and units are where they belong; then
 # the test host's configuration is written, and installing the same package again keeps it.
 [ ! -e "$HOOK_FILE" ] || fail "$HOOK_FILE exists before the package is installed"
 [ ! -e "$CONFIG" ] || fail "$CONFIG exists before the package is installed"
-pid0=$(libvirtd_pid)
+pid0=$(daemon_pid)
 
 out=$(dpkg -i /e2e/pkg/vgpu-hook.deb 2>&1) || fail "dpkg -i failed: $(oneline "$out")"
 printf '%s\n' "$out" | sed 's/^/  > /'
@@ -21,10 +21,10 @@ check "man page vgpuctl-boot(1) in the package" eval 'dpkg -L vgpu-hook | grep -
 check "bash completion" test -s /usr/share/bash-completion/completions/vgpuctl
 check "boot unit" test -s /lib/systemd/system/vgpu-hook-boot.service
 check "boot unit enabled (multi-user.target.wants)" test -L /etc/systemd/system/multi-user.target.wants/vgpu-hook-boot.service
-libvirtd_same() { [ -n "$pid0" ] && [ "$(libvirtd_pid)" = "$pid0" ] && kill -0 "$pid0"; }
-check "libvirtd reloaded in place (same pid $pid0, still running)" libvirtd_same
-check "dpkg said it reloaded libvirtd" eval 'printf "%s\n" "$out" | grep -q "reloaded libvirtd"'
-check "libvirtd answers after the reload" wait_for 20 libvirtd_answers
+daemon_same() { [ -n "$pid0" ] && [ "$(daemon_pid)" = "$pid0" ] && kill -0 "$pid0"; }
+check "$DAEMON reloaded in place (same pid $pid0, still running)" daemon_same
+check "dpkg said it reloaded $DAEMON" eval 'printf "%s\n" "$out" | grep -q "reloaded $DAEMON"'
+check "$DAEMON answers after the reload" wait_for 20 daemon_answers
 
 PF=$(nvme_pf) || fail "no SR-IOV capable NVMe controller in the guest"
 say "NVMe PF: $PF (sriov_totalvfs=$(cat /sys/bus/pci/devices/$PF/sriov_totalvfs))"

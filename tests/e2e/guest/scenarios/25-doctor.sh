@@ -1,5 +1,5 @@
 # vgpuctl doctor on a correctly set up host (IOMMU on, vfio and mdev loaded, parents present,
-# valid config, hook installed, libvirtd running) finds nothing; a hook that lost its execute
+# valid config, hook installed, the libvirt daemon running) finds nothing; a hook that lost its execute
 # bit is reported with exit status 1.
 require_installed
 out=$(vgpuctl doctor 2>&1); rc=$?

@@ -1,5 +1,6 @@
 # vgpuctl attach --type mtty-2 on a defined domain; start creates the mdev and QEMU gets it;
-# destroy removes it and the capacity comes back.
+# destroy removes it and the capacity comes back; the hook logs why the domain stopped as libvirt
+# said it (10.5 and later pass the reason, `destroyed`; older ones pass none).
 require_installed
 define_domain vm1
 has_vgpu_metadata vm1 && fail "vm1 has vgpu metadata before attach"
@@ -26,6 +27,9 @@ destroy vm1
 check "vm1 is shut off" is_shut_off vm1
 check "mdev $U removed after destroy" wait_for 10 mdev_gone "$U"
 check "mtty-2 available_instances restored ($A0)" [ "$(avail mtty-2)" = "$A0" ]
+if [ "$(libvirt_version)" -ge 10005000 ]; then reason=destroyed; else reason="reason not given"; fi
+check "the hook logged the stop as '$reason' (libvirt $(libvirt_version))" \
+    eval 'hook_log | grep -qF "domain '"'vm1'"' stopped ($reason): releasing"'
 
 # a second cycle on the same definition works the same way
 start_paused vm1

@@ -1,4 +1,4 @@
-# libvirtd restarted while a domain runs: the domain keeps running (the hook's reconnect call
+# libvirtd (virtqemud on a modular host) restarted while a domain runs: the domain keeps running (the hook's reconnect call
 # must not fail) and a later destroy still removes its mdev.
 require_installed
 define_domain vm2
@@ -9,10 +9,10 @@ start_paused vm2
 check "mdev $U exists" mdev_exists "$U"
 QPID=$(qemu_pid vm2)
 
-LPID=$(libvirtd_pid)
+LPID=$(daemon_pid)
 kill "$LPID"
-check "libvirtd stopped" wait_for 30 eval '! kill -0 '"$LPID"' 2>/dev/null'
-check "libvirtd started again" start_libvirtd
+check "$DAEMON stopped" wait_for 30 eval '! kill -0 '"$LPID"' 2>/dev/null'
+check "$DAEMON started again" start_daemon
 check "QEMU of vm2 still alive (pid $QPID)" kill -0 "$QPID"
 check "vm2 still active after the restart" is_active vm2
 check "mdev $U still exists after the restart" mdev_exists "$U"

@@ -1,5 +1,5 @@
 # dpkg --purge: the hook leaves qemu.d (no entry pointing at a missing file), the config and its
-# directory go, libvirtd is reloaded and still starts domains; an operator's own qemu hook is
+# directory go, the libvirt daemon is reloaded and still starts domains; an operator's own qemu hook is
 # left alone throughout.
 require_installed
 mkdir -p /etc/libvirt/hooks
@@ -17,11 +17,11 @@ check "the config is gone" test ! -e "$CONFIG"
 check "/etc/vgpu-hook is gone" test ! -e /etc/vgpu-hook
 check "the packaged hook is gone" test ! -e /usr/lib/vgpu-hook/vgpu-hook
 check "the user's qemu hook is untouched by the purge" cmp -s /etc/libvirt/hooks/qemu /tmp/user-hook
-check "libvirtd answers after the purge" wait_for 20 libvirtd_answers
+check "$DAEMON answers after the purge" wait_for 20 daemon_answers
 define_domain plain1
 start_paused plain1
 check "a plain domain starts after the purge" is_active plain1
 check "the user's hook ran for it" grep -q "plain1 prepare begin" /tmp/user-hook.log
 destroy plain1
 rm -f /etc/libvirt/hooks/qemu
-kill -HUP "$(libvirtd_pid)"    # libvirt forgets a removed hook only when it rescans
+kill -HUP "$(daemon_pid)"    # libvirt forgets a removed hook only when it rescans
