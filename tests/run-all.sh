@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs (Debian packages as root, crates via cargo), checks
 # formatting and lints, runs unit, integration (simulated host over FUSE, real libvirtd) and
-# end-to-end (TCG guest with the kernel's mdev core and SR-IOV) tiers, then the benchmarks.
+# end-to-end (TCG guests on two stacks, with the kernel's mdev core and SR-IOV) tiers, then the
+# benchmarks.
 # Usage: sudo tests/run-all.sh            (from the repository root)
 #        SKIP_E2E=1 tests/run-all.sh      only outside CI; in CI every tier runs.
 set -euo pipefail
@@ -116,7 +117,7 @@ cargo +nightly fuzz --version >/dev/null 2>&1 || cargo_install $(deps cargo-fuzz
 if [ "${SKIP_E2E:-}" = 1 ] && [ "${CI:-}" != true ]; then
   phase "end-to-end: skipped (SKIP_E2E=1)"
 else
-  phase "end-to-end (TCG guest: real mdev core, SR-IOV, libvirtd, QEMU)"
+  phase "end-to-end (TCG guests on two stacks: real mdev core, SR-IOV, libvirt daemons, QEMU, AppArmor)"
   tests/e2e/run.sh
   # Needs the e2e tier's rootfs (kernel, modules): a tiny TCG guest on this host's libvirtd with
   # the real qemu-guest-agent and stand-in nvidia-smi/systemctl (tests/guest-agent/).
