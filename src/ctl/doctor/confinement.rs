@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use super::{Context, Verdict};
+use crate::alloc::inventory;
 use crate::ctl::daemon::{self, Daemon};
 use crate::host::lsm::{self, AppArmorLabel, AppArmorMode, Lsm};
 use crate::host::sriov::Switch;
@@ -40,23 +41,23 @@ fn needing_sriov_manage(ctx: &Context<'_>) -> Vec<PciAddress> {
     let Some(c) = ctx.config() else {
         return Vec::new();
     };
-    c.sriov_pfs
-        .iter()
-        .chain(&c.nvidia_vgpu_pfs)
-        .copied()
+    inventory::vf_pfs(c)
+        .into_iter()
+        .map(|(pf, _)| pf)
         .filter(|pf| matches!(Switch::for_pf(c, ctx.sysfs(), *pf), Switch::SriovManage(_)))
         .collect()
 }
 
 fn apparmor(ctx: &Context<'_>, dm: &Daemon) -> Verdict {
-    let label = lsm::apparmor_label(ctx.inputs.proc, dm.pid);
-    let Some(AppArmorLabel::Profile { mode, .. }) = &label else {
+    let Some(label @ AppArmorLabel::Profile { mode, .. }) =
+        lsm::apparmor_label(ctx.inputs.proc, dm.pid)
+    else {
         return Verdict::ok(format!(
             "AppArmor is on; {} (pid {}) runs unconfined (no profile loaded for it), and so does the hook",
             dm.name, dm.pid
         ));
     };
-    let shown = label.as_ref().map(ToString::to_string).unwrap_or_default();
+    let shown = label.to_string();
     let local = local_profile(ctx.inputs.apparmor_dir, &dm.name);
     if includes_abstraction(&local) {
         return Verdict::ok(format!(
@@ -65,7 +66,7 @@ fn apparmor(ctx: &Context<'_>, dm: &Daemon) -> Verdict {
         ));
     }
     let needing = needing_sriov_manage(ctx);
-    if needing.is_empty() || *mode != AppArmorMode::Enforce {
+    if needing.is_empty() || mode != AppArmorMode::Enforce {
         return Verdict::ok(format!(
             "AppArmor: {} (pid {}) and the hook run in profile {shown}; {ABSTRACTION} is needed only for NVIDIA SR-IOV PFs",
             dm.name, dm.pid
@@ -231,6 +232,15 @@ mod tests {
         assert!(fix.contains("#include <abstractions/vgpu-hook>"), "{fix}");
         assert!(fix.contains("apparmor_parser -r"), "{fix}");
         assert!(fix.contains("etc/apparmor.d/usr.sbin.libvirtd"), "{fix}");
+    }
+
+    #[test]
+    fn a_pf_in_two_lists_is_named_once() {
+        let f = apparmor_host("libvirtd (enforce)", true);
+        f.write_config("sriov_pfs = [\"82:00.0\"]\nnvidia_vgpu_pfs = [\"82:00.0\"]\n");
+        let v = f.check(confinement);
+        assert_eq!(v[0].severity, Severity::Error);
+        assert_eq!(v[0].message.matches("0000:82:00.0").count(), 1, "{v:?}");
     }
 
     #[test]

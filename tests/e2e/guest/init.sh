@@ -1,8 +1,9 @@
 #!/bin/bash
 # Runs as PID 1 of the e2e guest (exec'ed by the image's /sbin/vgpu-e2e-init once /e2e is mounted).
-# Sets up a host like a libvirt host without systemd: syslog, vfio/mdev modules, virtlogd and
-# the libvirt daemons (libvirtd, or the modular virtqemud and virtnodedevd); then runs the scenarios listed in
-# /e2e/scenarios and powers off. Results go to the writable share mounted at /e2e-out.
+# Sets up a host like a libvirt host without systemd: syslog, vfio/mdev modules, AppArmor where the
+# stack has it, virtlogd and the libvirt daemons (libvirtd, or the modular virtqemud and
+# virtnodedevd); then runs the scenarios listed in /e2e/scenarios and powers off. Results go to
+# the writable share mounted at /e2e-out.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C HOME=/root
 
@@ -80,9 +81,7 @@ if [ "$DAEMON" = virtqemud ]; then
     printf 'uri_default = "qemu:///system"\n' >> /etc/libvirt/libvirt.conf
     virtnodedevd -d
 fi
-"$DAEMON" -d
-for _ in $(seq 1 60); do virsh -q version >/dev/null 2>&1 && break; sleep 1; done
-virsh -q version >/dev/null 2>&1 || { echo "FAIL setup: $DAEMON did not answer: $(virsh -q version 2>&1 | tr -s '\n' ' ' | cut -c1-200)" >> "$OUT/results"; finish "setup failed"; }
+start_daemon || { echo "FAIL setup: $DAEMON did not answer: $(virsh -q version 2>&1 | tr -s '\n' ' ' | cut -c1-200)" >> "$OUT/results"; finish "setup failed"; }
 # Probe QEMU's capabilities once now, so the first scenario does not pay for it.
 virsh domcapabilities --virttype qemu >/dev/null 2>&1
 gsay "$DAEMON up: $(virsh -q version --daemon | tr -s ' \n' ' ')(AppArmor: $(aa_label "$(daemon_pid)"))"

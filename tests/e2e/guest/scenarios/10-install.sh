@@ -1,6 +1,6 @@
 # The package installed with dpkg: the static hook lands in /usr/lib/vgpu-hook and is placed in
-# libvirt's qemu.d (as `vgpuctl install` does), the running libvirt daemon is reloaded in place, the
-# config skeleton is a conffile, man pages, completions and units are where they belong; then
+# libvirt's qemu.d (as `vgpuctl install` does), the running libvirt daemon is reloaded in place,
+# the config skeleton is a conffile, man pages, completions and units are where they belong; then
 # the test host's configuration is written, and installing the same package again keeps it.
 [ ! -e "$HOOK_FILE" ] || fail "$HOOK_FILE exists before the package is installed"
 [ ! -e "$CONFIG" ] || fail "$CONFIG exists before the package is installed"

@@ -1,6 +1,6 @@
 # vgpuctl doctor on a correctly set up host (IOMMU on, vfio and mdev loaded, parents present,
-# valid config, hook installed, the libvirt daemon running) finds nothing; a hook that lost its execute
-# bit is reported with exit status 1.
+# valid config, hook installed, the libvirt daemon running) finds nothing; a hook that lost its
+# execute bit is reported with exit status 1.
 require_installed
 out=$(vgpuctl doctor 2>&1); rc=$?
 printf '%s\n' "$out" | sed 's/^/  > /'

@@ -1,5 +1,5 @@
-# libvirtd (virtqemud on a modular host) restarted while a domain runs: the domain keeps running (the hook's reconnect call
-# must not fail) and a later destroy still removes its mdev.
+# libvirtd (virtqemud on a modular host) restarted while a domain runs: the domain keeps running
+# (the hook's reconnect call must not fail) and a later destroy still removes its mdev.
 require_installed
 define_domain vm2
 out=$(vgpuctl attach vm2 --type mtty-2 2>&1) || fail "vgpuctl attach vm2 failed: $(oneline "$out")"

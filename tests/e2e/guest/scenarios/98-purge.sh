@@ -1,6 +1,6 @@
 # dpkg --purge: the hook leaves qemu.d (no entry pointing at a missing file), the config and its
-# directory go, the libvirt daemon is reloaded and still starts domains; an operator's own qemu hook is
-# left alone throughout.
+# directory go, the libvirt daemon is reloaded and still starts domains; an operator's own qemu
+# hook is left alone throughout.
 require_installed
 mkdir -p /etc/libvirt/hooks
 printf '#!/bin/sh\necho "$@" >> /tmp/user-hook.log\nexit 0\n' > /etc/libvirt/hooks/qemu
