@@ -417,6 +417,9 @@ struct Parser {
     hostdev_managed: bool,
     mdevs: Vec<MdevUuid>,
     vfs: Vec<PciAddress>,
+    /// `<metadata>` elements of the domain opened so far: only the first one counts, as libvirt
+    /// keeps only `./metadata[1]` of a definition (domain_conf.c) and vgpuctl edits that one.
+    metadata_seen: usize,
 }
 
 impl Parser {
@@ -430,8 +433,13 @@ impl Parser {
     ) -> Result<(), DomainError> {
         let local = e.local_name().as_ref().to_string();
         let names: Vec<&str> = self.path.iter().map(|(_, n)| n.as_str()).collect();
-        let in_metadata = names.as_slice() == ["domain", "metadata"];
-        let in_ours = self.path.len() == 3 && self.path[2].0 && self.path[1].1 == "metadata";
+        if !ours && names.as_slice() == ["domain"] && local == "metadata" {
+            self.metadata_seen += 1;
+        }
+        let first = self.metadata_seen == 1;
+        let in_metadata = first && names.as_slice() == ["domain", "metadata"];
+        let in_ours =
+            first && self.path.len() == 3 && self.path[2].0 && self.path[1].1 == "metadata";
         if ours && in_metadata && local == "vgpu" {
             self.dom.has_metadata = true;
         } else if ours && in_ours {
@@ -617,6 +625,29 @@ mod tests {
     fn automatic_placement_is_no_wish() {
         let xml = "<domain><name>a</name><vcpu placement='auto'>2</vcpu><numatune><memory mode='strict' placement='auto'/></numatune></domain>";
         assert!(Domain::parse(xml).unwrap().numa.is_empty());
+    }
+
+    /// Our element, with one mdev of `uuid`.
+    fn ours(uuid: &str) -> String {
+        format!("<vgpu:vgpu xmlns:vgpu='{NAMESPACE}'><vgpu:mdev uuid='{uuid}' type='mtty-2'/></vgpu:vgpu>")
+    }
+
+    #[test]
+    fn only_the_first_metadata_counts_as_libvirt_keeps_only_it() {
+        let second_only = format!(
+            "<domain><name>a</name><metadata/><metadata>{}</metadata></domain>",
+            ours(U1)
+        );
+        let d = Domain::parse(&second_only).unwrap();
+        assert!(!d.has_metadata && d.requests.is_empty(), "{:?}", d.requests);
+        let both = format!(
+            "<domain><name>a</name><metadata>{}</metadata><metadata>{}</metadata></domain>",
+            ours(U1),
+            ours(U1)
+        );
+        let d = Domain::parse(&both)
+            .expect("the second <metadata> is not read, so nothing is listed twice");
+        assert_eq!(d.requests.len(), 1);
     }
 
     #[test]
