@@ -148,11 +148,16 @@ fn an_empty_metadata_element_asks_for_nothing_even_without_a_config() {
 }
 
 #[test]
-fn mdev_only_domains_pass_the_filters_untouched_even_with_a_broken_config() {
+fn a_vgpu_domain_coming_here_is_refused_at_the_filter_when_the_config_is_broken() {
+    // its start would be refused the same way; said now, nothing has been moved yet
     let tree = fixture_tree();
     let h = TestHost::new(tree.path(), "broken = [");
     let xml = mdev_domain("vm1", &[(1, "type=\"mtty-2\"")]);
-    assert_ok(&h.call("vm1", "restore", "begin", "-", &xml.text));
+    let config = h.config.display().to_string();
+    assert_refused(
+        &h.call("vm1", "restore", "begin", "-", &xml.text),
+        &[&config],
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! the allowed GPUs (switching NVIDIA VFs on where needed), order those with room by the
 //! placement policy, create on the first that accepts, wait for the device, write its params.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,65 @@ pub fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure
     if let Some(live) = ctx.sysfs().mdev(&req.uuid) {
         return reuse(ctx, req, &gpus, live);
     }
-    let survey = survey(ctx, req, &gpus);
+    let survey = survey(ctx, req, &gpus, Probe::SwitchVfsOn);
     create_first(ctx, req, survey)
+}
+
+/// Whether a survey may switch an NVIDIA GPU's VFs on to see its parents (a start), or must
+/// leave the host as it is (the migrate/restore filter, whose call libvirt never pairs with a
+/// release).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    SwitchVfsOn,
+    LeaveAsIs,
+}
+
+/// Whether this host has room now for every mdev request of a domain that is to come here
+/// (migrated in, restored), without changing anything: each request is placed in turn as
+/// `prepare` would place it, counting what the earlier ones took. A GPU whose VFs are off counts
+/// as room: what it offers is known only once they are on, which `prepare` does (and refuses
+/// there, paired with a release). The refusal is the one `prepare` would give.
+pub fn check_room(ctx: &mut Ctx<'_>, reqs: &[&MdevRequest]) -> Result<(), Refusal> {
+    let mut taken: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for req in reqs {
+        let gpus = allowed_gpus(ctx, req)?;
+        let mut survey = survey(ctx, req, &gpus, Probe::LeaveAsIs);
+        let order = placement::order(&survey.candidates, ctx.config.placement);
+        let free = order.iter().find(|c| {
+            let used = taken.get(&room_key(c)).copied().unwrap_or(0);
+            c.available > used
+        });
+        if let Some(c) = free {
+            *taken.entry(room_key(c)).or_default() += 1;
+            continue;
+        }
+        if survey
+            .tried
+            .0
+            .iter()
+            .any(|(_, r)| matches!(r, GpuReason::VfsOff))
+        {
+            continue;
+        }
+        for c in order.iter().filter(|c| c.available > 0) {
+            let own = taken.get(&room_key(c)).copied().unwrap_or(0) as usize;
+            let holders = Holders {
+                own,
+                ..Holders::default()
+            };
+            survey.refuse(c.parent.as_str(), GpuReason::Exhausted(holders));
+        }
+        return Err(Refusal::NoRoom {
+            label: req.want.to_string(),
+            tried: survey.tried,
+            meanings: BTreeSet::new(),
+        });
+    }
+    Ok(())
+}
+
+fn room_key(c: &Candidate) -> (String, String) {
+    (c.parent.to_string(), c.type_id.to_string())
 }
 
 /// The configured GPUs the request's `parent=` allows, with their config position.
@@ -128,7 +185,7 @@ impl Survey {
     }
 }
 
-fn survey(ctx: &mut Ctx<'_>, req: &MdevRequest, gpus: &[(usize, MdevGpu)]) -> Survey {
+fn survey(ctx: &mut Ctx<'_>, req: &MdevRequest, gpus: &[(usize, MdevGpu)], probe: Probe) -> Survey {
     let live_mdevs = ctx.sysfs().live_mdevs();
     let mut out = Survey::default();
     let mut hint: Option<TypeId> = None;
@@ -140,7 +197,7 @@ fn survey(ctx: &mut Ctx<'_>, req: &MdevRequest, gpus: &[(usize, MdevGpu)]) -> Su
                 continue;
             }
         };
-        let parents = match parents_now(ctx, gpu) {
+        let parents = match parents_now(ctx, gpu, probe) {
             Ok(ps) => ps,
             Err(reason) => {
                 out.refuse(&gpu.key, reason);
@@ -193,9 +250,17 @@ fn slot(ctx: &Ctx<'_>, index: usize, gpu: &MdevGpu) -> Result<Slot, GpuReason> {
     })
 }
 
-/// The mdev parents a GPU offers now, switching an NVIDIA GPU's VFs on if they are off.
-fn parents_now(ctx: &mut Ctx<'_>, gpu: &MdevGpu) -> Result<Vec<ParentName>, GpuReason> {
+/// The mdev parents a GPU offers now, switching an NVIDIA GPU's VFs on if they are off (and
+/// `probe` allows it).
+fn parents_now(
+    ctx: &mut Ctx<'_>,
+    gpu: &MdevGpu,
+    probe: Probe,
+) -> Result<Vec<ParentName>, GpuReason> {
     let mut state = gpu.state.clone();
+    if let (MdevState::VfsDisabled, Some(_), Probe::LeaveAsIs) = (&state, gpu.pf, probe) {
+        return Err(GpuReason::VfsOff);
+    }
     if let (MdevState::VfsDisabled, Some(pf)) = (&state, gpu.pf) {
         let sysfs = ctx.sysfs().clone();
         let switch = Switch::for_pf(ctx.config, &sysfs, pf);

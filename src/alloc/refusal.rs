@@ -20,6 +20,8 @@ use crate::model::pci::PciAddress;
 pub enum GpuReason {
     /// Its SR-IOV VFs are off and could not be switched on.
     VfsNotEnabled(SriovError),
+    /// Its SR-IOV VFs are off and were left so (what it offers shows once they are on).
+    VfsOff,
     /// The device is not on the PCI bus.
     Missing,
     /// The device exists but no mdev parent is registered for it.
@@ -113,6 +115,7 @@ impl fmt::Display for GpuReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GpuReason::VfsNotEnabled(e) => write!(f, "SR-IOV VFs not enabled: {e}"),
+            GpuReason::VfsOff => f.write_str("SR-IOV VFs off (switched on at start)"),
             GpuReason::Missing => {
                 f.write_str("missing: not on the PCI bus, see lspci; or drop it from the config")
             }

@@ -14,7 +14,7 @@ use vgpu_hook::hook;
 use vgpu_hook::hook::StopReason;
 use vgpu_hook::host::Host;
 use vgpu_hook::model::config::{Config, ConfigError, Timing};
-use vgpu_hook::model::domain::{self, Domain, Request};
+use vgpu_hook::model::domain::{self, Domain};
 
 /// libvirt caps domain XML at 10 MiB; anything larger is not from libvirt.
 const MAX_STDIN: u64 = 16 << 20;
@@ -142,10 +142,8 @@ fn parse(input: &[u8]) -> Result<(&str, Domain), domain::DomainError> {
 
 /// A call that has nothing to do for this domain needs no config and cannot fail.
 fn asks_nothing(call: &Call, dom: &Domain) -> bool {
-    let asks_vf = dom.requests.iter().any(|r| matches!(r, Request::Vf(_)));
     match call {
-        Call::Prepare | Call::Reconnect => dom.requests.is_empty(),
-        Call::Filter => !asks_vf,
+        Call::Prepare | Call::Reconnect | Call::Filter => dom.requests.is_empty(),
         _ => false,
     }
 }

@@ -39,6 +39,13 @@ impl Procfs {
             .map_or(Duration::ZERO, Duration::from_secs_f64)
     }
 
+    /// The host's name (`kernel/hostname`), `None` when unreadable: how a refusal names the host
+    /// it speaks for, which matters once two hosts' lines sit in one migration error.
+    pub fn hostname(&self) -> Option<String> {
+        let name = fs::read_to_string(self.root.join("sys/kernel/hostname")).ok()?;
+        Some(name.trim().to_string()).filter(|n| !n.is_empty())
+    }
+
     /// Every process id.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = fs::read_dir(&self.root)

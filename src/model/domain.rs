@@ -105,6 +105,8 @@ pub enum Hostdev {
     Mdev {
         /// The UUID attribute.
         uuid: String,
+        /// Byte range of the source `<address .../>` element in the document.
+        source_span: Range<usize>,
     },
     /// `<hostdev type='pci'>`, or `<interface type='hostdev'>` (libvirt's way to give a guest a
     /// NIC's VF, which is a PCI hostdev with network settings).
@@ -387,8 +389,13 @@ impl Domain {
 
     /// Whether a `<hostdev type='mdev'>` names this UUID.
     pub fn has_mdev_hostdev(&self, uuid: &MdevUuid) -> bool {
-        self.hostdevs.iter().any(
-            |h| matches!(h, Hostdev::Mdev { uuid: u } if u.eq_ignore_ascii_case(uuid.as_str())),
+        self.mdev_hostdev(uuid).is_some()
+    }
+
+    /// The `<hostdev type='mdev'>` naming this UUID, if any.
+    pub fn mdev_hostdev(&self, uuid: &MdevUuid) -> Option<&Hostdev> {
+        self.hostdevs.iter().find(
+            |h| matches!(h, Hostdev::Mdev { uuid: u, .. } if u.eq_ignore_ascii_case(uuid.as_str())),
         )
     }
 }
@@ -539,8 +546,10 @@ impl Parser {
         match self.hostdev_type.as_deref() {
             Some("mdev") => {
                 if let Some(u) = attr(attrs, "uuid") {
-                    let uuid = u.to_string();
-                    self.dom.hostdevs.push(Hostdev::Mdev { uuid });
+                    self.dom.hostdevs.push(Hostdev::Mdev {
+                        uuid: u.to_string(),
+                        source_span: span.start as usize..span.end as usize,
+                    });
                 }
             }
             Some("pci") => {

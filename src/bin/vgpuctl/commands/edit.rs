@@ -367,6 +367,7 @@ fn request_of(dev: &NewDevice) -> (Request, Hostdev) {
             Request::Mdev(m.clone()),
             Hostdev::Mdev {
                 uuid: m.uuid.to_string(),
+                source_span: 0..0,
             },
         ),
         NewDevice::Vf { request, managed } => (

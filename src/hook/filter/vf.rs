@@ -1,50 +1,29 @@
-//! `migrate begin` / `restore begin`: the XML may name VFs of another host; point them at free
-//! VFs of the same model here.
+//! The VFs of a domain that comes to this host: where one the XML names is absent or held here,
+//! a free VF of the same PF kind and model takes its place, in the hostdev's source `<address/>`
+//! and in our metadata's `address`.
 
 use std::collections::BTreeSet;
-use std::ops::Range;
 
-use super::HookError;
+use super::{metadata_attr_edit, Edit, FilterRefusal};
 use crate::alloc::inventory::{self, PfKind};
 use crate::alloc::numa::Wanted;
 use crate::alloc::vf::mdevs_on_vfs;
-use crate::host::state::Device;
+use crate::host::state::{Device, Liveness, State};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
 use crate::model::config::Config;
 use crate::model::domain::{Domain, Hostdev, Request, VfRequest};
 use crate::model::pci::PciAddress;
 
-/// Why a migrated or restored domain's VFs cannot be mapped onto this host.
-#[derive(Debug, thiserror::Error)]
-pub enum FilterRefusal {
-    /// The named VF is absent and the configured PFs differ, so no model can be told.
-    #[error("VF {vf} does not exist on this host and the configured PFs are of {models} different models, so which one replaces it cannot be told; give the domain a VF of this host (vgpuctl attach --vf)")]
-    ModelsDiffer {
-        /// The VF the XML names.
-        vf: PciAddress,
-        /// How many models the configured PFs are.
-        models: usize,
-    },
-    /// No free VF of the same model exists here.
-    #[error("VF {vf} is {why} on this host and no free VF of the same model can replace it; free one (virsh destroy) or add its PF to the config")]
-    NoReplacement {
-        /// The VF the XML names.
-        vf: PciAddress,
-        /// Why it cannot stay: held, not a configured PF's, absent.
-        why: String,
-    },
-}
-
-/// `migrate begin` / `restore begin`: where a VF the XML names is absent or held here, pick a free
-/// VF of the same PF kind and rewrite the host-side addresses (the hostdev's source `<address/>`
-/// and our metadata's `address`). `Ok(None)` when nothing changes.
-pub fn filter(
+/// The edits that move the domain's VFs onto free ones here; none when each can stay.
+pub(super) fn edits(
     host: &Host,
     config: &Config,
     dom: &Domain,
     xml: &str,
-) -> Result<Option<String>, HookError> {
+    state: &State,
+    live: &Liveness,
+) -> Result<Vec<Edit>, FilterRefusal> {
     let vf_requests: Vec<&VfRequest> = dom
         .requests
         .iter()
@@ -54,22 +33,20 @@ pub fn filter(
         })
         .collect();
     if vf_requests.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let state = super::load_state(host, &host.state.lock()?, config.timing.prepare_grace)?;
-    let live = host.liveness(config.timing.prepare_grace);
     let numa = Wanted::of(&dom.numa, &host.sysfs, config.numa)
         .ok()
         .flatten();
     // Read once: the search below asks about every VF of every PF of the model.
-    let on_vfs = mdevs_on_vfs(&host.sysfs, &state);
+    let on_vfs = mdevs_on_vfs(&host.sysfs, state);
     let here = Here {
         sysfs: &host.sysfs,
         pfs: inventory::vf_pfs(config),
         numa,
         holder: &|vf: PciAddress| {
             let of_vf = state
-                .holder(&Device::Vf { address: vf }, &live)
+                .holder(&Device::Vf { address: vf }, live)
                 .filter(|r| r.domain_uuid != dom.uuid)
                 .map(|r| format!("domain '{}'", r.domain_name));
             of_vf.or_else(|| on_vfs.get(&vf).map(ToString::to_string))
@@ -77,7 +54,7 @@ pub fn filter(
     };
     let referenced: Vec<PciAddress> = vf_requests.iter().map(|v| v.address).collect();
     let mut taken: Vec<PciAddress> = Vec::new();
-    let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+    let mut edits: Vec<Edit> = Vec::new();
     for req in &vf_requests {
         let Some(new) = here.replacement(req, &referenced, &taken)? else {
             continue;
@@ -90,7 +67,7 @@ pub fn filter(
         );
         edits.extend(address_edits(dom, xml, req.address, new));
     }
-    Ok(apply(xml, edits))
+    Ok(edits)
 }
 
 /// This host's view for the filter: its sysfs, the configured PFs, who holds a VF.
@@ -197,12 +174,7 @@ impl Here<'_> {
 
 /// The edits that move `old` to `new`: the hostdev's source `<address/>` and our metadata's
 /// `address` attribute.
-fn address_edits(
-    dom: &Domain,
-    xml: &str,
-    old: PciAddress,
-    new: PciAddress,
-) -> Vec<(Range<usize>, String)> {
+fn address_edits(dom: &Domain, xml: &str, old: PciAddress, new: PciAddress) -> Vec<Edit> {
     let mut edits = Vec::new();
     if let Some(Hostdev::Pci { source_span, .. }) = dom.pci_hostdev(old) {
         let close = if xml[source_span.clone()].ends_with("/>") {
@@ -227,62 +199,12 @@ fn address_edits(
             format!("<address {}{close}", attrs.join(" ")),
         ));
     }
-    edits.extend(metadata_address_edit(xml, old, new));
+    edits.extend(metadata_attr_edit(
+        xml,
+        "vf",
+        "address",
+        |v| v.parse::<PciAddress>().ok() == Some(old),
+        new.to_string(),
+    ));
     edits
-}
-
-/// The document with the edits applied (back to front, so spans stay valid); `None` when there
-/// are none.
-fn apply(xml: &str, mut edits: Vec<(Range<usize>, String)>) -> Option<String> {
-    if edits.is_empty() {
-        return None;
-    }
-    edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
-    let mut out = xml.to_string();
-    for (range, text) in edits {
-        out.replace_range(range, &text);
-    }
-    Some(out)
-}
-
-/// The span of the `address` attribute value of our `vf` element naming `old`, with its new text.
-fn metadata_address_edit(
-    xml: &str,
-    old: PciAddress,
-    new: PciAddress,
-) -> Option<(Range<usize>, String)> {
-    let mut reader = quick_xml::NsReader::from_str(xml);
-    loop {
-        let before = reader.buffer_position() as usize;
-        let (ns, ev) = reader.read_resolved_event().ok()?;
-        let ours = matches!(ns, quick_xml::name::ResolveResult::Bound(n) if n.0 == crate::model::domain::NAMESPACE);
-        match ev {
-            quick_xml::events::Event::Empty(ref e) | quick_xml::events::Event::Start(ref e)
-                if ours && e.local_name().as_ref() == "vf" =>
-            {
-                let value = e
-                    .attributes()
-                    .flatten()
-                    .find(|a| a.key.as_ref() == "address")?;
-                if value.value.parse::<PciAddress>().ok()? != old {
-                    continue;
-                }
-                let end = reader.buffer_position() as usize;
-                let raw = &xml[before..end];
-                // The attribute named exactly `address` (not `xmlns:address`, not `x:address`).
-                let key_at = raw.match_indices("address").map(|(i, _)| i).find(|&i| {
-                    raw[..i].ends_with(|c: char| c.is_ascii_whitespace())
-                        && raw[i + 7..].trim_start().starts_with('=')
-                })?;
-                let after_key = &raw[key_at..];
-                let quote_at = after_key.find(['"', '\''])?;
-                let quote = after_key.as_bytes()[quote_at] as char;
-                let value_start = before + key_at + quote_at + 1;
-                let value_len = xml[value_start..].find(quote)?;
-                return Some((value_start..value_start + value_len, new.to_string()));
-            }
-            quick_xml::events::Event::Eof => return None,
-            _ => {}
-        }
-    }
 }
