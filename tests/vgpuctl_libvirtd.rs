@@ -326,3 +326,60 @@ fn install_makes_the_running_daemon_call_the_hook_at_start() {
     assert!(out.contains("kept config"), "{out}");
     assert!(!hook.exists());
 }
+
+/// The first mdev UUID a definition's hostdevs name.
+fn first_mdev_uuid(xml: &str) -> String {
+    xml.split("<address uuid='")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("an mdev hostdev")
+        .to_string()
+}
+
+/// A simulated host and a domain given one mtty-2 vGPU by `vgpuctl attach` (None: no daemon or
+/// simulator here, said by the helpers).
+fn with_one_vgpu(prefix: &str) -> Option<(common::sim::Sim, tempfile::TempDir, TestDomain)> {
+    Libvirtd::ensure()?;
+    let sim = common::sim::Sim::start(SRIOV_HOST)?;
+    let t = sim_dir(&sim);
+    let dom = TestDomain::define(prefix, "", "");
+    ok(&vgpuctl(
+        Some(t.path()),
+        &["attach", &dom.name, "--type", "mtty-2"],
+    ));
+    Some((sim, t, dom))
+}
+
+#[test]
+fn resync_gives_a_uuid_taken_here_a_fresh_one_and_changes_nothing_else() {
+    let Some((sim, t, dom)) = with_one_vgpu("vgpuctl-resync") else {
+        return;
+    };
+    let before = dom.inactive_xml();
+    let old = first_mdev_uuid(&before);
+    let create = sim.type_dir("mtty", "Dual port serial").join("create");
+    fs::write(create, &old).unwrap();
+    let out = ok(&vgpuctl(Some(t.path()), &["resync", &dom.name]));
+    let after = dom.inactive_xml();
+    let new = first_mdev_uuid(&after);
+    assert_ne!(new, old);
+    assert!(
+        out.contains(&format!("mdev {old} becomes mdev {new}")),
+        "{out}"
+    );
+    assert_eq!(after, before.replace(&old, &new));
+}
+
+#[test]
+fn resync_leaves_a_definition_that_fits_as_it_is() {
+    let Some((_sim, t, dom)) = with_one_vgpu("vgpuctl-resync-ok") else {
+        return;
+    };
+    let before = dom.inactive_xml();
+    let out = ok(&vgpuctl(
+        Some(t.path()),
+        &["resync", &dom.name, "--dry-run"],
+    ));
+    assert!(out.contains("fit this host as they are"), "{out}");
+    assert_eq!(dom.inactive_xml(), before);
+}

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod guest;
 pub mod install;
 pub mod metrics;
+pub mod migrate_check;
 pub mod plan;
 pub mod reconcile;
 pub mod report;

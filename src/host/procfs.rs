@@ -46,6 +46,12 @@ impl Procfs {
         Some(name.trim().to_string()).filter(|n| !n.is_empty())
     }
 
+    /// The running kernel's release (`kernel/osrelease`, e.g. `6.12.57+deb12-amd64`).
+    pub fn kernel_release(&self) -> Option<String> {
+        let r = fs::read_to_string(self.root.join("sys/kernel/osrelease")).ok()?;
+        Some(r.trim().to_string()).filter(|r| !r.is_empty())
+    }
+
     /// Every process id.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = fs::read_dir(&self.root)

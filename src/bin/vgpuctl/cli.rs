@@ -102,6 +102,21 @@ Examples:
   vgpuctl list --json | jq '.devices[] | select(.state == \"stale\")'")]
     List(JsonArg),
 
+    /// Before `virsh migrate`: whether a domain's vGPUs can come to another host.
+    #[command(
+        name = "migrate-check",
+        after_help = "\
+Examples:
+  vgpuctl migrate-check win11 qemu+ssh://host2/system
+  vgpuctl migrate-check win11 qemu+tcp://10.0.0.2/system --json
+
+Reads the destination through libvirt (its versions and node devices): the same vGPU type
+there, with room for every vGPU of the domain; plain VFs (AMD GIM) do not move; post-copy is
+not supported. Exit status 0 when it can move, 1 when not. The destination's hook decides
+again at migrate begin, with its own config."
+    )]
+    MigrateCheck(MigrateCheckArgs),
+
     /// Show what a domain asks for and what it holds.
     #[command(after_help = "\
 Examples:
@@ -121,6 +136,17 @@ A domain without a guest agent, driver or licence is a row saying which, with th
 A token or server is checked on the host before anything is written; replaced files are
 kept as NAME.bak-STAMP; the licensing service is restarted and the new status shown.")]
     Guest(GuestArgs),
+
+    /// Make a domain's definition fit this host again (after `virsh migrate --persistent`).
+    #[command(after_help = "\
+Examples:
+  vgpuctl resync win11 --dry-run     show what would change
+  vgpuctl resync win11
+
+A definition copied from another host (virsh migrate --persistent) keeps that host's mdev
+UUIDs and VF addresses. Where one is taken or absent here, it gets a free one of the same type
+or model, as the hook's migrate filter does; everything else stays byte for byte.")]
+    Resync(ResyncArgs),
 
     /// Remove devices that no running domain holds and drop stale ownership records.
     #[command(after_help = "\
@@ -318,6 +344,31 @@ pub struct StatusArgs {
     /// Print JSON (shape: docs/json.md).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `migrate-check`.
+#[derive(Debug, Args)]
+pub struct MigrateCheckArgs {
+    /// The domain to move (on --connect's host).
+    pub domain: String,
+
+    /// The destination's libvirt URI (what `virsh migrate` is given).
+    pub dest_uri: String,
+
+    /// Print JSON (shape: docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `resync`.
+#[derive(Debug, Args)]
+pub struct ResyncArgs {
+    /// The domain.
+    pub domain: String,
+
+    /// Only show what would change.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `reconcile`.

@@ -79,6 +79,35 @@ impl Libvirt {
             .map_err(|e| refused(format!("libvirt at {}", self.uri), &e))
     }
 
+    /// The hypervisor's version as libvirt reports it (QEMU's, for a `qemu://` URI), in the
+    /// same encoding as [`Libvirt::version`].
+    pub fn hypervisor_version(&self) -> Result<u32, CtlError> {
+        self.conn
+            .hyp_version()
+            .map_err(|e| refused(format!("the hypervisor at {}", self.uri), &e))
+    }
+
+    /// The host's name as its libvirt says it.
+    pub fn hostname(&self) -> Result<String, CtlError> {
+        self.conn
+            .hostname()
+            .map_err(|e| refused(format!("the host name at {}", self.uri), &e))
+    }
+
+    /// The XML of every node device that offers mdev types (mdev parents: PCI GPUs and their
+    /// VFs, and others such as mtty).
+    pub fn mdev_parent_xmls(&self) -> Result<Vec<String>, CtlError> {
+        let what = || format!("the node devices at {}", self.uri);
+        let devices = self
+            .conn
+            .list_all_node_devices(sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV_TYPES)
+            .map_err(|e| refused(what(), &e))?;
+        devices
+            .iter()
+            .map(|d| d.xml_desc(0).map_err(|e| refused(what(), &e)))
+            .collect()
+    }
+
     fn wrap(&self, dom: Domain) -> Result<Dom, CtlError> {
         let name = dom
             .name()

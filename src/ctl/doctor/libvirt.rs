@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{Context, LibvirtProbe, Verdict, QEMU_D_MIN_VERSION};
+use super::{version_text, Context, LibvirtProbe, Verdict, QEMU_D_MIN_VERSION};
 use crate::ctl::daemon::{self, Daemon};
 
 /// Whether the hook is installed, and executable.
@@ -115,11 +115,6 @@ pub fn libvirt(ctx: &Context<'_>) -> Vec<Verdict> {
         )],
         LibvirtProbe::NotChecked => Vec::new(),
     }
-}
-
-/// libvirt's version number as `major.minor.micro`.
-fn version_text(v: u32) -> String {
-    format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)
 }
 
 #[cfg(test)]

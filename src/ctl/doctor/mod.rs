@@ -10,8 +10,9 @@
 //! Each check is a small named unit ([`Check`]) that returns its verdicts with their fixes;
 //! [`CHECKS`] lists them in report order and [`run`] goes down the list. The checks live by
 //! what they look at: [`config`], [`kernel`] (IOMMU, modules), [`devices`] (the vendor's
-//! manager, the configured GPUs and PFs), [`libvirt`] (the hook, the daemon, libvirt itself) and
-//! [`confinement`] (the daemon's AppArmor profile or SELinux domain, which the hook runs in).
+//! manager, the configured GPUs and PFs), [`libvirt`] (the hook, the daemon, libvirt itself),
+//! [`confinement`] (the daemon's AppArmor profile or SELinux domain, which the hook runs in) and
+//! [`migration`] (whether this host's vGPU VMs can move: versions, dirty tracking, AMD VFs).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -30,6 +31,7 @@ mod confinement;
 mod devices;
 mod kernel;
 mod libvirt;
+mod migration;
 #[cfg(test)]
 mod testing;
 
@@ -108,6 +110,15 @@ pub struct Inputs<'a> {
     pub expected_hook: Option<&'a Path>,
     /// What libvirt said.
     pub libvirt: LibvirtProbe,
+    /// The QEMU version libvirt reports (`major * 1_000_000 + minor * 1000 + micro`), when asked.
+    pub qemu_version: Option<u32>,
+    /// Where the kernels' build configs are (`/boot`, holding `config-RELEASE`).
+    pub boot_dir: &'a Path,
+}
+
+/// libvirt's (and QEMU's) version number as `major.minor.micro`.
+pub fn version_text(v: u32) -> String {
+    format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)
 }
 
 /// libvirt runs `qemu.d/*` hooks from this version on.
@@ -166,7 +177,7 @@ pub struct Check {
 
 /// Every check, in the order the findings are listed: from the config down to the kernel, the
 /// vendor stack, the configured devices, and up to the hook, the daemon that runs it and libvirt.
-pub const CHECKS: [Check; 11] = [
+pub const CHECKS: [Check; 12] = [
     Check {
         name: "config",
         run: config::config,
@@ -210,6 +221,10 @@ pub const CHECKS: [Check; 11] = [
     Check {
         name: "libvirt",
         run: libvirt::libvirt,
+    },
+    Check {
+        name: "migration",
+        run: migration::migration,
     },
 ];
 

@@ -15,6 +15,7 @@ pub struct Fixture {
     pub host: Host,
     pub proc: Procfs,
     pub libvirt: LibvirtProbe,
+    pub qemu_version: Option<u32>,
 }
 
 impl Fixture {
@@ -32,6 +33,7 @@ impl Fixture {
             proc: Procfs::new(&root.join("proc")),
             host,
             libvirt: LibvirtProbe::NotChecked,
+            qemu_version: None,
             dir,
         }
     }
@@ -74,6 +76,20 @@ impl Fixture {
         fs::write(p, text).unwrap();
     }
 
+    /// Writes `proc/<rel>` (`sys/kernel/osrelease`, say).
+    pub fn proc_top_file(&self, rel: &str, text: &str) {
+        let p = self.root().join("proc").join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    /// Writes `boot/<name>` (a kernel's `config-RELEASE`).
+    pub fn boot_file(&self, name: &str, text: &str) {
+        let p = self.root().join("boot").join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
     /// Runs one check.
     pub fn check(&self, check: fn(&Context<'_>) -> Vec<Verdict>) -> Vec<Verdict> {
         let hooks_dir = self.hooks_dir();
@@ -87,6 +103,8 @@ impl Fixture {
             unit_dirs: &[],
             expected_hook: None,
             libvirt: self.libvirt.clone(),
+            qemu_version: self.qemu_version,
+            boot_dir: &self.root().join("boot"),
         };
         check(&Context::new(&inputs))
     }

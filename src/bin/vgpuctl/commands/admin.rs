@@ -146,7 +146,12 @@ pub fn doctor(
     args: &DoctorArgs,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CtlError> {
-    let libvirt = match Libvirt::open(uri) {
+    let opened = Libvirt::open(uri);
+    let qemu_version = opened
+        .as_ref()
+        .ok()
+        .and_then(|lv| lv.hypervisor_version().ok());
+    let libvirt = match opened {
         Ok(lv) => match lv.version() {
             Ok(version) => LibvirtProbe::Reachable {
                 uri: lv.uri().to_string(),
@@ -185,6 +190,8 @@ pub fn doctor(
         unit_dirs: &unit_dirs,
         expected_hook: expected.as_deref(),
         libvirt,
+        qemu_version,
+        boot_dir: Path::new("/boot"),
     });
     emit(if args.json {
         vgpu_hook::ctl::report::write_json(

@@ -7,6 +7,7 @@ mod docs;
 mod edit;
 mod guest;
 mod host_side;
+mod migrate;
 mod show;
 
 use std::io::{self, Read, Write};
@@ -28,6 +29,8 @@ pub fn run(cli: &Cli, host: &Host, out: &mut dyn Write) -> Result<ExitCode, CtlE
         Command::Types(a) => show::types(&host, a.json, out),
         Command::List(a) => show::list(&host, a.json, out),
         Command::Status(a) => show::status(&cli.connect, &host, a, out),
+        Command::MigrateCheck(a) => migrate::check(&cli.connect, &host, a, out),
+        Command::Resync(a) => migrate::resync(&cli.connect, &host, a, out),
         Command::Guest(a) => guest::guest(&cli.connect, &host, a, out),
         Command::Reconcile(a) => admin::reconcile(&host, a.dry_run, out),
         Command::Install(a) => admin::install(&host, a, out),
