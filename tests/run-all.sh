@@ -117,7 +117,7 @@ cargo +nightly fuzz --version >/dev/null 2>&1 || cargo_install $(deps cargo-fuzz
 if [ "${SKIP_E2E:-}" = 1 ] && [ "${CI:-}" != true ]; then
   phase "end-to-end: skipped (SKIP_E2E=1)"
 else
-  phase "end-to-end (TCG guests on two stacks: real mdev core, SR-IOV, libvirt daemons, QEMU, AppArmor)"
+  phase "end-to-end (TCG guests on two stacks and a two-host pair: real mdev core, SR-IOV, libvirt daemons, QEMU, AppArmor, live migration)"
   tests/e2e/run.sh
   # Needs the e2e tier's rootfs (kernel, modules): a tiny TCG guest on this host's libvirtd with
   # the real qemu-guest-agent and stand-in nvidia-smi/systemctl (tests/guest-agent/).

@@ -137,7 +137,7 @@ stack_define() {
             APT_OPTS=('APT::Default-Release "bookworm-backports";')
             GUEST_PKGS="linux-image-6.12-amd64 apparmor libvirt-daemon-driver-nodedev $BASE_PKGS"
             MODULAR=bookworm-backports
-            FEATURES="modular apparmor"
+            FEATURES="modular apparmor vfio-migration"
             STACK_ENV="STACK=backports APPARMOR=1 DAEMON=virtqemud" ;;
         *) die "unknown stack '$1' (known: bookworm backports)" ;;
     esac
@@ -145,8 +145,9 @@ stack_define() {
         die "stack $1 is Debian 12's: it needs a Debian 12 (bookworm) host, whose apt has the guest kernel's headers (found '$HOST_CODENAME')"
 }
 
-# scenarios_for: the scenarios (names, in order) the stack defined last runs: every scenario whose
-# `# needs:` features it has, or of those, only the ones given on the command line
+# scenarios_for [FEATURE]: the scenarios (names, in order) the stack defined last runs: every
+# scenario whose `# needs:` features it has (with FEATURE: only those that need FEATURE), or of
+# those, only the ones given on the command line
 scenarios_for() {
     local f name need ok
     for f in "$E2E_DIR"/guest/scenarios/[0-9]*.sh; do
@@ -158,6 +159,9 @@ scenarios_for() {
         for need in $(sed -n 's/^# needs: *//p' "$f"); do
             case " $FEATURES " in *" $need "*) ;; *) ok=0 ;; esac
         done
+        if [ -n "${1:-}" ] && ! sed -n 's/^# needs: *//p' "$f" | grep -qw -- "$1"; then
+            ok=0
+        fi
         [ $ok = 1 ] && echo "$name"
     done
     return 0
@@ -317,17 +321,21 @@ fi
 
 
 # ---------------------------------------------------------------- share and guest run
-# run_guest: boots the guest of the stack defined last on its scenarios; its results are in
-# $SW/run/out, QEMU's exit status in $SW/run/qemu.rc, its start and end times in $SW/run/times
+# run_guest DIR SCENARIOS [QEMU_ARG...]: boots a guest of the image $IMG (the stack defined last,
+# its /e2e/stack.env from $STACK_ENV) on the scenarios named in SCENARIOS (one per line), with
+# more QEMU arguments if given; its results are in DIR/out, QEMU's exit status in DIR/qemu.rc, its
+# start and end times in DIR/times
 run_guest() {
-    RUN=$SW/run
+    RUN=$1
+    local scenarios=$2
+    shift 2
     rm -rf "$RUN"; mkdir -p "$RUN/share/bin" "$RUN/out"
     cp -r "$E2E_DIR/guest" "$RUN/share/guest"
     cp -r "$E2E_DIR/diff" "$RUN/share/diff"    # the differential script and its recorded transcript
     cp "$BIN_DIR/vgpu-hook" "$BIN_DIR/vgpuctl" "$RUN/share/bin/"   # for the install by hand
     mkdir -p "$RUN/share/pkg" && cp "$DEB" "$RUN/share/pkg/vgpu-hook.deb"
     printf '%s\n' $STACK_ENV > "$RUN/share/stack.env"
-    scenarios_for > "$RUN/share/scenarios"
+    if [ -n "$scenarios" ]; then printf '%s\n' "$scenarios"; fi > "$RUN/share/scenarios"
     local t0
     t0=$(date +%s)
     set +e
@@ -338,7 +346,7 @@ run_guest() {
         -machine q35 -device intel-iommu,caching-mode=on \
         -nographic -no-reboot -vga none -nic none -serial stdio -monitor none \
         -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
-        -append "console=ttyS0 root=/dev/vda rw init=/sbin/vgpu-e2e-init panic=-1 quiet intel_iommu=on log_buf_len=4M mitigations=off" \
+        -append "console=ttyS0 root=/dev/vda rw init=/sbin/vgpu-e2e-init panic=-1 quiet intel_iommu=on log_buf_len=4M mitigations=off kfence.sample_interval=0" \
         -drive file="$IMG/root.img",if=virtio,format=raw,snapshot=on \
         -virtfs local,path="$RUN/share",mount_tag=e2e,security_model=none,readonly=on,multidevs=remap \
         -virtfs local,path="$RUN/out",mount_tag=e2eout,security_model=none,multidevs=remap \
@@ -347,7 +355,7 @@ run_guest() {
         -device nvme-subsys,id=subsys0 \
         -device nvme,bus=rp1,serial=vgpue2e,subsys=subsys0,sriov_max_vfs=4,sriov_vq_flexible=8,sriov_vi_flexible=4,max_ioqpairs=12,msix_qsize=8 \
         -device nvme-ns,drive=nvm0,nsid=1 \
-        </dev/null 2>&1 | tr -d '\r\033' > "$RUN/console.log"
+        "$@" </dev/null 2>&1 | tr -d '\r\033' > "$RUN/console.log"
     echo "${PIPESTATUS[0]}" > "$RUN/qemu.rc"
     set -e
     echo "$t0 $(date +%s)" > "$RUN/times"
@@ -400,16 +408,54 @@ GUESTS=()
 for STACK in $STACKS; do
     stack_define "$STACK"
     SW=$WORK/$STACK IMG=$WORK/$STACK/img
-    run_guest &
+    run_guest "$SW/run" "$(scenarios_for)" &
     GUESTS+=($!)
 done
 wait "${GUESTS[@]}" || true
 phase_end
 
+# ---------------------------------------------------------------- two hosts
+# The scenarios that need a second host (`# needs: peer`: migration) run on a pair of guests of the
+# backports image, hosta and hostb, booted at once after the stacks' guests. They are linked by a
+# private network (virtio-net over a QEMU UDP socket on the host's loopback, nothing else
+# reachable) and a shared directory (hostb's command channel and the hook-order logs), and differ
+# in SMBIOS UUID, name and address, as two hosts must for libvirt to migrate between them. Both
+# run Debian's own libvirtd (Debian ships no virtproxyd for the modular daemons' remote access)
+# listening on TCP without auth, as on a private migration network, under AppArmor, enforcing.
+PAIR_FEATURES="apparmor vfio-migration peer"
+PAIR_RAN=0
+# pair_guest ROLE N PEER M SCENARIOS: one host of the pair, 10.99.0.N, whose peer is 10.99.0.M
+pair_guest() {
+    STACK_ENV="STACK=pair APPARMOR=1 DAEMON=libvirtd ROLE=$1 ADDR=10.99.0.$2 PEER=$3 PEER_ADDR=10.99.0.$4"
+    run_guest "$WORK/pair/$1" "$5" \
+        -uuid "5eed0000-0000-4000-8000-00000000000$2" \
+        -netdev "socket,id=pair,udp=127.0.0.1:$((40100 + $4)),localaddr=127.0.0.1:$((40100 + $2))" \
+        -device virtio-net-pci,netdev=pair,mac=52:54:00:99:00:0$2,romfile= \
+        -virtfs local,path="$WORK/pair/shared",mount_tag=e2epair,security_model=none,multidevs=remap
+}
+run_pair() {
+    local scenarios
+    stack_define backports
+    FEATURES=$PAIR_FEATURES
+    scenarios=$(scenarios_for peer)
+    [ -n "$scenarios" ] || return 0
+    phase "two hosts (hosta+hostb, backports image)"
+    PAIR_RAN=1
+    SW=$WORK/backports IMG=$WORK/backports/img
+    rm -rf "$WORK/pair"; mkdir -p "$WORK/pair/shared/cmd"
+    pair_guest hosta 1 hostb 2 "$scenarios" &
+    local a=$!
+    pair_guest hostb 2 hosta 1 "" &
+    wait $a $! || true
+    phase_end
+}
+case " $STACKS " in *" backports "*) run_pair ;; esac
+
 FAILED=0
 TABLE=()
-for STACK in $STACKS; do
-    RUN=$WORK/$STACK/run
+# collect LABEL DIR: the results of the guest that ran in DIR into TABLE (its logs on failure)
+collect() {
+    STACK=$1 RUN=$2
     read -r g0 g1 < "$RUN/times" 2>/dev/null || { g0=0; g1=0; }
     TIMINGS+=("$(printf '%-22s %4ds' "$STACK guest" $((g1 - g0)))")
     mapfile -t lines < <(stack_results)
@@ -418,7 +464,11 @@ for STACK in $STACKS; do
         FAILED=1
         stack_logs
     fi
-done
+}
+for s in $STACKS; do collect "$s" "$WORK/$s/run"; done
+if [ $PAIR_RAN = 1 ]; then
+    for h in hosta hostb; do collect "pair/$h" "$WORK/pair/$h"; done
+fi
 echo "== results"
 printf '%s\n' "${TABLE[@]}"
 print_timings
@@ -426,4 +476,4 @@ if [ $FAILED != 0 ]; then
     echo "E2E: FAILED"
     exit 1
 fi
-echo "E2E: all ${#TABLE[@]} scenario runs passed ($(echo $STACKS | tr ' ' '+'))"
+echo "E2E: all ${#TABLE[@]} scenario runs passed ($(echo $STACKS | tr ' ' '+')$([ $PAIR_RAN = 1 ] && echo ', two-host pair'))"

@@ -17,7 +17,6 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-hostname vgpu-e2e
 mkdir -p /e2e-out
 mount -t 9p -o trans=virtio,version=9p2000.L e2eout /e2e-out || { echo "E2E-GUEST: cannot mount the output share"; busybox poweroff -f; }
 OUT=/e2e-out
@@ -27,6 +26,8 @@ finish() {
     cp "/var/log/libvirt/$DAEMON.log" "$OUT/libvirtd.log" 2>/dev/null
     dmesg > "$OUT/dmesg" 2>/dev/null
     echo "E2E-GUEST-DONE $1" > "$OUT/status"
+    # the first host of a pair tells the second that it is done (whatever happened)
+    [ "$ROLE" = hosta ] && touch "$PAIR/done"
     gsay "done: $1"
     sync
     busybox poweroff -f
@@ -44,6 +45,7 @@ done
 # SR-IOV as an operator sets it up at boot: two VFs on the emulated NVMe PF, each given queue and
 # interrupt resources and brought online, so the nvme driver binds them (their host driver).
 . /e2e/guest/lib.sh
+hostname "${ROLE:-vgpu-e2e}"
 PF=$(nvme_pf) || { echo "FAIL setup: no SR-IOV capable NVMe controller" >> "$OUT/results"; finish "setup failed"; }
 provision_vfs "$PF" 2 || { echo "FAIL setup: could not enable and provision VFs on $PF" >> "$OUT/results"; finish "setup failed"; }
 gsay "SR-IOV: $PF has VFs $(vfs_of "$PF" | while read -r v; do printf '%s(%s) ' "$v" "$(pci_driver "$v")"; done)"
@@ -81,12 +83,23 @@ if [ "$DAEMON" = virtqemud ]; then
     printf 'uri_default = "qemu:///system"\n' >> /etc/libvirt/libvirt.conf
     virtnodedevd -d
 fi
+# one host of a pair: its private link to the other, libvirt listening on it, the shared dir
+[ -n "$ROLE" ] && { pair_setup || { echo "FAIL setup: two-host setup failed: $(tail -n 1 /tmp/pair-setup.log 2>/dev/null)" >> "$OUT/results"; finish "setup failed"; }; }
 start_daemon || { echo "FAIL setup: $DAEMON did not answer: $(virsh -q version 2>&1 | tr -s '\n' ' ' | cut -c1-200)" >> "$OUT/results"; finish "setup failed"; }
 # Probe QEMU's capabilities once now, so the first scenario does not pay for it.
 virsh domcapabilities --virttype qemu >/dev/null 2>&1
 gsay "$DAEMON up: $(virsh -q version --daemon | tr -s ' \n' ' ')(AppArmor: $(aa_label "$(daemon_pid)"))"
 
-# The project is installed by the install scenario, with dpkg from /e2e/pkg/vgpu-hook.deb.
+# The project is installed by the install scenario, with dpkg from /e2e/pkg/vgpu-hook.deb; a pair's
+# hosts install it here, the second then serves the first until it is done.
+if [ -n "$ROLE" ]; then
+    install_project >/tmp/install.log 2>&1 || { echo "FAIL setup: installing the project failed: $(tail -n 1 /tmp/install.log)" >> "$OUT/results"; finish "setup failed"; }
+    gsay "$ROLE: $(hostname), $(busybox ip -4 addr show "$(pair_iface)" | sed -n 's/.*inet \([^ ]*\).*/\1/p'), project installed"
+fi
+if [ "$ROLE" = hostb ]; then
+    serve_peer
+    finish "served $PEER"
+fi
 
 while read -r name; do
     [ -n "$name" ] || continue

@@ -10,8 +10,10 @@ HOOK_FILE=/etc/libvirt/hooks/qemu.d/50-vgpu-hook
 CONFIG=/etc/vgpu-hook/config.toml
 VGPU_NS=urn:vgpu-hook:domain:1
 OUT=${OUT:-/e2e-out}
-# the stack this guest is (run.sh's stack_define): STACK, APPARMOR, DAEMON
-STACK=unknown APPARMOR=0 DAEMON=libvirtd
+# the stack this guest is (run.sh's stack_define): STACK, APPARMOR, DAEMON; one host of a pair
+# (run.sh's run_pair) also has ROLE (hosta, hostb), ADDR, PEER and PEER_ADDR
+STACK=unknown APPARMOR=0 DAEMON=libvirtd ROLE="" ADDR="" PEER="" PEER_ADDR=""
+PAIR=/e2e-pair
 # shellcheck disable=SC1091
 [ -f /e2e/stack.env ] && . /e2e/stack.env
 
@@ -173,7 +175,8 @@ hook_log() { grep -a 'vgpu-hook' /var/log/messages 2>/dev/null; }
 # the libvirt daemon that runs QEMU domains and their hooks: libvirtd, or virtqemud (the stack's)
 daemon_pid() { cat "/run/$DAEMON.pid" 2>/dev/null; }
 start_daemon() {
-    "$DAEMON" -d
+    # shellcheck disable=SC2046
+    "$DAEMON" -d $([ -n "$ROLE" ] && echo --listen)
     wait_for 60 daemon_answers
 }
 daemon_answers() { virsh -q version >/dev/null 2>&1; }
@@ -237,3 +240,105 @@ reset_guest() {
     for u in $(all_mdevs); do echo 1 > "$MDEV_DEVICES/$u/remove" 2>/dev/null; done
     pidof "$DAEMON" >/dev/null || start_daemon
 }
+
+# ---------------------------------------------------------------- the project, installed
+# install_project: the package and the test host's config, as the install scenario leaves them
+install_project() {
+    dpkg -i /e2e/pkg/vgpu-hook.deb || return 1
+    local pf
+    pf=$(nvme_pf) || return 1
+    printf 'mdev_parents = ["mtty"]\nsriov_pfs = ["%s"]\n' "$pf" > "$CONFIG"
+}
+
+# ---------------------------------------------------------------- two hosts
+# A pair's hosts share $PAIR (a host directory both mount): hook-order logs (HOST.hooks) and the
+# command channel by which hosta runs commands on hostb (cmd/ID.sh -> cmd/ID.out, cmd/ID.rc).
+ORDER_PROBE=/etc/libvirt/hooks/qemu.d/00-order-probe
+# pair_setup: the private link (virtio-net over QEMU's UDP socket), names, libvirt listening on
+# TCP without auth (as on a private migration network), a distinct host UUID, the shared dir, and
+# a probe hook beside ours that logs every call with how many the peer had logged by then
+pair_setup() {
+    {
+        mkdir -p "$PAIR" && mount -t 9p -o trans=virtio,version=9p2000.L e2epair "$PAIR" &&
+        modprobe virtio_net && wait_for 10 pair_iface >/dev/null && local nic && nic=$(pair_iface) &&
+        busybox ip link set "$nic" up && busybox ip addr add "$ADDR/24" dev "$nic" &&
+        printf '%s %s\n%s %s\n' "$ADDR" "$ROLE" "$PEER_ADDR" "$PEER" >> /etc/hosts &&
+        printf 'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\nhost_uuid = "%s"\n' \
+            "$(cat /sys/class/dmi/id/product_uuid)" >> /etc/libvirt/libvirtd.conf &&
+        printf 'migration_host = "%s"\n' "$ADDR" >> /etc/libvirt/qemu.conf &&
+        mkdir -p "$(dirname "$ORDER_PROBE")" &&
+        printf '%s\n' '#!/bin/sh' \
+            '# e2e: every hook call on this host, with how many calls the peer had logged by then' \
+            'cat >/dev/null' \
+            "n=\$(cat '$PAIR/$PEER.hooks' 2>/dev/null | wc -l)" \
+            "echo \"\$1 \$2 \$3 \$4 peer=\$n\" >> '$PAIR/$ROLE.hooks'" > "$ORDER_PROBE" &&
+        chmod 755 "$ORDER_PROBE"
+    } >/tmp/pair-setup.log 2>&1
+}
+# pair_iface: the private link's interface (the guest's only network device besides lo)
+pair_iface() { ls /sys/class/net | grep -vx lo | grep -m 1 .; }
+# throttle_link RATE: this host's migration streams (to QEMU's incoming ports 49152-49215) slowed
+# to RATE (tc's units, e.g. 1mbit), so a migration lasts long enough to be watched or cancelled;
+# libvirt's own connection (its keepalive) stays at full speed. unthrottle_link undoes it
+throttle_link() {
+    local nic
+    nic=$(pair_iface)
+    { tc qdisc replace dev "$nic" root handle 1: prio &&
+        tc qdisc add dev "$nic" parent 1:3 handle 30: tbf rate "$1" burst 32kb latency 10s &&
+        tc filter add dev "$nic" parent 1: protocol ip u32 match ip dport 49152 0xffc0 flowid 1:3
+    } >/tmp/tc.log 2>&1 || fail "could not slow the migration streams on $nic to $1: $(oneline "$(cat /tmp/tc.log)")"
+}
+unthrottle_link() { tc qdisc del dev "$(pair_iface)" root 2>/dev/null; return 0; }
+# serve_peer (hostb): runs each command hosta puts in the channel, until hosta is done
+serve_peer() {
+    touch "$PAIR/$ROLE.ready"
+    local f id
+    while [ ! -e "$PAIR/done" ]; do
+        for f in "$PAIR"/cmd/*.sh; do
+            [ -e "$f" ] || continue
+            id=${f%.sh}
+            bash -c '. /e2e/guest/lib.sh; . "$1"' peer-cmd "$f" > "$id.out" 2>&1
+            echo $? > "$id.rc.tmp"
+            rm -f "$f"; mv "$id.rc.tmp" "$id.rc"
+        done
+        sleep 0.2
+    done
+}
+# on_peer CMD: runs CMD (bash, with these helpers) on the peer; its output, its exit status
+on_peer() {
+    local id n=0
+    id=$PAIR/cmd/$(date +%s%N)
+    mkdir -p "$PAIR/cmd"
+    printf '%s\n' "$*" > "$id.tmp" && mv "$id.tmp" "$id.sh"
+    while [ ! -e "$id.rc" ]; do
+        n=$((n + 1)); [ $n -gt 1500 ] && { echo "on_peer: no answer from $PEER in 300 s"; return 124; }
+        sleep 0.2
+    done
+    cat "$id.out"
+    return "$(cat "$id.rc")"
+}
+# wait_peer: fails the scenario unless the peer has its libvirtd up and the project installed
+wait_peer() {
+    wait_for 300 test -e "$PAIR/$PEER.ready" || fail "$PEER never became ready"
+    peer_virsh version >/dev/null 2>&1 || fail "libvirtd on $PEER does not answer over TCP"
+}
+peer_virsh() { timeout 300 virsh -c "qemu+tcp://$PEER/system" "$@"; }
+# hook_calls HOST DOM: the hook calls HOST logged for DOM, one per line (OP SUB EXTRA peer=N)
+hook_calls() { grep -a "^$2 " "$PAIR/$1.hooks" 2>/dev/null | cut -d' ' -f2-; }
+
+# ---------------------------------------------------------------- device state that moves
+# container_dirty_tracking DOM: the domain's first hostdev (alias hostdev0) told to let the VFIO
+# container (type1) track the pages it dirties, and to migrate anyway (QEMU's enable-migration=on).
+# Debian's 6.12 kernel is built without IOMMUFD (no CONFIG_IOMMUFD_DRIVER), so a device that tracks
+# its own dirty pages, as mtty does, cannot report them: every save or migration fails at its start
+# ("Failed to get DMA logging report ... Operation not supported"). This is the per-device QEMU
+# setting an operator on such a kernel needs, written as libvirt's <qemu:override>.
+container_dirty_tracking() {
+    local f=/tmp/$1.dirty.xml out
+    vsh dumpxml --inactive "$1" > "$f" || fail "virsh dumpxml $1"
+    sed -i "0,/<domain /s|<domain |<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' |" "$f"
+    sed -i "s|</devices>|</devices><qemu:override><qemu:device alias='hostdev0'><qemu:frontend><qemu:property name='x-device-dirty-page-tracking' type='string' value='off'/><qemu:property name='enable-migration' type='string' value='on'/></qemu:frontend></qemu:device></qemu:override>|" "$f"
+    out=$(vsh define "$f" 2>&1) || fail "virsh define $1 with the dirty-tracking override: $(oneline "$out")"
+}
+# vfio_section FILE: the save file holds a VFIO device's state (its migration section, "/vfio")
+vfio_section() { grep -aq '/vfio' "$1"; }
