@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::ctl::doctor::{version_text, Finding, Severity};
-use crate::model::domain::{Domain, MdevWant, Request};
+use crate::model::domain::{Domain, MdevWant};
 
 /// libvirt migrates VFIO devices from 8.6.0 (Nova's and RHEL's floor).
 pub const LIBVIRT_FLOOR: u32 = 8_006_000;
@@ -147,10 +147,7 @@ fn versions(source: &Side, dest: &Side) -> Finding {
 /// Each mdev: the same type on the destination, with room for all of them together.
 fn mdevs(i: &Inputs<'_>) -> Vec<Finding> {
     let mut taken: BTreeMap<usize, u32> = BTreeMap::new();
-    let reqs = i.domain.requests.iter().filter_map(|r| match r {
-        Request::Mdev(m) => Some(m),
-        Request::Vf(_) => None,
-    });
+    let reqs = i.domain.mdev_requests();
     let mut out = Vec::new();
     for (n, req) in reqs.enumerate() {
         let live = i.live.get(n).cloned().flatten();
@@ -256,12 +253,7 @@ fn type_label(id: &str, name: Option<&str>) -> String {
 /// Each VF: a plain one does not move; a typed NVIDIA one is checked by the destination's hook.
 fn vfs(i: &Inputs<'_>) -> Vec<Finding> {
     i.domain
-        .requests
-        .iter()
-        .filter_map(|r| match r {
-            Request::Vf(v) => Some(v),
-            Request::Mdev(_) => None,
-        })
+        .vf_requests()
         .map(|v| match &v.want {
             None => finding(
                 "vf",

@@ -345,6 +345,22 @@ fn vf_request(element: &str, attrs: &[(String, String)]) -> Result<VfRequest, Do
 }
 
 impl Domain {
+    /// The `vgpu:mdev` requests, in order.
+    pub fn mdev_requests(&self) -> impl Iterator<Item = &MdevRequest> {
+        self.requests.iter().filter_map(|r| match r {
+            Request::Mdev(m) => Some(m),
+            Request::Vf(_) => None,
+        })
+    }
+
+    /// The `vgpu:vf` requests, in order.
+    pub fn vf_requests(&self) -> impl Iterator<Item = &VfRequest> {
+        self.requests.iter().filter_map(|r| match r {
+            Request::Vf(v) => Some(v),
+            Request::Mdev(_) => None,
+        })
+    }
+
     /// Parses a domain definition. Fails only on malformed XML or invalid metadata of ours.
     pub fn parse(xml: &str) -> Result<Domain, DomainError> {
         let mut reader = NsReader::from_str(xml);

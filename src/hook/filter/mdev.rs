@@ -13,7 +13,7 @@ use crate::alloc::Ctx;
 use crate::host::state::{Device, Liveness, State};
 use crate::host::Host;
 use crate::model::config::Config;
-use crate::model::domain::{Domain, Hostdev, MdevRequest, Request};
+use crate::model::domain::{Domain, Hostdev, MdevRequest};
 use crate::model::names::MdevUuid;
 
 /// The edits that give colliding mdevs fresh UUIDs, once every request is known to have room.
@@ -25,14 +25,7 @@ pub(super) fn edits(
     state: &State,
     live: &Liveness,
 ) -> Result<Vec<Edit>, FilterRefusal> {
-    let reqs: Vec<&MdevRequest> = dom
-        .requests
-        .iter()
-        .filter_map(|r| match r {
-            Request::Mdev(m) => Some(m),
-            Request::Vf(_) => None,
-        })
-        .collect();
+    let reqs: Vec<&MdevRequest> = dom.mdev_requests().collect();
     if reqs.is_empty() {
         return Ok(Vec::new());
     }

@@ -12,7 +12,7 @@ use crate::host::state::{Device, Liveness, State};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
 use crate::model::config::Config;
-use crate::model::domain::{Domain, Hostdev, Request, VfRequest};
+use crate::model::domain::{Domain, Hostdev, VfRequest};
 use crate::model::pci::PciAddress;
 
 /// The edits that move the domain's VFs onto free ones here; none when each can stay.
@@ -24,14 +24,7 @@ pub(super) fn edits(
     state: &State,
     live: &Liveness,
 ) -> Result<Vec<Edit>, FilterRefusal> {
-    let vf_requests: Vec<&VfRequest> = dom
-        .requests
-        .iter()
-        .filter_map(|r| match r {
-            Request::Vf(v) => Some(v),
-            _ => None,
-        })
-        .collect();
+    let vf_requests: Vec<&VfRequest> = dom.vf_requests().collect();
     if vf_requests.is_empty() {
         return Ok(Vec::new());
     }

@@ -63,12 +63,7 @@ fn side(lv: &Libvirt) -> Result<Side, CtlError> {
 /// Each mdev request's type as the live device here has it (`None` when it does not exist).
 fn live_types(host: &Host, domain: &Domain) -> Vec<Option<LiveType>> {
     domain
-        .requests
-        .iter()
-        .filter_map(|r| match r {
-            Request::Mdev(m) => Some(m),
-            Request::Vf(_) => None,
-        })
+        .mdev_requests()
         .map(|m| {
             let live = host.sysfs.mdev(&m.uuid)?;
             let name = ParentName::parse(&live.parent)
