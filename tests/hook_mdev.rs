@@ -360,6 +360,44 @@ fn an_existing_idle_mdev_of_the_right_type_is_reused() {
     assert_eq!(h.owners(), ["a"]);
 }
 
+/// An mdev made by hand (n) that a running domain `b` without our metadata is given as a plain
+/// `<hostdev type='mdev'>`, the way it is set up by hand.
+fn mdev_of_a_plain_running_domain(sim: &Sim, h: &mut TestHost, n: u32) {
+    let ty = sim.type_dir("mtty", "Dual port serial");
+    std::fs::write(ty.join("create"), mdev_uuid(n)).unwrap();
+    let b = domain("b", None, &mdev_request(n, "").1);
+    h.start_qemu("b");
+    h.write_status(&b);
+}
+
+#[test]
+fn an_mdev_a_running_domain_uses_without_our_metadata_is_refused_naming_it() {
+    let Some(sim) = Sim::start(MTTY) else { return };
+    let mut h = TestHost::new(sim.root(), &mtty_config(""));
+    mdev_of_a_plain_running_domain(&sim, &mut h, 1);
+    let a = mdev_domain("a", &[(1, "type=\"mtty-2\"")]);
+    assert_refused(
+        &h.prepare(&a),
+        &["in use by running domain 'b'", "vgpuctl detach --uuid"],
+    );
+    assert!(h.owners().is_empty(), "nothing recorded for a");
+    assert_ok(&h.release(&a));
+    assert!(
+        dev_path(&sim, 1).exists(),
+        "b's device survives a's release"
+    );
+}
+
+#[test]
+fn an_mdev_named_by_a_domain_that_no_longer_runs_is_reused() {
+    let Some(sim) = Sim::start(MTTY) else { return };
+    let mut h = TestHost::new(sim.root(), &mtty_config(""));
+    mdev_of_a_plain_running_domain(&sim, &mut h, 1);
+    h.stop_qemu("b");
+    assert_ok(&h.prepare(&mdev_domain("a", &[(1, "type=\"mtty-2\"")])));
+    assert_eq!(h.owners(), ["a"]);
+}
+
 #[test]
 fn an_existing_mdev_of_another_type_is_refused_with_the_fix() {
     let Some(sim) = Sim::start(MTTY) else { return };

@@ -30,6 +30,25 @@ fn read(p: PathBuf) -> String {
 }
 
 #[test]
+fn a_vf_a_running_domain_uses_as_a_plain_hostdev_is_refused_naming_it() {
+    let Some((_sim, mut h)) = gim_host() else {
+        return;
+    };
+    let plain = "    <hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='0x04' slot='0x00' function='0x4'/></source></hostdev>\n";
+    h.start_qemu("b");
+    h.write_status(&domain("b", None, plain));
+    let a = vf_domain("a", &[("04:00.4", "", true)]);
+    assert_refused(
+        &h.prepare(&a),
+        &[
+            "VF 0000:04:00.4 is in use by running domain 'b'",
+            "vgpuctl attach DOMAIN --vf",
+        ],
+    );
+    assert!(h.owners().is_empty());
+}
+
+#[test]
 fn an_amd_vf_is_claimed_at_prepare_and_dropped_at_release() {
     let Some((_sim, h)) = gim_host() else { return };
     let vm = vf_domain("a", &[("04:00.4", "", true)]);

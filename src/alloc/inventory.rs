@@ -144,35 +144,6 @@ pub fn mdev_gpus(config: &Config, sysfs: &Sysfs) -> Vec<MdevGpu> {
     out
 }
 
-/// The configured PF a VF belongs to, and which list configured it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PfKind {
-    /// `amd_vgpu_pfs`.
-    Amd,
-    /// `sriov_pfs`.
-    Generic,
-    /// `nvidia_vgpu_pfs` (kernel-6.8+ VFs).
-    Nvidia,
-}
-
-/// Every configured PF whose VFs are handed out whole, in config order.
-pub fn vf_pfs(config: &Config) -> Vec<(PciAddress, PfKind)> {
-    let mut out: Vec<(PciAddress, PfKind)> = Vec::new();
-    let lists = [
-        (&config.amd_vgpu_pfs, PfKind::Amd),
-        (&config.sriov_pfs, PfKind::Generic),
-        (&config.nvidia_vgpu_pfs, PfKind::Nvidia),
-    ];
-    for (list, kind) in lists {
-        for &pf in list {
-            if !out.iter().any(|(a, _)| *a == pf) {
-                out.push((pf, kind));
-            }
-        }
-    }
-    out
-}
-
 /// The types of one parent that an mdev request means: an exact type id, or a profile matched by
 /// full name first and by short name only when no full name matches (the hook's rule). More
 /// than one result means the profile is ambiguous on that parent.
@@ -180,14 +151,5 @@ pub fn matching_types<'a>(types: &'a [MdevType], want: &MdevWant) -> Vec<&'a Mde
     match want {
         MdevWant::Type(t) => types.iter().filter(|ty| ty.id == t.as_str()).collect(),
         MdevWant::Profile(p) => p.pick(types, |ty| ty.name.as_deref()),
-    }
-}
-
-/// The config key a PF kind comes from, for reports and messages.
-pub fn pf_kind_label(kind: PfKind) -> &'static str {
-    match kind {
-        PfKind::Amd => "amd_vgpu_pfs",
-        PfKind::Generic => "sriov_pfs",
-        PfKind::Nvidia => "nvidia_vgpu_pfs",
     }
 }

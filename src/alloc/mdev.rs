@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::inventory::{self, MdevGpu, MdevState, PfKind};
+use super::inventory::{self, MdevGpu, MdevState};
 use super::placement::{self, Candidate};
 use super::refusal::{GpuReason, Holders, Refusal, Tried};
 use super::{Ctx, Failure};
@@ -14,6 +14,7 @@ use crate::host::errno;
 use crate::host::sriov::Switch;
 use crate::host::state::Device;
 use crate::host::sysfs::{LiveMdev, Sysfs, SysfsError};
+use crate::model::config::PfKind;
 use crate::model::config::Timing;
 use crate::model::domain::{MdevRequest, MdevWant};
 use crate::model::names::{ParentName, TypeId};
@@ -39,6 +40,10 @@ pub fn allocate_mdev(ctx: &mut Ctx<'_>, req: &MdevRequest) -> Result<(), Failure
     }
     let gpus = allowed_gpus(ctx, req)?;
     if let Some(live) = ctx.sysfs().mdev(&req.uuid) {
+        if let Some(user) = ctx.user_without_record(&device) {
+            let uuid = req.uuid.clone();
+            return Err(Refusal::MdevInUse { uuid, user }.into());
+        }
         return reuse(ctx, req, &gpus, live);
     }
     let survey = survey(ctx, req, &gpus, Probe::SwitchVfsOn);

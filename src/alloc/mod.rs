@@ -105,6 +105,17 @@ impl Ctx<'_> {
         }
     }
 
+    /// A running domain that uses `device` without our record of it (its live definition names
+    /// it), other than this one: such a device is never reused or claimed.
+    pub fn user_without_record(&self, device: &Device) -> Option<String> {
+        crate::host::running::user_of(
+            &self.host.libvirt_run_dir,
+            self.live,
+            device,
+            &self.dom.uuid,
+        )
+    }
+
     /// The other domain holding a device, if any.
     pub fn other_owner(&self, device: &Device) -> Option<String> {
         self.state

@@ -174,6 +174,22 @@ pub enum Refusal {
     /// The domain XML has no name or UUID the hook can use.
     #[error("domain XML has no usable <name>/<uuid> ('{0}')")]
     UnusableDomain(String),
+    /// A running domain without our record uses the mdev (its live definition names it).
+    #[error("mdev {uuid} is in use by running domain '{user}' (a <hostdev> of its definition names it), so it is not taken over; give this domain another UUID (vgpuctl detach --uuid {uuid}, then vgpuctl attach)")]
+    MdevInUse {
+        /// The UUID.
+        uuid: MdevUuid,
+        /// The running domain using it.
+        user: String,
+    },
+    /// A running domain without our record uses the VF (a PCI hostdev of its definition).
+    #[error("VF {vf} is in use by running domain '{user}' (a <hostdev> of its definition names it), so it is not claimed; pick another VF (vgpuctl attach DOMAIN --vf picks a free one)")]
+    VfInUse {
+        /// The VF.
+        vf: PciAddress,
+        /// The running domain using it.
+        user: String,
+    },
     /// Another running domain holds the same mdev UUID.
     #[error("mdev {uuid} is held by domain '{other}' (two domains name the same UUID; give one a new UUID)")]
     MdevHeld {
@@ -378,6 +394,8 @@ impl Refusal {
         "vf_ambiguous",
         "vf_not_creatable",
         "numa_unusable",
+        "mdev_in_use",
+        "vf_in_use",
     ];
 
     /// A stable snake_case name of the reason, for counters and metrics: it never changes
@@ -387,6 +405,8 @@ impl Refusal {
             Refusal::NumaUnusable { .. } => "numa_unusable",
             Refusal::UnusableDomain(_) => "unusable_domain",
             Refusal::MdevHeld { .. } => "mdev_held",
+            Refusal::MdevInUse { .. } => "mdev_in_use",
+            Refusal::VfInUse { .. } => "vf_in_use",
             Refusal::NoParentsConfigured { .. } => "no_parents_configured",
             Refusal::ParentNotConfigured { .. } => "parent_not_configured",
             Refusal::ExistsOtherwise { .. } => "exists_otherwise",

@@ -2,10 +2,10 @@
 //! VF does not exist yet), check the hostdev fits the VF's driver, and for NVIDIA's kernel-6.8+
 //! VFs set the asked vGPU type.
 
-use super::inventory::{self, PfKind};
 use super::refusal::Refusal;
 use super::{Ctx, Failure};
 use crate::host::sriov::Switch;
+use crate::model::config::PfKind;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -22,6 +22,9 @@ pub fn allocate_vf(ctx: &mut Ctx<'_>, req: &VfRequest) -> Result<(), Failure> {
     let device = Device::Vf { address: vf };
     if let Some(other) = ctx.other_owner(&device) {
         return Err(Refusal::VfHeld { vf, other }.into());
+    }
+    if let Some(user) = ctx.user_without_record(&device) {
+        return Err(Refusal::VfInUse { vf, user }.into());
     }
     if let Some(mdev) = mdev_on(ctx.sysfs(), ctx.state, vf) {
         return Err(Refusal::VfHostsMdev { vf, mdev }.into());
@@ -110,7 +113,7 @@ fn on_vf(state: &State, uuid: MdevUuid) -> MdevOnVf {
 /// if needed (never changing a non-zero count).
 fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Refusal> {
     let sysfs = ctx.sysfs().clone();
-    let pfs = inventory::vf_pfs(ctx.config);
+    let pfs = ctx.config.vf_pfs();
     if let Some(pf) = sysfs.physfn(vf) {
         return pfs
             .into_iter()

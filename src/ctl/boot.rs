@@ -16,10 +16,11 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::alloc::inventory::{self, classify_nvidia, MdevState, PfKind};
+use crate::alloc::inventory::{classify_nvidia, MdevState};
 use crate::host::sriov::{amd_vf_num, Switch};
 use crate::host::sysfs::Sysfs;
 use crate::model::config::Config;
+use crate::model::config::PfKind;
 use crate::model::pci::PciAddress;
 
 /// Where NVIDIA's vGPU manager daemon is installed by NVIDIA's host driver package.
@@ -81,7 +82,8 @@ pub fn run(config: &Config, sysfs: &Sysfs, opts: &BootOptions) -> Vec<Finding> {
         }
     }));
     out.extend(
-        inventory::vf_pfs(config)
+        config
+            .vf_pfs()
             .into_iter()
             .filter(|(_, kind)| *kind != PfKind::Nvidia)
             .map(|(pf, kind)| vf_pf(sysfs, pf, kind)),

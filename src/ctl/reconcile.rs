@@ -240,7 +240,7 @@ impl Snapshot<'_> {
     /// NVIDIA kernel-6.8+ VFs of configured PFs holding a vGPU type no running domain holds.
     fn leaked_vf_types(&self, config: &Config) -> Vec<Action> {
         let mut actions = Vec::new();
-        for (pf, _) in inventory::vf_pfs(config) {
+        for (pf, _) in config.vf_pfs() {
             for vf in self.sysfs.vfs(pf) {
                 if !self.sysfs.is_nvidia_vfio_vf(vf) {
                     continue;

@@ -6,6 +6,7 @@
 //! domain names in our metadata and that exists in sysfs is that domain's. Devices of domains
 //! that are not running are not claimed here; `vgpuctl reconcile` decides about those.
 
+use crate::host::running::inner_domain;
 use crate::host::state::{now_secs, Device, Liveness, Record, State};
 use crate::host::Host;
 use crate::model::domain::{Domain, Request};
@@ -46,14 +47,6 @@ pub fn from_running_domains(host: &Host, live: &Liveness) -> State {
     state
 }
 
-/// The `<domain>` element inside a status file's `<domstatus>` (or the whole text when it is a
-/// plain definition).
-fn inner_domain(xml: &str) -> Option<&str> {
-    let start = xml.find("<domain ").or_else(|| xml.find("<domain>"))?;
-    let end = xml.rfind("</domain>")? + "</domain>".len();
-    (start < end).then(|| &xml[start..end])
-}
-
 /// The devices a running domain's metadata names that exist now.
 fn records_of(host: &Host, dom: &Domain) -> Vec<Record> {
     let sysfs = &host.sysfs;
@@ -92,22 +85,4 @@ fn records_of(host: &Host, dom: &Domain) -> Vec<Record> {
             }),
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_domain_is_found_inside_a_status_file() {
-        let status = "<domstatus state='running' pid='42'>\n  <monitor path='/x'/>\n  <domain type='kvm' id='1'>\n    <name>a</name>\n  </domain>\n</domstatus>\n";
-        let inner = inner_domain(status).unwrap();
-        assert!(inner.starts_with("<domain type='kvm'"));
-        assert!(inner.ends_with("</domain>"));
-    }
-
-    #[test]
-    fn text_without_a_domain_yields_none() {
-        assert_eq!(inner_domain("<domstatus/>"), None);
-    }
 }

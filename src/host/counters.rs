@@ -24,7 +24,7 @@ pub const DIR: &str = "counters";
 pub const RELEASE_FAILED: &str = "release_failed";
 /// Seconds since the epoch of the last `vgpuctl reconcile` that changed or checked the host.
 pub const LAST_RECONCILE: &str = "last_reconcile";
-/// Prefix of a refusal counter; the rest is [`crate::alloc::refusal::Refusal::label`].
+/// Prefix of a refusal counter; the rest is the refusal's stable label (`no_room`, ...).
 pub const REFUSED_PREFIX: &str = "refused.";
 
 /// Where the counters of the state directory `state_dir` live.

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod lsm;
 pub mod numa;
 pub mod procfs;
+pub mod running;
 pub mod sriov;
 pub mod state;
 pub mod sysfs;

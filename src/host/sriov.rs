@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::alloc::inventory::PfKind;
 use crate::host::sysfs::{Sysfs, SysfsError};
 use crate::model::config::Config;
+use crate::model::config::PfKind;
 use crate::model::pci::PciAddress;
 
 /// PCI vendor id of NVIDIA.

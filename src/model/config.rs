@@ -175,7 +175,49 @@ struct Raw {
     sriov_manage_timeout_secs: Option<Spanned<i64>>,
 }
 
+/// Which config list a PF whose VFs are handed out whole comes from; what a VF may become and
+/// how its VFs are switched on follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PfKind {
+    /// `amd_vgpu_pfs`.
+    Amd,
+    /// `sriov_pfs`.
+    Generic,
+    /// `nvidia_vgpu_pfs` (kernel-6.8+ VFs).
+    Nvidia,
+}
+
+impl PfKind {
+    /// The config key it comes from, for reports and messages.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            PfKind::Amd => "amd_vgpu_pfs",
+            PfKind::Generic => "sriov_pfs",
+            PfKind::Nvidia => "nvidia_vgpu_pfs",
+        }
+    }
+}
+
 impl Config {
+    /// Every configured PF whose VFs are handed out whole, in config order, each once (a PF in
+    /// two lists is the first list's).
+    pub fn vf_pfs(&self) -> Vec<(PciAddress, PfKind)> {
+        let mut out: Vec<(PciAddress, PfKind)> = Vec::new();
+        let lists = [
+            (&self.amd_vgpu_pfs, PfKind::Amd),
+            (&self.sriov_pfs, PfKind::Generic),
+            (&self.nvidia_vgpu_pfs, PfKind::Nvidia),
+        ];
+        for (list, kind) in lists {
+            for &pf in list {
+                if !out.iter().any(|(a, _)| *a == pf) {
+                    out.push((pf, kind));
+                }
+            }
+        }
+        out
+    }
+
     /// Reads and validates the config at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = match std::fs::read(path) {

@@ -161,6 +161,19 @@ impl TestHost {
         self.qemus.push((domain.to_string(), child));
     }
 
+    /// Writes libvirt's status file of a running domain (`<run>/<name>.xml`: its live definition
+    /// inside `<domstatus>`), as libvirt keeps it while the domain runs.
+    pub fn write_status(&self, dom: &DomainXml) {
+        std::fs::write(
+            self.run_dir().join(format!("{}.xml", dom.name)),
+            format!(
+                "<domstatus state='running' reason='booted' pid='1'>\n{}</domstatus>\n",
+                dom.text
+            ),
+        )
+        .unwrap();
+    }
+
     /// Pretends QEMU of `domain` exited.
     pub fn stop_qemu(&mut self, domain: &str) {
         let _ = std::fs::remove_file(self.run_dir().join(format!("{domain}.pid")));

@@ -9,7 +9,6 @@
 use std::path::Path;
 
 use super::{Context, Verdict};
-use crate::alloc::inventory;
 use crate::ctl::daemon::{self, Daemon};
 use crate::host::lsm::{self, AppArmorLabel, AppArmorMode, Lsm};
 use crate::host::sriov::Switch;
@@ -41,7 +40,7 @@ fn needing_sriov_manage(ctx: &Context<'_>) -> Vec<PciAddress> {
     let Some(c) = ctx.config() else {
         return Vec::new();
     };
-    inventory::vf_pfs(c)
+    c.vf_pfs()
         .into_iter()
         .map(|(pf, _)| pf)
         .filter(|pf| matches!(Switch::for_pf(c, ctx.sysfs(), *pf), Switch::SriovManage(_)))

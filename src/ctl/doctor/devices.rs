@@ -5,8 +5,9 @@
 //! fix, the same advice the hook gives when it refuses a start.
 
 use super::{Context, Verdict};
-use crate::alloc::inventory::{self, MdevGpu, MdevState, PfKind};
+use crate::alloc::inventory::{self, MdevGpu, MdevState};
 use crate::model::config::Config;
+use crate::model::config::PfKind;
 use crate::model::pci::PciAddress;
 
 /// Whether `nvidia-vgpu-mgr` runs, when NVIDIA GPUs are configured.
@@ -99,7 +100,7 @@ pub fn sriov_pfs(ctx: &Context<'_>) -> Vec<Verdict> {
     let Some(c) = ctx.config() else {
         return Vec::new();
     };
-    inventory::vf_pfs(c)
+    c.vf_pfs()
         .into_iter()
         .filter(|(_, kind)| *kind != PfKind::Nvidia)
         .map(|(pf, kind)| sriov_pf(ctx, pf, kind))
@@ -119,10 +120,7 @@ fn sriov_pf(ctx: &Context<'_>, pf: PciAddress, kind: PfKind) -> Verdict {
     } else if total == 0 {
         Verdict::fail(
             format!("{pf}: has no SR-IOV capability (sriov_totalvfs is 0 or absent)"),
-            format!(
-                "remove it from {} in {config_path}",
-                inventory::pf_kind_label(kind)
-            ),
+            format!("remove it from {} in {config_path}", kind.config_key()),
         )
     } else if enabled == 0 && kind == PfKind::Amd {
         Verdict::fail(

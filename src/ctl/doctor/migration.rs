@@ -6,8 +6,8 @@
 //! operator knows before the maintenance window, not during it.
 
 use super::{version_text, Context, LibvirtProbe, Verdict};
-use crate::alloc::inventory::{self, PfKind};
 use crate::ctl::migrate_check::{LIBVIRT_FLOOR, QEMU_FLOOR};
+use crate::model::config::PfKind;
 
 /// The kernel's VFIO migration interface (v2) is there from 5.18.
 pub const KERNEL_FLOOR: (u32, u32) = (5, 18);
@@ -22,7 +22,8 @@ pub fn migration(ctx: &Context<'_>) -> Vec<Verdict> {
         out.push(floors(ctx));
         out.extend(dirty_tracking(ctx));
     }
-    for (pf, _) in inventory::vf_pfs(config)
+    for (pf, _) in config
+        .vf_pfs()
         .into_iter()
         .filter(|(_, k)| *k == PfKind::Amd)
     {

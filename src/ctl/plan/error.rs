@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::alloc::inventory::{self, PfKind};
+use crate::model::config::PfKind;
 use crate::model::domain::{MdevWant, VfWant};
 use crate::model::names::{NameError, ParentName};
 use crate::model::pci::PciAddress;
@@ -280,7 +280,7 @@ fn join<T: fmt::Display>(items: &[T], sep: &str) -> String {
 fn pf_listing(pfs: &[(PciAddress, PfKind)]) -> String {
     let labels: Vec<String> = pfs
         .iter()
-        .map(|(a, k)| format!("{a} ({})", inventory::pf_kind_label(*k)))
+        .map(|(a, k)| format!("{a} ({})", k.config_key()))
         .collect();
     listing(&labels)
 }

@@ -34,7 +34,7 @@ pub(super) fn check(
     parents: &[ParentName],
 ) -> Result<Offer, PlanError> {
     let gpus = inventory::mdev_gpus(config, sysfs);
-    if gpus.is_empty() && inventory::vf_pfs(config).is_empty() {
+    if gpus.is_empty() && config.vf_pfs().is_empty() {
         return Err(PlanError::NoGpus {
             config: config.path.clone(),
         });

@@ -5,10 +5,11 @@
 //! PFs that hand out the kind of VF asked (plain, or NVIDIA kernel-6.8+ with a type) and takes
 //! VFs no other domain refers to; a PF that gives fewer than asked says why ([`Shortfall`]).
 
-use crate::alloc::inventory::{self, MdevState, PfKind};
+use crate::alloc::inventory::{self, MdevState};
 use crate::alloc::numa::Wanted;
 use crate::ctl::xmledit::NewDevice;
 use crate::host::sysfs::Sysfs;
+use crate::model::config::PfKind;
 use crate::model::config::{Config, Placement};
 use crate::model::domain::{NumaWish, VfRequest, VfWant};
 use crate::model::pci::PciAddress;
@@ -54,7 +55,7 @@ impl Planner<'_> {
         addr: PciAddress,
         asked: Option<PciAddress>,
     ) -> Result<Option<String>, PlanError> {
-        let pfs = inventory::vf_pfs(config);
+        let pfs = config.vf_pfs();
         match self.sysfs.physfn(addr) {
             Some(p) if pfs.iter().any(|(a, _)| *a == p) => match asked {
                 Some(asked) if asked != p => Err(PlanError::OtherPf {
@@ -348,7 +349,7 @@ fn candidates(
     config: &Config,
     pf: Option<PciAddress>,
 ) -> Result<Vec<(PciAddress, PfKind)>, PlanError> {
-    let all = inventory::vf_pfs(config);
+    let all = config.vf_pfs();
     if all.is_empty() {
         return Err(PlanError::NoPfs {
             config: config.path.clone(),

@@ -131,7 +131,7 @@ fn mdev_devices(config: &Config, sysfs: &Sysfs, holding: &Holding<'_>) -> Vec<De
 /// Every VF of a configured PF that is recorded as held or has an NVIDIA vGPU type set.
 fn vf_devices(config: &Config, sysfs: &Sysfs, holding: &Holding<'_>) -> Vec<DeviceReport> {
     let mut devices = Vec::new();
-    for (pf, _) in inventory::vf_pfs(config) {
+    for (pf, _) in config.vf_pfs() {
         for vf in sysfs.vfs(pf) {
             let device = Device::Vf { address: vf };
             let rec = holding.state.owner(&device);

@@ -6,10 +6,11 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::{dash, framebuffer_from_name, Table, JSON_VERSION};
-use crate::alloc::inventory::{self, Generation, MdevGpu, MdevState, PfKind};
+use crate::alloc::inventory::{self, Generation, MdevGpu, MdevState};
 use crate::host::state::{Device, Liveness, State};
 use crate::host::sysfs::Sysfs;
 use crate::model::config::Config;
+use crate::model::config::PfKind;
 use crate::model::names::ParentName;
 use crate::model::pci::PciAddress;
 
@@ -161,7 +162,8 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
         .map(|g| mdev_gpu_report(config, sysfs, g, &held))
         .collect();
     gpus.extend(
-        inventory::vf_pfs(config)
+        config
+            .vf_pfs()
             .into_iter()
             .filter(|(_, kind)| *kind != PfKind::Nvidia)
             .map(|(pf, kind)| sriov_pf_report(sysfs, pf, kind, &held)),
@@ -224,7 +226,7 @@ fn sriov_pf_report(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, held: &[PciAddre
     GpuReport {
         gpu: pf.to_string(),
         numa_node: sysfs.numa_node(pf),
-        config_key: inventory::pf_kind_label(kind),
+        config_key: kind.config_key(),
         generation: if exists {
             Generation::Sriov.label()
         } else {

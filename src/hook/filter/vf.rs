@@ -5,13 +5,13 @@
 use std::collections::BTreeSet;
 
 use super::{metadata_attr_edit, Edit, FilterRefusal};
-use crate::alloc::inventory::{self, PfKind};
 use crate::alloc::numa::Wanted;
 use crate::alloc::vf::mdevs_on_vfs;
 use crate::host::state::{Device, Liveness, State};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
 use crate::model::config::Config;
+use crate::model::config::PfKind;
 use crate::model::domain::{Domain, Hostdev, VfRequest};
 use crate::model::pci::PciAddress;
 
@@ -35,7 +35,7 @@ pub(super) fn edits(
     let on_vfs = mdevs_on_vfs(&host.sysfs, state);
     let here = Here {
         sysfs: &host.sysfs,
-        pfs: inventory::vf_pfs(config),
+        pfs: config.vf_pfs(),
         numa,
         holder: &|vf: PciAddress| {
             let of_vf = state
