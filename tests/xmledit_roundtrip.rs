@@ -5,8 +5,7 @@
 //!
 //! Documents are generated with a non-empty `<devices>` and, when present, a non-empty
 //! `<metadata>`; inputs with empty ones are checked by tests/xmledit_corpus.rs and the
-//! xmledit_roundtrip fuzz target (an empty container written exactly as an attach creates one is
-//! the one documented exception, see the xmledit module).
+//! xmledit_roundtrip fuzz target.
 
 use proptest::prelude::*;
 

@@ -333,6 +333,11 @@ pub struct DetachArgs {
     /// Also unplug from the running domain and free the device now.
     #[arg(long, conflicts_with = "xml")]
     pub live: bool,
+
+    /// Keep the QEMU guest agent channel that attach added (by default it goes with the last
+    /// device, like everything else attach added).
+    #[arg(long)]
+    pub keep_agent_channel: bool,
 }
 
 /// `status`.

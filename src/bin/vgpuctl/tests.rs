@@ -178,7 +178,7 @@ fn detach_all_gives_back_the_definition_libvirt_had() {
 }
 
 #[test]
-fn attach_adds_the_guest_agent_channel_once_and_detach_leaves_it() {
+fn attach_adds_the_guest_agent_channel_once_and_the_last_detach_takes_it_out() {
     let f = Fixture::new();
     let name = f.define("");
     let agent = "name='org.qemu.guest_agent.0'";
@@ -188,11 +188,42 @@ fn attach_adds_the_guest_agent_channel_once_and_detach_leaves_it() {
     f.run(&["attach", &name, "--type", "mtty-2", "--force"])
         .unwrap();
     assert_eq!(f.inactive(&name).matches(agent).count(), 1, "added once");
+    let (_, out) = f.run(&["detach", &name, "--all"]).unwrap();
+    assert_eq!(f.inactive(&name).matches(agent).count(), 0);
+    assert!(
+        out.contains("removed the QEMU guest agent channel"),
+        "{out}"
+    );
+}
+
+#[test]
+fn detach_keeps_the_guest_agent_channel_when_told_to() {
+    let f = Fixture::new();
+    let name = f.define("");
+    let agent = "name='org.qemu.guest_agent.0'";
+    f.run(&["attach", &name, "--type", "mtty-2", "--force"])
+        .unwrap();
+    let (_, out) = f
+        .run(&["detach", &name, "--all", "--keep-agent-channel"])
+        .unwrap();
+    assert_eq!(f.inactive(&name).matches(agent).count(), 1);
+    assert!(!out.contains("agent channel"), "{out}");
+}
+
+#[test]
+fn detach_leaves_a_guest_agent_channel_the_definition_had() {
+    let f = Fixture::new();
+    let channel =
+        "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>";
+    let name = f.define(channel);
+    f.run(&["attach", &name, "--type", "mtty-2", "--force"])
+        .unwrap();
     f.run(&["detach", &name, "--all"]).unwrap();
     assert_eq!(
-        f.inactive(&name).matches(agent).count(),
-        1,
-        "other tools use it too"
+        f.inactive(&name)
+            .matches("name='org.qemu.guest_agent.0'")
+            .count(),
+        1
     );
 }
 

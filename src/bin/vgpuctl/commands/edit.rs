@@ -221,7 +221,7 @@ struct Attach<'a> {
 impl Attach<'_> {
     /// What makes the vGPU usable from the guest side: with `--display` the new mdevs become the
     /// domain's display; unless `--no-agent-channel`, the guest agent's channel is added when
-    /// missing (a detach leaves it: other tools use the agent too).
+    /// missing (recorded, so the detach that removes the last device removes it again).
     fn guest_side(&self, xml: String, devices: &[NewDevice]) -> Result<String, CtlError> {
         let mut xml = xml;
         if self.args.display {
@@ -524,7 +524,7 @@ pub fn detach(
     if let Some(path) = &args.target.xml {
         let xml = read_xml(path)?;
         check_name(&args.target, &xml)?;
-        let d = xmledit::detach(&xml, &selector)?;
+        let d = xmledit::detach_parts(&xml, &selector, true, !args.keep_agent_channel)?;
         emit(out.write_all(d.xml.as_bytes()))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -532,7 +532,7 @@ pub fn detach(
     let lv = Libvirt::open(uri)?;
     let dom = lv.lookup(name)?;
     let xml = dom.inactive_xml()?;
-    let detached = xmledit::detach(&xml, &selector)?;
+    let detached = xmledit::detach_parts(&xml, &selector, true, !args.keep_agent_channel)?;
     let active = dom.is_active()?;
     let mut freed: Vec<DeviceKey> = Vec::new();
     if args.live && active {
@@ -559,6 +559,13 @@ pub fn detach(
             out,
             "removed {} {what} from domain '{}'{live}",
             r.key, dom.name
+        ))?;
+    }
+    if detached.agent_channel {
+        emit(writeln!(
+            out,
+            "removed the QEMU guest agent channel vgpuctl attach had added to domain '{}' (--keep-agent-channel keeps it)",
+            dom.name
         ))?;
     }
     if active && !args.live {
@@ -621,7 +628,7 @@ fn detach_live(
     let mut live_xml = dom.live_xml()?;
     for k in &gone {
         if let Some(sel) = key_selector(k) {
-            if let Ok(d) = xmledit::detach_parts(&live_xml, &sel, false) {
+            if let Ok(d) = xmledit::detach_parts(&live_xml, &sel, false, false) {
                 live_xml = d.xml;
             }
         }

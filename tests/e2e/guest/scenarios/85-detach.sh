@@ -3,7 +3,7 @@
 require_installed
 define_domain vm4
 vsh dumpxml --inactive vm4 > /tmp/vm4.before
-# (--no-agent-channel: the guest agent channel attach adds otherwise stays after a detach)
+# (--no-agent-channel: for the channel attach adds otherwise, libvirt adds a virtio-serial controller, which stays after the detach takes the channel out again)
 out=$(vgpuctl attach vm4 --type mtty-2 --count 2 --no-agent-channel 2>&1) || fail "vgpuctl attach vm4 --type mtty-2 --count 2 failed: $(oneline "$out")"
 U=$(mdev_uuids vm4)
 [ "$(echo "$U" | grep -c .)" = 2 ] || fail "expected two <hostdev type='mdev'> in vm4, found: $(oneline "$U")"

@@ -8,14 +8,11 @@
 //! `xml-templates/`, values escaped) go in at the end of the container they belong to, indented
 //! and line-ended like their neighbours; removed elements take the whitespace before them along.
 //! Removal is the exact inverse of insertion, so attaching then detaching gives back the input
-//! byte for byte. A `<devices>`, `<metadata>` or `vgpu:vgpu` element (or the root) that a detach
-//! leaves with nothing but whitespace goes back to what it was before an attach filled it:
-//! removed when it is exactly what an attach creates, `<x/>` again when an attach expanded it
-//! from `<x/>` (its start tag then ends in ` >`, which says so), else kept, empty. The one
-//! exception is inherent: an input whose empty container already is exactly what an attach
-//! creates (its tags with a line break and its indentation between them; nothing between them in
-//! a one-line document) attaches to the same document as the input without it, and the detach
-//! gives back the latter.
+//! byte for byte. What an attach adds besides the devices themselves (a `<devices>`, a
+//! `<metadata>`, our `vgpu:vgpu` element, the guest agent's channel) or opens (`<x/>` made
+//! `<x>...</x>`) it records on our element (see [`record`]); the detach that takes out the last
+//! device undoes exactly that, so every container the operator wrote, empty or self-closing,
+//! stays as written.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -27,15 +24,18 @@ use quick_xml::NsReader;
 use crate::model::domain::{MdevRequest, MdevWant, VfRequest, VfWant, NAMESPACE};
 use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
+use record::{open_part, retag, Record};
 
-const TPL_HOSTDEV_MDEV: &str = include_str!("../../xml-templates/hostdev-mdev.xml");
-const TPL_HOSTDEV_PCI: &str = include_str!("../../xml-templates/hostdev-pci.xml");
-const TPL_DEVICES: &str = include_str!("../../xml-templates/devices.xml");
-const TPL_METADATA: &str = include_str!("../../xml-templates/metadata.xml");
-const TPL_VGPU: &str = include_str!("../../xml-templates/vgpu.xml");
-const TPL_VGPU_MDEV: &str = include_str!("../../xml-templates/vgpu-mdev.xml");
-const TPL_VGPU_VF: &str = include_str!("../../xml-templates/vgpu-vf.xml");
-const TPL_CHANNEL_AGENT: &str = include_str!("../../xml-templates/channel-agent.xml");
+mod record;
+
+const TPL_HOSTDEV_MDEV: &str = include_str!("../../../xml-templates/hostdev-mdev.xml");
+const TPL_HOSTDEV_PCI: &str = include_str!("../../../xml-templates/hostdev-pci.xml");
+const TPL_DEVICES: &str = include_str!("../../../xml-templates/devices.xml");
+const TPL_METADATA: &str = include_str!("../../../xml-templates/metadata.xml");
+const TPL_VGPU: &str = include_str!("../../../xml-templates/vgpu.xml");
+const TPL_VGPU_MDEV: &str = include_str!("../../../xml-templates/vgpu-mdev.xml");
+const TPL_VGPU_VF: &str = include_str!("../../../xml-templates/vgpu-vf.xml");
+const TPL_CHANNEL_AGENT: &str = include_str!("../../../xml-templates/channel-agent.xml");
 
 /// The virtio-serial port name the QEMU guest agent listens on.
 pub const AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
@@ -133,6 +133,8 @@ pub struct Detached {
     pub xml: String,
     /// What was removed, in document order.
     pub removed: Vec<Removed>,
+    /// Whether the guest agent's channel went too (the attach had added it).
+    pub agent_channel: bool,
 }
 
 /// Why a document could not be rewritten; shown to the operator as one line.
@@ -693,8 +695,20 @@ fn last_non_ws(xml: &str, lo: usize, hi: usize) -> usize {
     i
 }
 
-/// Inserts snippets as the last children of `container` (expanding `<x/>` when needed).
+/// Inserts snippets as the last children of `container` (opening `<x/>` when needed).
 fn insert_into(doc: &Doc<'_>, layout: &Layout, container: usize, pieces: &[Snippet]) -> Edit {
+    let open = open_part(&doc.xml[doc.elems[container].start.clone()]);
+    insert_into_as(doc, layout, container, pieces, open)
+}
+
+/// [`insert_into`], a self-closing `container` opened with the start tag `open` (up to `>`).
+fn insert_into_as(
+    doc: &Doc<'_>,
+    layout: &Layout,
+    container: usize,
+    pieces: &[Snippet],
+    open: &str,
+) -> Edit {
     let c = &doc.elems[container];
     let child_indent = layout.child_indent(doc, container);
     let mut body = String::new();
@@ -714,11 +728,7 @@ fn insert_into(doc: &Doc<'_>, layout: &Layout, container: usize, pieces: &[Snipp
             }
         }
         None => {
-            // `<x/>` becomes `<x >...</x>`: the space before `>` tells a detach that empties
-            // the element again to give it back as `<x/>`.
-            let raw = &doc.xml[c.start.clone()];
-            let open = raw.strip_suffix("/>").unwrap_or(raw);
-            let mut text = format!("{open} >{body}");
+            let mut text = format!("{open}>{body}");
             if layout.pretty {
                 text.push_str(layout.nl);
                 text.push_str(doc.indent(container));
@@ -787,6 +797,18 @@ pub fn attach_parts(
     hostdevs: bool,
     metadata: bool,
 ) -> Result<String, EditError> {
+    attach_recording(xml, devices, hostdevs, metadata, Record::default())
+}
+
+/// [`attach_parts`], `made` holding what was made before (an opened `<domain/>`). What this
+/// attach makes is recorded only when it writes the metadata.
+fn attach_recording(
+    xml: &str,
+    devices: &[NewDevice],
+    hostdevs: bool,
+    metadata: bool,
+    mut made: Record,
+) -> Result<String, EditError> {
     let doc = Doc::parse(xml)?;
     check_new(&doc, devices, hostdevs, metadata)?;
     if devices.is_empty() {
@@ -794,23 +816,21 @@ pub fn attach_parts(
     }
     let root = &doc.elems[doc.root];
     if root.end.is_none() {
-        // `<domain/>`: opened first (as `<domain ></domain>`, which a detach that empties it
-        // gives back as `<domain/>`), so that metadata and devices go into one element.
-        let open = xml[root.start.clone()].strip_suffix("/>").unwrap_or("");
+        // `<domain/>` is opened first, so that metadata and devices go into one element.
         let opened = format!(
-            "{}{open} ></{}>{}",
+            "{}{}></{}>{}",
             &xml[..root.start.start],
+            open_part(&xml[root.start.clone()]),
             root.qname,
             &xml[root.start.end..]
         );
-        return attach_parts(&opened, devices, hostdevs, metadata);
+        made.add(&format!("{}/", root.local));
+        return attach_recording(&opened, devices, hostdevs, metadata, made);
     }
     let layout = Layout::of(&doc);
     let mut edits = Vec::new();
-    if metadata {
-        edits.push(metadata_edit(&doc, &layout, devices));
-    }
     if hostdevs {
+        made.note(&doc, doc.devices(), "devices");
         let pieces: Vec<Snippet> = devices.iter().map(hostdev_snippet).collect();
         edits.push(match doc.devices() {
             Some(d) => insert_into(&doc, &layout, d, &pieces),
@@ -820,7 +840,22 @@ pub fn attach_parts(
             }
         });
     }
+    if metadata {
+        edits.extend(metadata_edit(&doc, &layout, devices, made));
+    }
     Ok(apply(xml, edits))
+}
+
+impl Record {
+    /// Records the container `local` (found at `found`, if anywhere) as made when it is not
+    /// there, and as opened when it is `<x/>`.
+    fn note(&mut self, doc: &Doc<'_>, found: Option<usize>, local: &str) {
+        match found {
+            None => self.add(local),
+            Some(c) if doc.elems[c].end.is_none() => self.add(&format!("{local}/")),
+            Some(_) => {}
+        }
+    }
 }
 
 /// Refuses a device the document already has (in the parts to be added), or one asked twice.
@@ -853,17 +888,29 @@ fn check_new(
 }
 
 /// The metadata entries, into our `vgpu:vgpu` element (with its own prefix) when there is one;
-/// else a new one into `<metadata>`; else a new `<metadata>` where libvirt would put it.
-fn metadata_edit(doc: &Doc<'_>, layout: &Layout, devices: &[NewDevice]) -> Edit {
+/// else a new one into `<metadata>`; else a new `<metadata>` where libvirt would put it. Our
+/// element carries the record of what this attach and the earlier ones made.
+fn metadata_edit(doc: &Doc<'_>, layout: &Layout, devices: &[NewDevice], made: Record) -> Vec<Edit> {
     if let Some(w) = doc.wrapper() {
         let prefix = prefix_of(&doc.elems[w].qname);
         let pieces: Vec<Snippet> = devices.iter().map(|d| entry_snippet(d, &prefix)).collect();
-        return insert_into(doc, layout, w, &pieces);
+        let mut record = doc.record();
+        record.merge(&made);
+        record.note(doc, Some(w), "vgpu");
+        return insert_into_recorded(doc, layout, w, &pieces, &record);
     }
+    let mut record = made;
+    record.add("vgpu");
+    record.note(doc, doc.metadata(), "metadata");
     let pieces: Vec<Snippet> = devices.iter().map(|d| entry_snippet(d, "vgpu:")).collect();
-    let wrapper = render(TPL_VGPU, &[("namespace", &esc(NAMESPACE))], &pieces);
+    let vars = [
+        ("namespace", esc(NAMESPACE)),
+        ("record", record.attribute()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let wrapper = render(TPL_VGPU, &vars, &pieces);
     if let Some(m) = doc.metadata() {
-        return insert_into(doc, layout, m, &[wrapper]);
+        return vec![insert_into(doc, layout, m, &[wrapper])];
     }
     let meta = render(TPL_METADATA, &[], &[wrapper]);
     let after = doc.elems[doc.root]
@@ -872,20 +919,59 @@ fn metadata_edit(doc: &Doc<'_>, layout: &Layout, devices: &[NewDevice]) -> Edit 
         .rev()
         .copied()
         .find(|&c| !doc.elems[c].ours && BEFORE_METADATA.contains(&doc.elems[c].local.as_str()));
-    match after {
+    vec![match after {
         Some(a) => insert_after(doc, layout, a, &meta),
         None => insert_first(doc, layout, doc.root, &meta),
+    }]
+}
+
+/// [`insert_into`] our element `w`, its record set to `record` (unchanged when it is the same).
+fn insert_into_recorded(
+    doc: &Doc<'_>,
+    layout: &Layout,
+    w: usize,
+    pieces: &[Snippet],
+    record: &Record,
+) -> Vec<Edit> {
+    let tag = &doc.xml[doc.elems[w].start.clone()];
+    if *record == doc.record() {
+        return vec![insert_into(doc, layout, w, pieces)];
+    }
+    let open = retag(tag, record);
+    let mut edits = vec![insert_into_as(doc, layout, w, pieces, &open)];
+    if doc.elems[w].end.is_some() {
+        edits.push(Edit {
+            range: doc.elems[w].start.clone(),
+            text: format!("{open}>"),
+        });
+    }
+    edits
+}
+
+impl Doc<'_> {
+    /// What attaches made, as recorded on our element; empty without one.
+    fn record(&self) -> Record {
+        self.wrapper()
+            .and_then(|w| self.elems[w].attr(record::ATTR))
+            .map(Record::parse)
+            .unwrap_or_default()
     }
 }
 
-/// Removes our devices (metadata entries and their `<hostdev>` elements).
+/// Removes our devices (metadata entries and their `<hostdev>` elements) and, with the last of
+/// them, what the attaches recorded as theirs.
 pub fn detach(xml: &str, selector: &Selector) -> Result<Detached, EditError> {
-    detach_parts(xml, selector, true)
+    detach_parts(xml, selector, true, true)
 }
 
 /// [`detach`], optionally leaving the `<hostdev>` elements (after a live unplug libvirt has
-/// already removed them from the persistent definition).
-pub fn detach_parts(xml: &str, selector: &Selector, hostdevs: bool) -> Result<Detached, EditError> {
+/// already removed them from the persistent definition) and the guest agent's channel.
+pub fn detach_parts(
+    xml: &str,
+    selector: &Selector,
+    hostdevs: bool,
+    agent_channel: bool,
+) -> Result<Detached, EditError> {
     let doc = Doc::parse(xml)?;
     let entries = doc.entries();
     let present = doc.hostdevs();
@@ -910,7 +996,7 @@ pub fn detach_parts(xml: &str, selector: &Selector, hostdevs: bool) -> Result<De
             hostdev: !matching.is_empty(),
         });
     }
-    let mut edits = prune_emptied_containers(&doc, &Layout::of(&doc), &mut gone);
+    let (mut edits, agent_channel) = undo_record(&doc, &mut gone, agent_channel);
     edits.extend(gone.into_iter().map(|idx| {
         let span = doc.elems[idx].span();
         let start = last_non_ws(xml, 0, span.start);
@@ -922,6 +1008,7 @@ pub fn detach_parts(xml: &str, selector: &Selector, hostdevs: bool) -> Result<De
     Ok(Detached {
         xml: apply(xml, edits),
         removed,
+        agent_channel,
     })
 }
 
@@ -989,67 +1076,90 @@ fn not_found(
     EditError::NotFound(message)
 }
 
-/// A container (`vgpu:vgpu`, `<metadata>`, `<devices>`, innermost first) that the removals leave
-/// with nothing but whitespace goes back to what it was before an attach filled it: removed when
-/// it is exactly what an attach creates (its tags, a line break and its indentation between
-/// them, nothing in a one-line document); `<x/>` again when an attach expanded it from that
-/// (its start tag ends in ` >`); else kept as it is, empty. Returns the collapsing edits; a
-/// removed container replaces its children in `gone`.
-fn prune_emptied_containers(
-    doc: &Doc<'_>,
-    layout: &Layout,
-    gone: &mut BTreeSet<usize>,
-) -> Vec<Edit> {
+/// What the attaches recorded is undone where the removals leave it empty: each container
+/// (`vgpu:vgpu`, `<metadata>`, `<devices>`, the root; innermost first) left with nothing but
+/// whitespace is removed when an attach added it, closed again (`<x/>`) when one opened it, else
+/// kept as it is; and when our element empties, the guest agent's channel an attach added goes
+/// too (unless `channel` is false). Our element, where it stays, keeps the rest of the record.
+/// Returns the edits besides the removals and whether the channel went; a removed container
+/// replaces its children in `gone`.
+fn undo_record(doc: &Doc<'_>, gone: &mut BTreeSet<usize>, channel: bool) -> (Vec<Edit>, bool) {
+    let Some(w) = doc.wrapper() else {
+        return (Vec::new(), false);
+    };
+    let record = doc.record();
+    let channels = doc.agent_channels();
+    let agent_channel =
+        channel && record.created("channel") && !channels.is_empty() && emptied(doc, w, gone);
+    if agent_channel {
+        gone.extend(channels);
+    }
+    let mut left = record.clone();
     let mut edits = Vec::new();
-    let containers = [doc.wrapper(), doc.metadata(), doc.devices(), Some(doc.root)];
-    for c in containers.into_iter().flatten() {
+    let mut wrapper_tag_written = false;
+    for c in [Some(w), doc.metadata(), doc.devices(), Some(doc.root)]
+        .into_iter()
+        .flatten()
+    {
+        if !emptied(doc, c, gone) {
+            continue;
+        }
         let e = &doc.elems[c];
-        let Some(end) = &e.end else { continue };
-        let kids: Vec<usize> = e
-            .children
-            .iter()
-            .copied()
-            .filter(|k| gone.contains(k))
-            .collect();
-        if kids.is_empty() {
-            continue;
-        }
-        let mut rest = String::new();
-        let mut cursor = e.start.end;
-        for &k in &kids {
-            let span = doc.elems[k].span();
-            rest.push_str(&doc.xml[cursor..last_non_ws(doc.xml, cursor, span.start)]);
-            cursor = span.end;
-        }
-        rest.push_str(&doc.xml[cursor..end.start]);
-        if !rest.bytes().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        let inner = if layout.pretty {
-            format!("{}{}", layout.nl, doc.indent(c))
-        } else {
-            String::new()
-        };
-        if rest != inner {
-            continue;
-        }
-        let start_tag = &doc.xml[e.start.clone()];
-        if let Some(open) = start_tag.strip_suffix(" >") {
-            for k in kids {
-                gone.remove(&k);
-            }
+        if record.opened(&e.local) {
+            left.remove(&format!("{}/", e.local));
+            gone.retain(|k| !e.children.contains(k));
+            let tag = &doc.xml[e.start.clone()];
+            let open = if c == w {
+                retag(tag, &Record::default())
+            } else {
+                open_part(tag).to_string()
+            };
             edits.push(Edit {
                 range: e.span(),
                 text: format!("{open}/>"),
             });
-        } else if c != doc.root {
-            for k in kids {
-                gone.remove(&k);
-            }
+            wrapper_tag_written |= c == w;
+        } else if record.created(&e.local) && c != doc.root {
+            left.remove(&e.local);
+            gone.retain(|k| !e.children.contains(k));
             gone.insert(c);
+            wrapper_tag_written |= c == w;
+        } else if c == w {
+            left = Record::default();
         }
     }
-    edits
+    if !wrapper_tag_written && left != record && !gone.contains(&w) {
+        let e = &doc.elems[w];
+        edits.push(Edit {
+            range: e.start.clone(),
+            text: format!("{}>", retag(&doc.xml[e.start.clone()], &left)),
+        });
+    }
+    (edits, agent_channel)
+}
+
+/// Whether the removals in `gone` take out some of `c`'s children and leave only whitespace.
+fn emptied(doc: &Doc<'_>, c: usize, gone: &BTreeSet<usize>) -> bool {
+    let e = &doc.elems[c];
+    let Some(end) = &e.end else { return false };
+    let kids: Vec<usize> = e
+        .children
+        .iter()
+        .copied()
+        .filter(|k| gone.contains(k))
+        .collect();
+    if kids.is_empty() {
+        return false;
+    }
+    let mut rest = String::new();
+    let mut cursor = e.start.end;
+    for &k in &kids {
+        let span = doc.elems[k].span();
+        rest.push_str(&doc.xml[cursor..last_non_ws(doc.xml, cursor, span.start)]);
+        cursor = span.end;
+    }
+    rest.push_str(&doc.xml[cursor..end.start]);
+    rest.bytes().all(|b| b.is_ascii_whitespace())
 }
 
 /// Our `vgpu:vgpu` element as libvirt's metadata API takes it (`virDomainSetMetadata` with
@@ -1174,17 +1284,26 @@ impl Doc<'_> {
 
 /// Whether the definition has the QEMU guest agent's channel.
 pub fn has_agent_channel(xml: &str) -> Result<bool, EditError> {
-    let doc = Doc::parse(xml)?;
-    Ok(doc.devices_named("channel").into_iter().any(|c| {
-        doc.child(c, "target")
-            .is_some_and(|t| doc.elems[t].attr("name") == Some(AGENT_CHANNEL))
-    }))
+    Ok(!Doc::parse(xml)?.agent_channels().is_empty())
+}
+
+impl Doc<'_> {
+    /// The guest agent's `<channel>` elements (one, where there is any).
+    fn agent_channels(&self) -> Vec<usize> {
+        self.devices_named("channel")
+            .into_iter()
+            .filter(|&c| {
+                self.child(c, "target")
+                    .is_some_and(|t| self.elems[t].attr("name") == Some(AGENT_CHANNEL))
+            })
+            .collect()
+    }
 }
 
 /// Adds the guest agent's channel (`<channel type='unix'>` with a virtio target named
 /// [`AGENT_CHANNEL`]; libvirt picks the socket path and adds the virtio-serial controller) as
-/// the last child of `<devices>`. `None` when the definition already has one. A detach never
-/// removes it: the operator's other tools use the agent too.
+/// the last child of `<devices>`. `None` when the definition already has one. Recorded on our
+/// element when there is one, so the detach that removes the last device removes it again.
 pub fn add_agent_channel(xml: &str) -> Result<Option<String>, EditError> {
     if has_agent_channel(xml)? {
         return Ok(None);
@@ -1197,7 +1316,7 @@ pub fn add_agent_channel(xml: &str) -> Result<Option<String>, EditError> {
     }
     let layout = Layout::of(&doc);
     let channel = render(TPL_CHANNEL_AGENT, &[], &[]);
-    let edit = match doc.devices() {
+    let mut edits = vec![match doc.devices() {
         Some(d) => insert_into(&doc, &layout, d, &[channel]),
         None => insert_into(
             &doc,
@@ -1205,8 +1324,19 @@ pub fn add_agent_channel(xml: &str) -> Result<Option<String>, EditError> {
             doc.root,
             &[render(TPL_DEVICES, &[], &[channel])],
         ),
-    };
-    Ok(Some(apply(xml, vec![edit])))
+    }];
+    if let Some(w) = doc.wrapper() {
+        let mut record = doc.record();
+        record.note(&doc, doc.devices(), "devices");
+        record.add("channel");
+        let e = &doc.elems[w];
+        let close = if e.end.is_some() { ">" } else { "/>" };
+        edits.push(Edit {
+            range: e.start.clone(),
+            text: format!("{}{close}", retag(&doc.xml[e.start.clone()], &record)),
+        });
+    }
+    Ok(Some(apply(xml, edits)))
 }
 
 /// Makes these mdevs' `<hostdev>` elements the domain's display: `display='on'` on each, and
@@ -1308,7 +1438,7 @@ mod tests {
     fn attach_to_a_plain_domain_creates_metadata_after_uuid_and_appends_the_hostdev() {
         let out = attach(PLAIN, &[mdev(U1, "mtty-2")]).unwrap();
         let expected = format!(
-            "<domain type='kvm'>\n  <name>vm</name>\n  <uuid>ad7bc399-ee94-4664-814e-9f0650fb15c5</uuid>\n  <metadata>\n    <vgpu:vgpu xmlns:vgpu='urn:vgpu-hook:domain:1'>\n      <vgpu:mdev uuid='{U1}' type='mtty-2'/>\n    </vgpu:vgpu>\n  </metadata>\n  <memory unit='KiB'>262144</memory>\n  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    <hostdev mode='subsystem' type='mdev' model='vfio-pci'>\n      <source>\n        <address uuid='{U1}'/>\n      </source>\n    </hostdev>\n  </devices>\n</domain>\n"
+            "<domain type='kvm'>\n  <name>vm</name>\n  <uuid>ad7bc399-ee94-4664-814e-9f0650fb15c5</uuid>\n  <metadata>\n    <vgpu:vgpu xmlns:vgpu='urn:vgpu-hook:domain:1' created='vgpu metadata'>\n      <vgpu:mdev uuid='{U1}' type='mtty-2'/>\n    </vgpu:vgpu>\n  </metadata>\n  <memory unit='KiB'>262144</memory>\n  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    <hostdev mode='subsystem' type='mdev' model='vfio-pci'>\n      <source>\n        <address uuid='{U1}'/>\n      </source>\n    </hostdev>\n  </devices>\n</domain>\n"
         );
         assert_eq!(out, expected);
     }
@@ -1336,7 +1466,13 @@ mod tests {
         let xml = format!("<domain>\n  <name>x</name>\n  <metadata>\n    <g:vgpu xmlns:g=\"{NAMESPACE}\">\n      <g:mdev uuid=\"{U1}\" type=\"a\"/>\n    </g:vgpu>\n  </metadata>\n  <devices/>\n</domain>");
         let out = attach(&xml, &[mdev(U2, "b")]).unwrap();
         assert!(out.contains(&format!("      <g:mdev uuid=\"{U1}\" type=\"a\"/>\n      <g:mdev uuid='{U2}' type='b'/>\n    </g:vgpu>")), "{out}");
-        assert!(out.contains("  <devices >\n    <hostdev"), "{out}");
+        assert!(
+            out.contains(&format!(
+                "<g:vgpu xmlns:g=\"{NAMESPACE}\" created='devices/'>"
+            )),
+            "{out}"
+        );
+        assert!(out.contains("  <devices>\n    <hostdev"), "{out}");
         assert!(out.contains("</hostdev>\n  </devices>\n</domain>"), "{out}");
     }
 
@@ -1397,7 +1533,7 @@ mod tests {
     #[test]
     fn a_foreign_pci_hostdev_at_the_address_is_a_duplicate() {
         let out = attach(PLAIN, &[vf("04:02.1", true)]).unwrap();
-        let stripped = detach_parts(&out, &Selector::All, false).unwrap().xml;
+        let stripped = detach_parts(&out, &Selector::All, false, true).unwrap().xml;
         let e = attach(&stripped, &[vf("04:02.1", true)]).unwrap_err();
         assert!(e.to_string().contains("already has a <hostdev>"), "{e}");
     }
@@ -1419,7 +1555,7 @@ mod tests {
     #[test]
     fn detach_of_a_foreign_mdev_hostdev_is_refused() {
         let out = attach(PLAIN, &[mdev(U1, "a")]).unwrap();
-        let foreign = detach_parts(&out, &Selector::All, false).unwrap().xml;
+        let foreign = detach_parts(&out, &Selector::All, false, true).unwrap().xml;
         let e = detach(&foreign, &Selector::Uuid(MdevUuid::parse(U1).unwrap())).unwrap_err();
         assert!(e.to_string().contains("not managed by vgpu-hook"), "{e}");
     }
