@@ -192,6 +192,10 @@ impl Survey {
 
 fn survey(ctx: &mut Ctx<'_>, req: &MdevRequest, gpus: &[(usize, MdevGpu)], probe: Probe) -> Survey {
     let live_mdevs = ctx.sysfs().live_mdevs();
+    let mut by_parent: BTreeMap<&str, Vec<&LiveMdev>> = BTreeMap::new();
+    for m in &live_mdevs {
+        by_parent.entry(m.parent.as_str()).or_default().push(m);
+    }
     let mut out = Survey::default();
     let mut hint: Option<TypeId> = None;
     for (index, gpu) in gpus {
@@ -215,9 +219,11 @@ fn survey(ctx: &mut Ctx<'_>, req: &MdevRequest, gpus: &[(usize, MdevGpu)], probe
             .collect();
         match offer(ctx, req, &parents, &mut hint) {
             Ok(found) => {
-                let on_gpu: Vec<&LiveMdev> = live_mdevs
+                let on_gpu: Vec<&LiveMdev> = parents
                     .iter()
-                    .filter(|m| parents.iter().any(|p| p.as_str() == m.parent))
+                    .filter_map(|p| by_parent.get(p.as_str()))
+                    .flatten()
+                    .copied()
                     .collect();
                 add_candidates(ctx, &mut out, &slot, found, &on_gpu);
             }

@@ -482,6 +482,8 @@ pub fn now_secs() -> u64 {
 #[derive(Debug, Clone)]
 pub struct Liveness {
     run_dir: PathBuf,
+    /// Whether the runtime dir exists, looked at once: every record's judgement asks.
+    run_dir_present: bool,
     procfs: crate::host::procfs::Procfs,
     grace: Duration,
     now: u64,
@@ -498,6 +500,7 @@ impl Liveness {
     ) -> Self {
         Liveness {
             run_dir: run_dir.to_path_buf(),
+            run_dir_present: run_dir.is_dir(),
             procfs: procfs.clone(),
             grace,
             now: now_secs(),
@@ -527,7 +530,7 @@ impl Liveness {
     /// Without libvirt's runtime directory nothing can be judged, so every record holds (dropping
     /// a running domain's record would let another domain take its device).
     pub fn holds(&self, r: &Record) -> bool {
-        !self.run_dir.is_dir()
+        !self.run_dir_present
             || self.running(&r.domain_name)
             || self.now.saturating_sub(r.since) < self.grace.as_secs()
     }

@@ -184,7 +184,8 @@ impl Sysfs {
 
     /// Reads an attribute, trimmed.
     pub fn read(&self, path: &Path) -> Result<String, SysfsError> {
-        fs::read_to_string(path)
+        fs::File::open(path)
+            .and_then(read_attribute)
             .map(|s| s.trim().to_string())
             .map_err(|source| SysfsError::Read {
                 path: path.to_path_buf(),
@@ -247,9 +248,26 @@ impl Sysfs {
     }
 
     fn type_dir(&self, parent: &ParentName, type_id: &TypeId) -> PathBuf {
-        self.mdev_parent_dir(parent)
-            .join("mdev_supported_types")
-            .join(type_id.as_str())
+        self.type_attr(parent, type_id, "")
+    }
+
+    /// `/sys/class/mdev_bus/<parent>/mdev_supported_types/<type>/<attr>` (the type's directory
+    /// for an empty `attr`), built in one allocation: a survey of a big host builds hundreds.
+    fn type_attr(&self, parent: &ParentName, type_id: &TypeId, attr: &str) -> PathBuf {
+        let parts = [
+            "class/mdev_bus",
+            parent.as_str(),
+            "mdev_supported_types",
+            type_id.as_str(),
+            attr,
+        ];
+        let len = self.sys.as_os_str().len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut path = PathBuf::with_capacity(len);
+        path.push(&self.sys);
+        for part in parts.iter().filter(|p| !p.is_empty()) {
+            path.push(part);
+        }
+        path
     }
 
     /// The types a parent supports, with names and descriptions.
@@ -295,7 +313,7 @@ impl Sysfs {
 
     /// One type's `name`, if the type exists and has one.
     pub fn type_name(&self, parent: &ParentName, type_id: &TypeId) -> Option<String> {
-        self.read(&self.type_dir(parent, type_id).join("name"))
+        self.read(&self.type_attr(parent, type_id, "name"))
             .ok()
             .filter(|n| !n.is_empty())
     }
@@ -311,7 +329,7 @@ impl Sysfs {
         parent: &ParentName,
         type_id: &TypeId,
     ) -> Result<u32, SysfsError> {
-        self.read_u32(&self.type_dir(parent, type_id).join("available_instances"))
+        self.read_u32(&self.type_attr(parent, type_id, "available_instances"))
     }
 
     /// Whether `/sys/bus/mdev/devices/<uuid>` exists.
@@ -322,15 +340,14 @@ impl Sysfs {
             .exists()
     }
 
-    /// A live mdev's parent and type, or `None` when it does not exist.
+    /// A live mdev's parent and type, or `None` when it does not exist. The parent is the
+    /// directory the bus's link points into (`../../../devices/.../PARENT/UUID`): sysfs links
+    /// name the device's own directory, so one `readlink` says it, where resolving the whole
+    /// path took one per component.
     pub fn mdev(&self, uuid: &MdevUuid) -> Option<LiveMdev> {
         let dev = self.sys.join("bus/mdev/devices").join(uuid.as_str());
-        let resolved = fs::canonicalize(&dev).ok()?;
-        let parent = resolved
-            .parent()?
-            .file_name()?
-            .to_string_lossy()
-            .into_owned();
+        let target = fs::read_link(&dev).ok()?;
+        let parent = target.parent()?.file_name()?.to_string_lossy().into_owned();
         let type_id = Self::link_basename(&dev.join("mdev_type"))?;
         Some(LiveMdev {
             uuid: uuid.clone(),
@@ -554,10 +571,32 @@ impl Sysfs {
     }
 }
 
+/// An attribute's text, read whole in as few calls as sysfs needs: a sysfs file hands over all
+/// it has (at most a page) in one read, so a read shorter than the room left is the end, and no
+/// size query comes first (three calls per attribute, where `read_to_string` made five).
+/// Most attributes are a number or a name, so the first read goes to a small buffer on the
+/// stack and only a longer one (a description) spills into a growing one.
+fn read_attribute(mut f: fs::File) -> io::Result<String> {
+    use std::io::Read;
+    let mut small = [0u8; 128];
+    let n = f.read(&mut small)?;
+    let mut buf = small[..n].to_vec();
+    if n == small.len() {
+        let mut chunk = vec![0u8; 4096];
+        loop {
+            let n = f.read(&mut chunk)?;
+            buf.extend_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                break;
+            }
+        }
+    }
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Reads `rel` relative to an open directory, trimmed.
 fn read_at(dir: &fs::File, rel: &str) -> Option<String> {
     use std::ffi::CString;
-    use std::io::Read;
     use std::os::fd::{AsRawFd, FromRawFd};
     let c = CString::new(rel).ok()?;
     // SAFETY: openat on a descriptor we own; the new descriptor is handed to a File at once.
@@ -572,10 +611,8 @@ fn read_at(dir: &fs::File, rel: &str) -> Option<String> {
         return None;
     }
     // SAFETY: fd is a fresh, owned descriptor.
-    let mut f = unsafe { fs::File::from_raw_fd(fd) };
-    let mut s = String::new();
-    f.read_to_string(&mut s).ok()?;
-    Some(s.trim().to_string())
+    let f = unsafe { fs::File::from_raw_fd(fd) };
+    read_attribute(f).ok().map(|s| s.trim().to_string())
 }
 
 #[cfg(test)]
