@@ -40,7 +40,7 @@ fn fixtures() -> Vec<(String, String)> {
 fn corpus() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/domains");
     let mut out = Vec::new();
-    for dir in ["virt-manager-cli-compare"] {
+    for dir in ["virt-manager-cli-compare", "libvirt-qemuxmlconfdata"] {
         let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
             .unwrap_or_else(|e| panic!("{dir}: {e}"))
             .map(|e| e.unwrap().path())
@@ -207,7 +207,7 @@ fn attach_then_detach_gives_back_every_fixture_byte_for_byte() {
 #[test]
 fn every_document_of_the_real_world_corpora_round_trips_byte_for_byte() {
     let corpus = corpus();
-    assert!(corpus.len() >= 150, "only {} documents", corpus.len());
+    assert!(corpus.len() >= 300, "only {} documents", corpus.len());
     let failures: Vec<String> = corpus
         .iter()
         .flat_map(|(name, doc)| roundtrip_failures(name, doc))
