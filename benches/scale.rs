@@ -25,6 +25,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::hook::{domain, mdev_domain, TestHost, FAST_TIMING};
@@ -144,49 +146,58 @@ fn hold_half(host: &TestHost, parents: usize) {
 }
 
 /// The figures of one host: prepare, release, `types`, and (on the largest) the fast path.
+/// Each prepare is followed by its release, so every run starts from the same state.
 fn measure(host: &TestHost, fast_path: bool) -> [Cost; 4] {
     let xml = mdev_domain("measured", &[(1, "profile=\"Type 19\"")]);
-    let call = |sub: &[&str], wrapper: Wrapper| hook_cost(host, &xml.name, sub, &xml.text, wrapper);
-    let prepare_calls = call(&["prepare", "begin"], Wrapper::Strace);
-    let release_calls = call(&["release", "end"], Wrapper::Strace);
-    let prepare_instr = call(&["prepare", "begin"], Wrapper::Callgrind);
-    let release_instr = call(&["release", "end"], Wrapper::Callgrind);
-    let types = vgpuctl_cost(host, &["types"]);
+    let hook = host.hook_as("50-vgpu-hook");
+    let call = |w, sub: &str, op: &str| {
+        run_under(
+            host,
+            w,
+            &hook,
+            &[xml.name.as_str(), sub, op, "-"],
+            &xml.text,
+        )
+    };
+    let mut prepare = Cost::default();
+    let mut release = Cost::default();
+    for w in [Wrapper::Strace, Wrapper::Callgrind] {
+        prepare.add(call(w, "prepare", "begin"));
+        release.add(call(w, "release", "end"));
+    }
+    let vgpuctl = std::path::PathBuf::from(env!("CARGO_BIN_EXE_vgpuctl"));
+    let types = both(|w| run_under(host, w, &vgpuctl, &["types"], ""));
+    let plain = domain("plain", None, "");
     let fast = if fast_path {
-        let plain = domain("plain", None, "");
-        let c = hook_cost(
-            host,
-            "plain",
-            &["prepare", "begin"],
-            &plain.text,
-            Wrapper::Callgrind,
-        );
-        let s = hook_cost(
-            host,
-            "plain",
-            &["prepare", "begin"],
-            &plain.text,
-            Wrapper::Strace,
-        );
-        Cost {
-            instr: c.instr,
-            ..s
-        }
+        both(|w| {
+            run_under(
+                host,
+                w,
+                &hook,
+                &["plain", "prepare", "begin", "-"],
+                &plain.text,
+            )
+        })
     } else {
         Cost::default()
     };
-    [
-        Cost {
-            instr: prepare_instr.instr,
-            ..prepare_calls
-        },
-        Cost {
-            instr: release_instr.instr,
-            ..release_calls
-        },
-        types,
-        fast,
-    ]
+    [prepare, release, types, fast]
+}
+
+impl Cost {
+    /// Takes in what another wrapper measured (each measures one kind of figure).
+    fn add(&mut self, other: Cost) {
+        self.calls += other.calls;
+        self.failing += other.failing;
+        self.instr += other.instr;
+    }
+}
+
+/// One run under each wrapper, the figures together.
+fn both(run: impl Fn(Wrapper) -> Cost) -> Cost {
+    let mut c = run(Wrapper::Strace);
+    c.add(run(Wrapper::Callgrind));
+    c
 }
 
 #[derive(Clone, Copy)]
@@ -231,47 +242,28 @@ fn profile_file() -> String {
     )
 }
 
-fn hook_cost(host: &TestHost, name: &str, sub: &[&str], stdin: &str, w: Wrapper) -> Cost {
+/// Runs `program args` under `w` with the host's environment and `stdin`, to a successful end,
+/// and reads the figure from the wrapper's report.
+fn run_under(host: &TestHost, w: Wrapper, program: &Path, args: &[&str], stdin: &str) -> Cost {
     let report = tempfile::NamedTempFile::new().unwrap();
-    let argv = w.argv(&report.path().to_string_lossy());
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = host
-        .spawn_under(&argv, name, sub[0], sub[1], "-", stdin)
-        .wait_with_output()
+    let mut argv = w.argv(&report.path().to_string_lossy());
+    argv.push(program.to_string_lossy().into_owned());
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let rest: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+    let mut child = host.command(Path::new(&argv[0]), &rest).spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
         .unwrap();
-    assert!(out.status.success(), "{}", common::hook::stderr(&out));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     w.read(&std::fs::read_to_string(report.path()).unwrap())
-}
-
-fn vgpuctl_cost(host: &TestHost, args: &[&str]) -> Cost {
-    let bin = env!("CARGO_BIN_EXE_vgpuctl");
-    let mut total = Cost::default();
-    for w in [Wrapper::Strace, Wrapper::Callgrind] {
-        let report = tempfile::NamedTempFile::new().unwrap();
-        let mut argv = w.argv(&report.path().to_string_lossy());
-        argv.push(bin.to_string());
-        argv.extend(args.iter().map(|a| a.to_string()));
-        let out = host
-            .command(
-                std::path::Path::new(&argv[0]),
-                &argv[1..].iter().map(String::as_str).collect::<Vec<_>>(),
-            )
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let c = w.read(&std::fs::read_to_string(report.path()).unwrap());
-        total = Cost {
-            calls: total.calls.max(c.calls),
-            failing: total.failing.max(c.failing),
-            instr: total.instr.max(c.instr),
-        };
-    }
-    total
 }
 
 /// `strace -c`'s total line: `100.00 SECONDS USECS/CALL CALLS [ERRORS] total`.

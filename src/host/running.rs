@@ -25,13 +25,28 @@ pub fn user_of(
     entries.flatten().find_map(|entry| {
         let path = entry.path();
         let name = path.file_name()?.to_str()?.strip_suffix(".xml")?;
-        if !live.running(name) {
+        let xml = std::fs::read_to_string(&path).ok()?;
+        if !may_name(&xml, device) || !live.running(name) {
             return None;
         }
-        let xml = std::fs::read_to_string(&path).ok()?;
         let dom = Domain::parse(inner_domain(&xml)?).ok()?;
         (dom.uuid != except_uuid && names(&dom, device)).then(|| dom.name.clone())
     })
+}
+
+/// Whether a status file can name the device at all, told from its text before it is parsed:
+/// an mdev's UUID appears in it (in any case), a VF needs a `<hostdev>` or a `type='hostdev'`
+/// interface. Most running domains fail this, so a start parses few of them.
+fn may_name(xml: &str, device: &Device) -> bool {
+    match device {
+        Device::Mdev { uuid } => {
+            let u = uuid.as_str().as_bytes();
+            xml.as_bytes()
+                .windows(u.len())
+                .any(|w| w.eq_ignore_ascii_case(u))
+        }
+        Device::Vf { .. } => xml.contains("hostdev"),
+    }
 }
 
 /// Whether one of the domain's hostdevs is the device.
@@ -63,6 +78,23 @@ mod tests {
         let inner = inner_domain(status).unwrap();
         assert!(inner.starts_with("<domain type='kvm'"));
         assert!(inner.ends_with("</domain>"));
+    }
+
+    #[test]
+    fn only_a_status_file_that_can_name_the_device_is_parsed() {
+        let uuid =
+            crate::model::names::MdevUuid::parse("6f2e9a4c-8d1b-4c1e-9a41-000000000001").unwrap();
+        let mdev = Device::Mdev { uuid };
+        assert!(may_name(
+            "<address uuid='6F2E9A4C-8D1B-4C1E-9A41-000000000001'/>",
+            &mdev
+        ));
+        assert!(!may_name("<domain><devices/></domain>", &mdev));
+        let vf = Device::Vf {
+            address: "0000:41:00.4".parse().unwrap(),
+        };
+        assert!(may_name("<interface type='hostdev'>", &vf));
+        assert!(!may_name("<interface type='network'>", &vf));
     }
 
     #[test]

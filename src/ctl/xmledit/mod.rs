@@ -894,9 +894,13 @@ fn metadata_edit(doc: &Doc<'_>, layout: &Layout, devices: &[NewDevice], made: Re
     if let Some(w) = doc.wrapper() {
         let prefix = prefix_of(&doc.elems[w].qname);
         let pieces: Vec<Snippet> = devices.iter().map(|d| entry_snippet(d, &prefix)).collect();
-        let mut record = doc.record();
+        let before = doc.record();
+        let mut record = before.clone();
         record.merge(&made);
         record.note(doc, Some(w), "vgpu");
+        if record == before {
+            return vec![insert_into(doc, layout, w, &pieces)];
+        }
         return insert_into_recorded(doc, layout, w, &pieces, &record);
     }
     let mut record = made;
@@ -925,7 +929,7 @@ fn metadata_edit(doc: &Doc<'_>, layout: &Layout, devices: &[NewDevice], made: Re
     }]
 }
 
-/// [`insert_into`] our element `w`, its record set to `record` (unchanged when it is the same).
+/// [`insert_into`] our element `w`, its record set to `record`.
 fn insert_into_recorded(
     doc: &Doc<'_>,
     layout: &Layout,
@@ -933,22 +937,28 @@ fn insert_into_recorded(
     pieces: &[Snippet],
     record: &Record,
 ) -> Vec<Edit> {
-    let tag = &doc.xml[doc.elems[w].start.clone()];
-    if *record == doc.record() {
-        return vec![insert_into(doc, layout, w, pieces)];
+    if doc.elems[w].end.is_none() {
+        let open = retag(&doc.xml[doc.elems[w].start.clone()], record);
+        return vec![insert_into_as(doc, layout, w, pieces, &open)];
     }
-    let open = retag(tag, record);
-    let mut edits = vec![insert_into_as(doc, layout, w, pieces, &open)];
-    if doc.elems[w].end.is_some() {
-        edits.push(Edit {
-            range: doc.elems[w].start.clone(),
-            text: format!("{open}>"),
-        });
-    }
-    edits
+    vec![
+        doc.record_edit(w, record),
+        insert_into(doc, layout, w, pieces),
+    ]
 }
 
 impl Doc<'_> {
+    /// Rewrites our element `w`'s start tag with its record set to `record` (an empty one takes
+    /// the attribute out), self-closing as it was or not.
+    fn record_edit(&self, w: usize, record: &Record) -> Edit {
+        let e = &self.elems[w];
+        let close = if e.end.is_some() { ">" } else { "/>" };
+        Edit {
+            range: e.start.clone(),
+            text: format!("{}{close}", retag(&self.xml[e.start.clone()], record)),
+        }
+    }
+
     /// What attaches made, as recorded on our element; empty without one.
     fn record(&self) -> Record {
         self.wrapper()
@@ -1129,11 +1139,7 @@ fn undo_record(doc: &Doc<'_>, gone: &mut BTreeSet<usize>, channel: bool) -> (Vec
         }
     }
     if !wrapper_tag_written && left != record && !gone.contains(&w) {
-        let e = &doc.elems[w];
-        edits.push(Edit {
-            range: e.start.clone(),
-            text: format!("{}>", retag(&doc.xml[e.start.clone()], &left)),
-        });
+        edits.push(doc.record_edit(w, &left));
     }
     (edits, agent_channel)
 }
@@ -1329,12 +1335,7 @@ pub fn add_agent_channel(xml: &str) -> Result<Option<String>, EditError> {
         let mut record = doc.record();
         record.note(&doc, doc.devices(), "devices");
         record.add("channel");
-        let e = &doc.elems[w];
-        let close = if e.end.is_some() { ">" } else { "/>" };
-        edits.push(Edit {
-            range: e.start.clone(),
-            text: format!("{}{close}", retag(&doc.xml[e.start.clone()], &record)),
-        });
+        edits.push(doc.record_edit(w, &record));
     }
     Ok(Some(apply(xml, edits)))
 }
