@@ -569,16 +569,36 @@ fn reconnect_records_the_running_domains_devices_again() {
     assert_eq!(h.records()[0]["parent"], "mtty");
 }
 
+/// A host where domain "gone" stopped without its release (a daemon crash) and its mdev 1
+/// went away: its record is stale.
+fn host_with_a_stale_record(sim: &Sim) -> TestHost {
+    let h = TestHost::new(sim.root(), &mtty_config("prepare_grace_secs = 0\n"));
+    assert_ok(&h.prepare(&mdev_domain("gone", &[(1, "type=\"mtty-2\"")])));
+    std::fs::write(dev_path(sim, 1).join("remove"), "1").unwrap();
+    h
+}
+
 #[test]
-fn a_stale_record_of_a_stopped_domain_is_dropped_when_met() {
+fn a_stale_record_of_a_stopped_domain_is_dropped_when_a_start_meets_it() {
     let Some(sim) = Sim::start(MTTY) else {
         return;
     };
-    let h = TestHost::new(sim.root(), &mtty_config("prepare_grace_secs = 0\n"));
-    assert_ok(&h.prepare(&mdev_domain("gone", &[(1, "type=\"mtty-2\"")])));
-    // The domain stopped without its release (daemon crash) and the device went away.
-    std::fs::write(dev_path(&sim, 1).join("remove"), "1").unwrap();
+    let h = host_with_a_stale_record(&sim);
+    assert_ok(&h.prepare(&mdev_domain("b", &[(1, "type=\"mtty-2\"")])));
+    assert_eq!(h.owners(), ["b"]);
+}
+
+#[test]
+fn a_stale_record_no_start_meets_is_left_to_reconcile() {
+    let Some(sim) = Sim::start(MTTY) else {
+        return;
+    };
+    let mut h = host_with_a_stale_record(&sim);
     assert_ok(&h.prepare(&mdev_domain("b", &[(2, "type=\"mtty-2\"")])));
+    h.start_qemu("b");
+    assert_eq!(h.owners(), ["gone", "b"]);
+    let o = h.vgpuctl(&["reconcile"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(h.owners(), ["b"]);
 }
 

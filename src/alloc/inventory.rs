@@ -119,8 +119,24 @@ pub fn classify_nvidia(sysfs: &Sysfs, pf: PciAddress) -> MdevState {
     MdevState::Unregistered
 }
 
+/// When a configured mdev parent (`mdev_parents`) is looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentCheck {
+    /// Now, one lookup each (what reports show).
+    Now,
+    /// Not now: it is taken as registered, and the survey, which reads the asked type there
+    /// anyway, looks only where that read found nothing. A start on a host of hundreds of
+    /// parents then pays one lookup per parent, not two.
+    WhenSurveyed,
+}
+
 /// Every configured mdev source, in config order (NVIDIA GPUs, then other parents).
 pub fn mdev_gpus(config: &Config, sysfs: &Sysfs) -> Vec<MdevGpu> {
+    mdev_gpus_checked(config, sysfs, ParentCheck::Now)
+}
+
+/// [`mdev_gpus`], with the configured parents looked for as `check` says.
+pub fn mdev_gpus_checked(config: &Config, sysfs: &Sysfs, check: ParentCheck) -> Vec<MdevGpu> {
     let mut out: Vec<MdevGpu> = config
         .nvidia_vgpu_pfs
         .iter()
@@ -133,9 +149,9 @@ pub fn mdev_gpus(config: &Config, sysfs: &Sysfs) -> Vec<MdevGpu> {
         .collect();
     out.extend(config.mdev_parents.iter().map(|p| MdevGpu {
         key: p.to_string(),
-        pf: p.as_str().parse().ok(),
+        pf: PciAddress::from_text(p.as_str()),
         nvidia: false,
-        state: if sysfs.is_mdev_parent(p) {
+        state: if check == ParentCheck::WhenSurveyed || sysfs.is_mdev_parent(p) {
             MdevState::Parents(Generation::Mdev, vec![p.clone()])
         } else {
             MdevState::Missing

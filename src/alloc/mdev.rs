@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::inventory::{self, MdevGpu, MdevState};
+use super::inventory::{self, MdevGpu, MdevState, ParentCheck};
 use super::placement::{self, Candidate};
 use super::refusal::{GpuReason, Holders, Refusal, Tried};
 use super::{Ctx, Failure};
@@ -109,23 +109,21 @@ fn room_key(c: &Candidate) -> (String, String) {
 
 /// The configured GPUs the request's `parent=` allows, with their config position.
 fn allowed_gpus(ctx: &Ctx<'_>, req: &MdevRequest) -> Result<Vec<(usize, MdevGpu)>, Refusal> {
-    let all = inventory::mdev_gpus(ctx.config, ctx.sysfs());
+    let all = inventory::mdev_gpus_checked(ctx.config, ctx.sysfs(), ParentCheck::WhenSurveyed);
     if all.is_empty() {
         return Err(Refusal::NoParentsConfigured {
             label: req.want.to_string(),
             config: ctx.config.path.clone(),
         });
     }
-    let gpus: Vec<(usize, MdevGpu)> = all
-        .iter()
-        .cloned()
+    let (gpus, others): (Vec<(usize, MdevGpu)>, Vec<_>) = all
+        .into_iter()
         .enumerate()
-        .filter(|(_, g)| g.allowed_by(&req.parents))
-        .collect();
+        .partition(|(_, g)| g.allowed_by(&req.parents));
     if gpus.is_empty() {
         return Err(Refusal::ParentNotConfigured {
             wanted: req.parents.clone(),
-            configured: all.into_iter().map(|g| g.key).collect(),
+            configured: others.into_iter().map(|(_, g)| g.key).collect(),
         });
     }
     Ok(gpus)
@@ -146,7 +144,7 @@ fn reuse(
                 && g.allows_parent(&req.parents, &p)
         });
         on_allowed
-            && matches!(find_type(&sysfs, &p, &req.want, None), Ok(Some((id, _))) if id.as_str() == live.type_id)
+            && matches!(find_type(&sysfs, &p, &req.want), Ok(Some((id, _))) if id.as_str() == live.type_id)
     });
     if !fits {
         return Err(Refusal::ExistsOtherwise {
@@ -311,7 +309,16 @@ fn offer(
     let mut found = Vec::new();
     let mut why_none = None;
     for p in parents {
-        match find_type(sysfs, p, &req.want, hint.as_ref()) {
+        if let Some(available) = hinted_room(sysfs, p, hint.as_ref()) {
+            let type_id = hint.clone().expect("a hinted read has a hint");
+            found.push(Found {
+                parent: p.clone(),
+                type_id,
+                available,
+            });
+            continue;
+        }
+        match find_type(sysfs, p, &req.want) {
             Ok(Some((id, _))) => {
                 *hint = Some(id.clone());
                 match sysfs.available_instances(p, &id) {
@@ -323,6 +330,7 @@ fn offer(
                     Err(e) => why_none = Some(GpuReason::Unreadable(e.to_string())),
                 }
             }
+            Ok(None) if !sysfs.is_mdev_parent(p) => why_none = Some(GpuReason::Missing),
             Ok(None) => {}
             Err(reason) => why_none = Some(reason),
         }
@@ -332,6 +340,14 @@ fn offer(
         (true, Some(reason)) => Err(reason),
         (true, None) => Err(GpuReason::NoSuchType),
     }
+}
+
+/// The room of the type found on an earlier parent, when `parent` offers that type id too: the
+/// mdev core names a type `<driver>-<driver's name for it>`, so the same id is the same type
+/// of the same driver (NVIDIA's numbers are one table for every board), and its name need not
+/// be read again. `None`: no hint, or no such type here (then the parent's names are read).
+fn hinted_room(sysfs: &Sysfs, parent: &ParentName, hint: Option<&TypeId>) -> Option<u32> {
+    sysfs.available_instances(parent, hint?).ok()
 }
 
 /// Adds a GPU's parents as candidates; a GPU without room also says why.
@@ -482,13 +498,11 @@ fn finish_create(
 }
 
 /// The type on `parent` that a request means, with its name: `Ok(None)` when absent, `Err`
-/// when ambiguous. `hint` is the type id found on a previous GPU: identical boards share ids,
-/// so one read confirms it instead of reading every type's name.
+/// when ambiguous.
 fn find_type(
     sysfs: &Sysfs,
     parent: &ParentName,
     want: &MdevWant,
-    hint: Option<&TypeId>,
 ) -> Result<Option<(TypeId, String)>, GpuReason> {
     let p = match want {
         MdevWant::Type(t) => {
@@ -499,11 +513,6 @@ fn find_type(
         }
         MdevWant::Profile(p) => p,
     };
-    if let Some(h) = hint {
-        if let Some(name) = sysfs.type_name(parent, h).filter(|n| p.matches(n)) {
-            return Ok(Some((h.clone(), name)));
-        }
-    }
     let types = sysfs.type_names(parent);
     match p.pick(&types, |(_, name)| name.as_deref()).as_slice() {
         [] => Ok(None),

@@ -247,8 +247,8 @@ fn release_leftovers(call: &Call, domain_name: &str) {
     // config is loaded when there is something to release.
     let recorded = Host::from_env()
         .state
-        .peek()
-        .is_ok_and(|st| st.records.iter().any(|r| r.domain_name == domain_name));
+        .peek_lazy()
+        .is_ok_and(|st| st.named(domain_name).next().is_some());
     if recorded {
         vgpu_hook::host::logging::init();
         log_stop(call, domain_name);

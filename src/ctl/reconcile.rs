@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::alloc::inventory::{self, MdevState};
 use crate::host::procfs::Procfs;
-use crate::host::state::{Device, Liveness, State, StateError};
+use crate::host::state::{Device, Liveness, Read, State, StateError};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
 use crate::model::config::{Config, Timing};
@@ -319,7 +319,8 @@ pub fn run(
         return Ok(Report { dry_run, outcomes });
     }
     let locked = host.state.lock()?;
-    let mut state = crate::hook::load_state(host, &locked, config.timing.prepare_grace)?;
+    let mut state =
+        crate::hook::load_state(host, &locked, config.timing.prepare_grace, Read::Whole)?;
     let actions = plan(host, config, &state, &live, proc);
     let outcomes = carry_out(&host.sysfs, &config.timing, &mut state, actions);
     if outcomes
@@ -443,10 +444,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let host = host(t.path());
         let config = Config::parse("mdev_parents = [\"mtty\"]\n", Path::new("c")).unwrap();
-        let state = State {
-            records: vec![gone_domains_record()],
-            ..State::default()
-        };
+        let state = State::from_records(vec![gone_domains_record()]);
         let live = Liveness::with_procfs(&host.libvirt_run_dir, &host.procfs, Duration::ZERO);
         let actions = plan(&host, &config, &state, &live, &host.procfs);
         assert_eq!(

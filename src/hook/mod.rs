@@ -55,6 +55,9 @@ pub fn load_state(
     host: &crate::host::Host,
     locked: &crate::host::state::Locked,
     grace: std::time::Duration,
+    read: crate::host::state::Read,
 ) -> Result<crate::host::state::State, StateError> {
-    locked.load_or_rebuild(|| recover::from_running_domains(host, &host.liveness(grace)))
+    locked.load_or_rebuild(read, || {
+        recover::from_running_domains(host, &host.liveness(grace))
+    })
 }

@@ -12,7 +12,7 @@ use crate::alloc::txn::Txn;
 use crate::alloc::vf::allocate_vf;
 use crate::alloc::{Ctx, Failure};
 use crate::host::counters;
-use crate::host::state::{Device, Locked, Record};
+use crate::host::state::{Device, Locked, Read, Record};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
 use crate::model::config::{Config, NumaPolicy};
@@ -52,9 +52,9 @@ pub fn prepare(host: &Host, config: &Config, dom: &Domain) -> Result<(), HookErr
     }
 }
 
-/// One try under the lock: allocate every request and save, or undo everything this try did
-/// (keeping only the stale records it dropped) and say why, and whether this was the last try
-/// (then the refusal is counted, under the lock this try holds anyway).
+/// One try under the lock: allocate every request and save (dropping the stale records the
+/// allocation read), or undo everything this try did and say why, and whether this was the
+/// last try (then the refusal is counted, under the lock this try holds anyway).
 fn attempt(
     host: &Host,
     config: &Config,
@@ -63,17 +63,8 @@ fn attempt(
     deadline: Instant,
 ) -> Result<Result<(), (Failure, bool)>, HookError> {
     let locked = host.state.lock()?;
-    let mut state = super::load_state(host, &locked, config.timing.prepare_grace)?;
+    let mut state = super::load_state(host, &locked, config.timing.prepare_grace, Read::Lazy)?;
     let live = host.liveness(config.timing.prepare_grace);
-    let stale = state.drop_stale(&live, |r| leaves_something(&host.sysfs, r));
-    for r in &stale {
-        log::info!(
-            "dropped stale record: {} of domain '{}' (not running)",
-            r.device,
-            r.domain_name
-        );
-    }
-    let base = state.clone();
     let mut txn = Txn::default();
     let mut ctx = Ctx {
         host,
@@ -90,16 +81,18 @@ fn attempt(
     });
     if let Err(failure) = result {
         txn.undo(&host.sysfs, config);
-        if !stale.is_empty() {
-            if let Err(e) = locked.save(&base) {
-                log::error!("could not save state: {e}");
-            }
-        }
         let last = !failure.waitable || Instant::now() >= deadline;
         if last {
             count_refusal(&locked, &failure.reason);
         }
         return Ok(Err((failure, last)));
+    }
+    for r in state.drop_stale(&live, |r| leaves_something(&host.sysfs, r)) {
+        log::info!(
+            "dropped stale record: {} of domain '{}' (not running)",
+            r.device,
+            r.domain_name
+        );
     }
     if let Err(e) = locked.save(&state) {
         txn.undo(&host.sysfs, config);

@@ -2,7 +2,7 @@
 
 use super::prepare::leaves_something;
 use super::HookError;
-use crate::host::state::{now_secs, Device, Record};
+use crate::host::state::{now_secs, Device, Read, Record};
 use crate::host::Host;
 use crate::model::config::{Config, Timing};
 use crate::model::domain::{Domain, Request};
@@ -14,7 +14,7 @@ pub fn reconnect(host: &Host, config: Option<&Config>, dom: &Domain) -> Result<(
         |c| c.timing.prepare_grace,
     );
     let locked = host.state.lock()?;
-    let mut state = super::load_state(host, &locked, grace)?;
+    let mut state = super::load_state(host, &locked, grace, Read::Whole)?;
     state.drop_stale(&host.liveness(grace), |r| leaves_something(&host.sysfs, r));
     for req in &dom.requests {
         let (device, parent, type_id) = match req {

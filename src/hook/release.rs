@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::host::learned::{CleanupFacts, Seen};
 use crate::host::state::Record;
-use crate::host::state::{Device, Locked, State, StateError};
+use crate::host::state::{Device, Locked, Read, State, StateError};
 use crate::host::sysfs::{Sysfs, SysfsError};
 use crate::host::Host;
 use crate::model::config::Timing;
@@ -89,6 +89,15 @@ fn is_mine(r: &Record, dom: &Domain, domain_name: &str) -> bool {
     }
 }
 
+/// The records of the stopping domain: by UUID, or by name when the XML could not be read.
+fn records_of<'a>(state: &'a State, dom: &'a Domain, domain_name: &'a str) -> Vec<&'a Record> {
+    if dom.uuid.is_empty() {
+        state.named(domain_name).collect()
+    } else {
+        state.of_domain(&dom.uuid).collect()
+    }
+}
+
 /// Whether `device` is still recorded for this domain.
 fn still_ours(state: &State, dom: &Domain, domain_name: &str, device: &Device) -> bool {
     state
@@ -112,19 +121,19 @@ pub fn release_selected(
     domain_name: &str,
     select: impl Fn(&Device) -> bool,
 ) -> Vec<Device> {
-    let devices: Vec<(Device, bool)> =
-        match lock(host).and_then(|l| super::load_state(host, &l, timing.prepare_grace)) {
-            Ok(state) => state
-                .records
-                .iter()
-                .filter(|r| is_mine(r, dom, domain_name) && select(&r.device))
-                .map(|r| (r.device.clone(), r.created))
-                .collect(),
-            Err(e) => {
-                log::error!("domain '{domain_name}': release: {e}");
-                return Vec::new();
-            }
-        };
+    let devices: Vec<(Device, bool)> = match lock(host)
+        .and_then(|l| super::load_state(host, &l, timing.prepare_grace, Read::Lazy))
+    {
+        Ok(state) => records_of(&state, dom, domain_name)
+            .into_iter()
+            .filter(|r| select(&r.device))
+            .map(|r| (r.device.clone(), r.created))
+            .collect(),
+        Err(e) => {
+            log::error!("domain '{domain_name}': release: {e}");
+            return Vec::new();
+        }
+    };
     let sysfs = &host.sysfs;
     wait_for_driver_cleanup(host, timing, &devices);
     let mut done: Vec<Device> = Vec::new();
@@ -145,12 +154,15 @@ pub fn release_selected(
         }
     }
     let result = lock(host).and_then(|locked| {
-        let mut state = locked.load()?;
-        let before = state.records.len();
-        state
-            .records
-            .retain(|r| !(is_mine(r, dom, domain_name) && done.contains(&r.device)));
-        if state.records.len() != before {
+        let mut state = locked.load_lazy()?;
+        let freed: Vec<&Device> = done
+            .iter()
+            .filter(|d| still_ours(&state, dom, domain_name, d))
+            .collect();
+        for device in &freed {
+            state.remove(device);
+        }
+        if !freed.is_empty() {
             locked.save(&state)?;
         }
         if !left.is_empty() {
@@ -238,7 +250,7 @@ fn release_mdev(
         let Ok(locked) = lock(host) else {
             return false;
         };
-        if !locked.load().is_ok_and(|st| ours(&st)) {
+        if !locked.load_lazy().is_ok_and(|st| ours(&st)) {
             log::info!("mdev {uuid} now belongs to another domain; left alone");
             return false;
         }
@@ -283,7 +295,7 @@ fn release_nvidia_vf(
         let Ok(locked) = lock(host) else {
             return false;
         };
-        if !locked.load().is_ok_and(|st| ours(&st)) {
+        if !locked.load_lazy().is_ok_and(|st| ours(&st)) {
             log::info!("VF {vf} now belongs to another domain; its vGPU type is left alone");
             return true;
         }

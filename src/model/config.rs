@@ -5,6 +5,7 @@
 //! the one line `virsh start` prints. Addresses are normalised here so that the rest of the program
 //! only ever sees [`PciAddress`] and validated parent names.
 
+use std::collections::HashSet;
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -304,12 +305,13 @@ impl Source<'_> {
         items: Vec<Spanned<String>>,
     ) -> Result<Vec<PciAddress>, ConfigError> {
         let mut out: Vec<PciAddress> = Vec::new();
+        let mut seen = HashSet::new();
         for item in items {
             let addr: PciAddress = item
                 .get_ref()
                 .parse()
                 .map_err(|e| self.invalid(Some(item.span()), format!("{key}: {e}")))?;
-            if !out.contains(&addr) {
+            if seen.insert(addr) {
                 out.push(addr);
             }
         }
@@ -318,11 +320,12 @@ impl Source<'_> {
 
     fn parents(&self, items: Vec<Spanned<String>>) -> Result<Vec<ParentName>, ConfigError> {
         let mut out = Vec::new();
+        let mut seen = HashSet::new();
         for item in items {
             let name = ParentName::parse(item.get_ref()).map_err(|e: NameError| {
                 self.invalid(Some(item.span()), format!("mdev_parents: {e}"))
             })?;
-            if !out.contains(&name) {
+            if seen.insert(name.clone()) {
                 out.push(name);
             }
         }

@@ -45,6 +45,31 @@ impl PciAddress {
         })
     }
 
+    /// The address `s` spells (`0000:82:00.0`, or `82:00.0` in domain 0), or `None`: for text
+    /// that may or may not be an address (an mdev parent's name), without building an error.
+    pub fn from_text(s: &str) -> Option<Self> {
+        let hex = |p: &str, max_len: usize| -> Option<u32> {
+            if p.is_empty() || p.len() > max_len || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            u32::from_str_radix(p, 16).ok()
+        };
+        let (rest, function) = s.rsplit_once('.')?;
+        let mut parts = rest.split(':');
+        let (first, second, third) = (parts.next()?, parts.next()?, parts.next());
+        if parts.next().is_some() {
+            return None;
+        }
+        let (domain, bus, slot) = match third {
+            None => (0, hex(first, 2)?, hex(second, 2)?),
+            Some(slot) => (hex(first, 8)?, hex(second, 2)?, hex(slot, 2)?),
+        };
+        if function.len() != 1 {
+            return None;
+        }
+        Self::new(domain, bus as u8, slot as u8, hex(function, 1)? as u8)
+    }
+
     /// Builds an address from libvirt's `<address domain='0x0000' bus='0x04' slot='0x02'
     /// function='0x0'/>` attributes (hex with `0x`, or decimal as libvirt also accepts).
     pub fn from_libvirt(domain: &str, bus: &str, slot: &str, function: &str) -> Option<Self> {
@@ -91,32 +116,9 @@ impl FromStr for PciAddress {
     type Err = ParsePciError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParsePciError {
+        Self::from_text(s).ok_or_else(|| ParsePciError {
             input: crate::printable(s, 40),
-        };
-        let hex = |p: &str, max_len: usize| -> Option<u32> {
-            if p.is_empty() || p.len() > max_len || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return None;
-            }
-            u32::from_str_radix(p, 16).ok()
-        };
-        let (rest, function) = s.rsplit_once('.').ok_or_else(err)?;
-        let parts: Vec<&str> = rest.split(':').collect();
-        let (domain, bus, slot) = match parts.as_slice() {
-            [bus, slot] => (Some(0), hex(bus, 2), hex(slot, 2)),
-            [domain, bus, slot] => (hex(domain, 8), hex(bus, 2), hex(slot, 2)),
-            _ => return Err(err()),
-        };
-        let function = if function.len() == 1 {
-            hex(function, 1)
-        } else {
-            None
-        };
-        match (domain, bus, slot, function) {
-            (Some(d), Some(b), Some(sl), Some(f)) => Self::new(d, b as u8, sl as u8, f as u8),
-            _ => None,
-        }
-        .ok_or_else(err)
+        })
     }
 }
 

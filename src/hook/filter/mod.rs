@@ -16,6 +16,7 @@ use std::ops::Range;
 
 use super::HookError;
 use crate::alloc::refusal::Refusal;
+use crate::host::state::Read;
 use crate::host::Host;
 use crate::model::config::Config;
 use crate::model::domain::Domain;
@@ -64,7 +65,12 @@ pub fn filter(
     if dom.requests.is_empty() {
         return Ok(None);
     }
-    let state = super::load_state(host, &host.state.lock()?, config.timing.prepare_grace)?;
+    let state = super::load_state(
+        host,
+        &host.state.lock()?,
+        config.timing.prepare_grace,
+        Read::Lazy,
+    )?;
     let live = host.liveness(config.timing.prepare_grace);
     let mut edits = vf::edits(host, config, dom, xml, &state, &live)?;
     edits.extend(mdev::edits(host, config, dom, xml, &state, &live)?);

@@ -1,11 +1,16 @@
 //! Who holds which device: the hook's only memory between calls.
 //!
 //! sysfs says what exists; this says who it belongs to. Records live in one JSON file under
-//! `/run/vgpu-hook` (0700), which the kernel empties at boot together with every mdev and VF
+//! `/run/vgpu-hook` (0700), one record per line ([`lines`]), which the kernel empties at boot together with every mdev and VF
 //! setting, so the lifetimes match. Hooks for different domains run concurrently, so every reader
 //! and writer takes an exclusive `flock` on a separate lock file, and every write is atomic
 //! (temp file, fsync, rename, fsync of the directory): a crash leaves the old file or the new one,
-//! never half of one. A record whose domain is no longer running is stale and is dropped when met.
+//! never half of one. A record whose domain is no longer running is stale and is dropped when met
+//! (by a start that reads it; every one by a reconnect and by `vgpuctl reconcile`).
+//!
+//! The hook reads the file lazily ([`Locked::load_lazy`]): a question about a device or a
+//! domain parses only the lines that can name it, and a save writes the others back as read.
+//! vgpuctl and the reconnect read it whole ([`Locked::load`]).
 //!
 //! The file carries a format version ([`FORMAT_VERSION`]). The rule for upgrades: a hook reads
 //! every version up to its own, and a later version only adds fields with defaults, so the new
@@ -27,6 +32,9 @@ use crate::host::atomic::Durability;
 use crate::host::lockfile::NotTaken;
 use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
+
+mod lines;
+use lines::{needle, Unread};
 
 /// Default state directory.
 pub const DEFAULT_DIR: &str = "/run/vgpu-hook";
@@ -87,13 +95,22 @@ pub struct Record {
 }
 
 /// All records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     /// The format version (files written before versions existed are version 1).
-    #[serde(default = "first_version")]
     pub version: u32,
-    /// The records, in the order they were made.
+    /// The records read (every one, for a whole read) or made, in the order they were made.
     pub records: Vec<Record>,
+    /// The records of a lazy read not parsed (yet), as their lines.
+    unread: Vec<Unread>,
+}
+
+/// The data file as serde reads a file of any shape, and as vgpuctl shows it.
+#[derive(Serialize, Deserialize)]
+struct Document {
+    #[serde(default = "first_version")]
+    version: u32,
+    records: Vec<Record>,
 }
 
 fn first_version() -> u32 {
@@ -102,53 +119,122 @@ fn first_version() -> u32 {
 
 impl Default for State {
     fn default() -> Self {
-        State {
-            version: FORMAT_VERSION,
-            records: Vec::new(),
+        State::from_records(Vec::new())
+    }
+}
+
+impl Device {
+    /// How the file spells the device's key (its UUID or address, as a JSON string): every
+    /// line about the device contains it.
+    fn needle(&self) -> String {
+        match self {
+            Device::Mdev { uuid } => needle(uuid.as_str()),
+            Device::Vf { address } => needle(&address.to_string()),
         }
     }
 }
 
 impl State {
+    /// A state of these records, in this program's format.
+    pub fn from_records(records: Vec<Record>) -> Self {
+        State {
+            version: FORMAT_VERSION,
+            records,
+            unread: Vec::new(),
+        }
+    }
+
     /// The record for a device, if any.
     pub fn owner(&self, device: &Device) -> Option<&Record> {
-        self.records.iter().find(|r| &r.device == device)
+        if let Some(r) = self.records.iter().find(|r| &r.device == device) {
+            return Some(r);
+        }
+        let needle = device.needle();
+        self.unread
+            .iter()
+            .filter_map(|u| u.about(&needle))
+            .find(|r| &r.device == device)
     }
 
     /// Records of one domain (by UUID).
     pub fn of_domain<'a>(&'a self, domain_uuid: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
-        self.records
+        let read = self
+            .records
             .iter()
-            .filter(move |r| r.domain_uuid == domain_uuid)
+            .filter(move |r| r.domain_uuid == domain_uuid);
+        read.chain(self.unread_about(&needle(domain_uuid), move |r| r.domain_uuid == domain_uuid))
+    }
+
+    /// Records of the domains named `name` (release by name, when the XML is unreadable).
+    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
+        let read = self.records.iter().filter(move |r| r.domain_name == name);
+        read.chain(self.unread_about(&needle(name), move |r| r.domain_name == name))
+    }
+
+    /// The unread records whose line contains `needle` and that `keep` accepts.
+    fn unread_about<'a>(
+        &'a self,
+        needle: &str,
+        keep: impl Fn(&Record) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Record> + 'a {
+        let needle = needle.to_string();
+        self.unread
+            .iter()
+            .filter_map(move |u| u.about(&needle))
+            .filter(move |r| keep(r))
     }
 
     /// Adds or replaces the record for `record.device`.
     pub fn put(&mut self, record: Record) {
-        self.records.retain(|r| r.device != record.device);
+        self.remove(&record.device);
         self.records.push(record);
     }
 
     /// Removes the record of a device.
     pub fn remove(&mut self, device: &Device) {
         self.records.retain(|r| &r.device != device);
+        let needle = device.needle();
+        self.unread
+            .retain(|u| u.about(&needle).is_none_or(|r| &r.device != device));
     }
 
     /// Drops records that no longer hold anything: the domain is not running (per `live`) and
     /// the device is gone (`exists` says there is nothing left to undo). A stopped domain's record whose device still
     /// exists stays until its own `release` runs (which may be seconds away, waiting for the
     /// driver's clean-up) or another domain claims the device; until then it no longer counts
-    /// as holding (see [`Liveness::holds`]). Returns what was dropped.
+    /// as holding (see [`Liveness::holds`]). Of a lazy read, only the records a question
+    /// concerned are judged. Returns what was dropped.
     pub fn drop_stale(&mut self, live: &Liveness, exists: impl Fn(&Record) -> bool) -> Vec<Record> {
-        let (keep, stale): (Vec<Record>, Vec<Record>) = std::mem::take(&mut self.records)
+        let holds = |r: &Record| live.holds(r) || exists(r);
+        let (keep, mut stale): (Vec<Record>, Vec<Record>) = std::mem::take(&mut self.records)
             .into_iter()
-            .partition(|r| live.holds(r) || exists(r));
+            .partition(holds);
         self.records = keep;
+        let (unread, gone): (Vec<Unread>, Vec<Unread>) = std::mem::take(&mut self.unread)
+            .into_iter()
+            .partition(|u| u.parsed().is_none_or(holds));
+        self.unread = unread;
+        stale.extend(gone.iter().filter_map(Unread::parsed).cloned());
         stale
     }
 
     /// The record of a device if its domain still holds it.
     pub fn holder<'a>(&'a self, device: &Device, live: &Liveness) -> Option<&'a Record> {
         self.owner(device).filter(|r| live.holds(r))
+    }
+
+    /// The file's text: unread lines as read, then the records.
+    fn text(&self) -> Result<String, serde_json::Error> {
+        let made = self
+            .records
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<String>, _>>()?;
+        let read = self.unread.iter().map(Unread::line);
+        Ok(lines::join(
+            FORMAT_VERSION,
+            read.chain(made.iter().map(String::as_str)),
+        ))
     }
 }
 
@@ -276,7 +362,12 @@ impl StateDir {
 
     /// Reads the state without locking (for display only; may be momentarily stale).
     pub fn peek(&self) -> Result<State, StateError> {
-        read_state(&self.dir.join(DATA_FILE))
+        read_state(&self.dir.join(DATA_FILE), Read::Whole)
+    }
+
+    /// [`StateDir::peek`], lazily: for a question about one domain.
+    pub fn peek_lazy(&self) -> Result<State, StateError> {
+        read_state(&self.dir.join(DATA_FILE), Read::Lazy)
     }
 
     /// The directory must be a real directory (not a symlink) owned by this program's user;
@@ -331,7 +422,61 @@ fn unsafe_or_io(path: &Path, e: io::Error) -> StateError {
     }
 }
 
-fn read_state(path: &Path) -> Result<State, StateError> {
+/// How much of the file a read parses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Every record.
+    Whole,
+    /// Nothing yet: the records are parsed when a question concerns them.
+    Lazy,
+}
+
+fn read_state(path: &Path, read: Read) -> Result<State, StateError> {
+    let Some(text) = read_file(path)? else {
+        return Ok(State::default());
+    };
+    let corrupt = |message: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let state = match lines::split(&text) {
+        Some((version, lines)) if read == Read::Lazy => State {
+            version,
+            records: Vec::new(),
+            unread: lines.into_iter().map(Unread::new).collect(),
+        },
+        Some((version, lines)) => State {
+            version,
+            records: lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    serde_json::from_str(l).map_err(|e| corrupt(format!("record {}: {e}", i + 1)))
+                })
+                .collect::<Result<_, _>>()?,
+            unread: Vec::new(),
+        },
+        None => {
+            let doc: Document = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+            State {
+                version: doc.version,
+                records: doc.records,
+                unread: Vec::new(),
+            }
+        }
+    };
+    if state.version > FORMAT_VERSION {
+        return Err(StateError::Newer {
+            path: path.to_path_buf(),
+            version: state.version,
+        });
+    }
+    Ok(state)
+}
+
+/// The data file's text, or `None` when there is none; never through a symlink, only a
+/// regular file.
+fn read_file(path: &Path) -> Result<Option<String>, StateError> {
     use std::io::Read;
     let file = OpenOptions::new()
         .read(true)
@@ -339,7 +484,7 @@ fn read_state(path: &Path) -> Result<State, StateError> {
         .open(path);
     let mut file = match file {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(unsafe_or_io(path, e)),
     };
     if !file.metadata().is_ok_and(|m| m.is_file()) {
@@ -354,18 +499,12 @@ fn read_state(path: &Path) -> Result<State, StateError> {
             path: path.to_path_buf(),
             source,
         })?;
-    let corrupt = |message: String| StateError::Corrupt {
-        path: path.to_path_buf(),
-        message,
-    };
-    let state: State = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    if state.version > FORMAT_VERSION {
-        return Err(StateError::Newer {
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| StateError::Corrupt {
             path: path.to_path_buf(),
-            version: state.version,
-        });
-    }
-    Ok(state)
+            message: e.to_string(),
+        })
 }
 
 impl Locked {
@@ -374,16 +513,25 @@ impl Locked {
         &self.dir
     }
 
-    /// Reads the state.
+    /// Reads the state, every record.
     pub fn load(&self) -> Result<State, StateError> {
-        read_state(&self.dir.join(DATA_FILE))
+        read_state(&self.dir.join(DATA_FILE), Read::Whole)
     }
 
-    /// Reads the state; a data file that cannot be read is moved aside (kept, for the operator)
-    /// and `rebuild` makes the records anew from what the host shows. A newer format or an
-    /// unsafe path is still an error: neither may be guessed at or written through.
-    pub fn load_or_rebuild(&self, rebuild: impl FnOnce() -> State) -> Result<State, StateError> {
-        match self.load() {
+    /// Reads the state, parsing records only when a question concerns them (see [`lines`]).
+    pub fn load_lazy(&self) -> Result<State, StateError> {
+        read_state(&self.dir.join(DATA_FILE), Read::Lazy)
+    }
+
+    /// Reads the state as `read` says; a data file that cannot be read is moved aside (kept,
+    /// for the operator) and `rebuild` makes the records anew from what the host shows. A newer
+    /// format or an unsafe path is still an error: neither may be guessed at or written through.
+    pub fn load_or_rebuild(
+        &self,
+        read: Read,
+        rebuild: impl FnOnce() -> State,
+    ) -> Result<State, StateError> {
+        match read_state(&self.dir.join(DATA_FILE), read) {
             Err(StateError::Corrupt { path, message }) => {
                 let aside = self.dir.join(format!("{DATA_FILE}.damaged-{}", now_secs()));
                 fs::rename(&path, &aside).map_err(|source| StateError::Io {
@@ -425,16 +573,11 @@ impl Locked {
     /// Replaces the state atomically.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let path = self.dir.join(DATA_FILE);
-        let state = State {
-            version: FORMAT_VERSION,
-            records: state.records.clone(),
-        };
-        let mut json = serde_json::to_vec_pretty(&state).map_err(|e| StateError::Io {
+        let text = state.text().map_err(|e| StateError::Io {
             path: path.clone(),
             source: io::Error::other(e),
         })?;
-        json.push(b'\n');
-        self.replace(&path, &json)
+        self.replace(&path, text.as_bytes())
     }
 
     /// Writes `bytes` to a temp file beside `path`, syncs it, renames it over `path` and syncs
@@ -617,6 +760,116 @@ mod tests {
             e.contains(DATA_FILE) && e.contains("vgpuctl reconcile"),
             "{e}"
         );
+    }
+
+    /// A locked state dir holding records of `names` (saved in this program's form).
+    fn saved(t: &tempfile::TempDir, names: &[&str]) -> (Locked, Vec<Record>) {
+        let l = StateDir::new(t.path()).lock().unwrap();
+        let records: Vec<Record> = names.iter().map(|n| record(n, 1)).collect();
+        l.save(&State::from_records(records.clone())).unwrap();
+        (l, records)
+    }
+
+    fn data(t: &tempfile::TempDir) -> String {
+        fs::read_to_string(t.path().join(DATA_FILE)).unwrap()
+    }
+
+    #[test]
+    fn a_lazy_read_answers_as_a_whole_one() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, records) = saved(&t, &["a", "b", "c"]);
+        let lazy = l.load_lazy().unwrap();
+        assert_eq!(lazy.owner(&records[1].device), Some(&records[1]));
+        assert_eq!(lazy.of_domain("uuid-c").collect::<Vec<_>>(), [&records[2]]);
+        assert_eq!(lazy.named("a").collect::<Vec<_>>(), [&records[0]]);
+        assert!(lazy.owner(&record("d", 1).device).is_none());
+    }
+
+    #[test]
+    fn a_lazy_read_parses_only_the_lines_a_question_can_concern() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, records) = saved(&t, &["a", "b"]);
+        let lazy = l.load_lazy().unwrap();
+        lazy.owner(&records[0].device);
+        let parsed: Vec<_> = lazy.unread.iter().map(|u| u.parsed().is_some()).collect();
+        assert_eq!(parsed, [true, false]);
+    }
+
+    #[test]
+    fn a_save_after_a_lazy_read_keeps_the_other_lines_as_read() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, _) = saved(&t, &["a", "b"]);
+        let before = data(&t);
+        let mut lazy = l.load_lazy().unwrap();
+        lazy.put(record("c", 1));
+        l.save(&lazy).unwrap();
+        let after = data(&t);
+        let kept =
+            before.lines().nth(1).unwrap().to_string() + "\n" + before.lines().nth(2).unwrap();
+        assert!(after.contains(&kept), "{after}");
+        assert_eq!(l.load().unwrap().records.len(), 3);
+    }
+
+    #[test]
+    fn a_record_removed_after_a_lazy_read_is_gone_from_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, records) = saved(&t, &["a", "b"]);
+        let mut lazy = l.load_lazy().unwrap();
+        lazy.remove(&records[0].device);
+        l.save(&lazy).unwrap();
+        assert_eq!(l.load().unwrap().records, [records[1].clone()]);
+    }
+
+    #[test]
+    fn a_pretty_printed_file_of_an_older_vgpu_hook_is_read_whole_either_way() {
+        let t = tempfile::tempdir().unwrap();
+        let l = StateDir::new(t.path()).lock().unwrap();
+        let records = vec![record("a", 1), record("b", 1)];
+        let doc = Document {
+            version: 1,
+            records: records.clone(),
+        };
+        fs::write(
+            t.path().join(DATA_FILE),
+            serde_json::to_vec_pretty(&doc).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(l.load().unwrap().records, records);
+        let lazy = l.load_lazy().unwrap();
+        assert_eq!(lazy.records, records);
+        l.save(&lazy).unwrap();
+        assert!(lines::split(&data(&t)).is_some());
+    }
+
+    #[test]
+    fn a_damaged_line_answers_nothing_in_a_lazy_read_is_kept_and_fails_a_whole_one() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, records) = saved(&t, &["a", "b"]);
+        let text = data(&t).replacen("\"created\":true", "\"created\":maybe", 1);
+        fs::write(t.path().join(DATA_FILE), &text).unwrap();
+        let mut lazy = l.load_lazy().unwrap();
+        assert!(lazy.owner(&records[0].device).is_none());
+        assert_eq!(lazy.owner(&records[1].device), Some(&records[1]));
+        lazy.put(record("c", 1));
+        l.save(&lazy).unwrap();
+        assert!(data(&t).contains("\"created\":maybe"));
+        let e = l.load().unwrap_err().to_string();
+        assert!(
+            e.contains("record 1") && e.contains("vgpuctl reconcile"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_lazy_read_judges_only_the_records_it_read_for_staleness() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, records) = saved(&t, &["gone", "other"]);
+        let live = live_on_this_host(t.path(), Duration::ZERO);
+        let mut lazy = l.load_lazy().unwrap();
+        lazy.owner(&records[0].device);
+        let stale = lazy.drop_stale(&live, |_| false);
+        assert_eq!(stale, [records[0].clone()]);
+        assert_eq!(lazy.owner(&records[1].device), Some(&records[1]));
     }
 
     #[test]
