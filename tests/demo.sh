@@ -123,7 +123,7 @@ show() {
     echo
   done
   echo "  owners (state):"
-  sed -n 's/.*"domain_name": "\(.*\)".*/    \1/p' "$work/state/owners.json" 2>/dev/null || true
+  sed -n 's/.*"domain_name":"\([^"]*\)".*/    \1/p' "$work/state/owners.json" 2>/dev/null || true
 }
 
 mdev_vm win11 6f2e9a4c-8d1b-4c1e-9a41-000000000001 "GRID P40-2Q"
@@ -138,7 +138,7 @@ show
 start win11; start win10; show
 start cad; show
 start render
-start mxgpu; echo "  VF 0000:04:00.4 owner: $(sed -n 's/.*"domain_name": "\(mxgpu\)".*/\1/p' "$work/state/owners.json")"
+start mxgpu; echo "  VF 0000:04:00.4 owner: $(sed -n 's/.*"domain_name":"\(mxgpu\)".*/\1/p' "$work/state/owners.json")"
 start mxgpu2
 stop win11; stop win10; show
 start render; show

@@ -319,13 +319,13 @@ impl Source<'_> {
     }
 
     fn parents(&self, items: Vec<Spanned<String>>) -> Result<Vec<ParentName>, ConfigError> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for item in items {
+        let mut out = Vec::with_capacity(items.len());
+        let mut seen = HashSet::with_capacity(items.len());
+        for item in &items {
             let name = ParentName::parse(item.get_ref()).map_err(|e: NameError| {
                 self.invalid(Some(item.span()), format!("mdev_parents: {e}"))
             })?;
-            if seen.insert(name.clone()) {
+            if seen.insert(item.get_ref().as_str()) {
                 out.push(name);
             }
         }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{dash, framebuffer_from_name, Table, JSON_VERSION};
 use crate::alloc::inventory::{self, Generation, MdevGpu, MdevState};
 use crate::host::state::{Device, Liveness, State};
-use crate::host::sysfs::Sysfs;
+use crate::host::sysfs::{LiveMdev, MdevType, Sysfs};
 use crate::model::config::Config;
 use crate::model::config::PfKind;
 use crate::model::names::ParentName;
@@ -74,18 +74,50 @@ pub struct TypeReport {
     pub available_instances: u32,
 }
 
-fn mdev_types_of(sysfs: &Sysfs, parents: &[ParentName]) -> Vec<TypeReport> {
-    let live = sysfs.live_mdevs();
+/// What a report has read once and every GPU shares: the live mdevs, and each type's name and
+/// description by type id. The mdev core names a type `<driver>-<driver's name for it>`, so an
+/// id is one type of one driver on every parent (NVIDIA's are one table for all boards): a board
+/// of 32 VFs is read for its names once, not 32 times.
+struct Seen {
+    live: Vec<LiveMdev>,
+    types: BTreeMap<String, MdevType>,
+}
+
+impl Seen {
+    fn new(sysfs: &Sysfs) -> Self {
+        Seen {
+            live: sysfs.live_mdevs(),
+            types: BTreeMap::new(),
+        }
+    }
+
+    /// The types `parent` offers, names and descriptions read only for ids not seen before.
+    fn types_of(&mut self, sysfs: &Sysfs, parent: &ParentName) -> Vec<MdevType> {
+        sysfs
+            .mdev_type_ids(parent)
+            .into_iter()
+            .map(|id| {
+                self.types
+                    .entry(id.clone())
+                    .or_insert_with(|| sysfs.mdev_type(parent, id))
+                    .clone()
+            })
+            .collect()
+    }
+}
+
+fn mdev_types_of(sysfs: &Sysfs, seen: &mut Seen, parents: &[ParentName]) -> Vec<TypeReport> {
     let mut by_id: BTreeMap<String, TypeReport> = BTreeMap::new();
     let mut existing: BTreeMap<String, u32> = BTreeMap::new();
     let mut described_max: BTreeMap<String, bool> = BTreeMap::new();
     for p in parents {
-        for t in sysfs.mdev_types(p) {
+        for t in seen.types_of(sysfs, p) {
             let avail = crate::model::names::TypeId::parse(&t.id)
                 .ok()
                 .and_then(|id| sysfs.available_instances(p, &id).ok())
                 .unwrap_or(0);
-            let here = live
+            let here = seen
+                .live
                 .iter()
                 .filter(|m| m.parent == p.as_str() && m.type_id == t.id)
                 .count() as u32;
@@ -157,9 +189,10 @@ fn nvidia_vfio_types(sysfs: &Sysfs, pf: PciAddress, held: &[PciAddress]) -> Vec<
 /// Builds the `types` report: the configured mdev sources, then the other SR-IOV PFs.
 pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Liveness) -> TypesReport {
     let held = held_vfs(state, live);
+    let mut seen = Seen::new(sysfs);
     let mut gpus: Vec<GpuReport> = inventory::mdev_gpus(config, sysfs)
         .iter()
-        .map(|g| mdev_gpu_report(config, sysfs, g, &held))
+        .map(|g| mdev_gpu_report(config, sysfs, &mut seen, g, &held))
         .collect();
     gpus.extend(
         config
@@ -175,7 +208,13 @@ pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Livene
 }
 
 /// One configured NVIDIA GPU or mdev parent, by what it offers now.
-fn mdev_gpu_report(config: &Config, sysfs: &Sysfs, g: &MdevGpu, held: &[PciAddress]) -> GpuReport {
+fn mdev_gpu_report(
+    config: &Config,
+    sysfs: &Sysfs,
+    seen: &mut Seen,
+    g: &MdevGpu,
+    held: &[PciAddress],
+) -> GpuReport {
     let mut report = GpuReport {
         gpu: g.key.clone(),
         numa_node: sysfs.numa_node_of(&g.key),
@@ -194,12 +233,11 @@ fn mdev_gpu_report(config: &Config, sysfs: &Sysfs, g: &MdevGpu, held: &[PciAddre
         MdevState::Parents(gen, ps) => {
             report.parents = ps.iter().map(|p| p.to_string()).collect();
             report.vfs = g.pf.filter(|_| *gen == Generation::SriovMdev).map(|pf| {
-                let live_mdevs = sysfs.live_mdevs();
                 vf_counts(sysfs, pf, |v| {
-                    live_mdevs.iter().any(|m| m.parent == v.to_string())
+                    seen.live.iter().any(|m| m.parent == v.to_string())
                 })
             });
-            report.types = mdev_types_of(sysfs, ps);
+            report.types = mdev_types_of(sysfs, seen, ps);
         }
         MdevState::NotMdev => {
             report.vfs = g.pf.map(|pf| {

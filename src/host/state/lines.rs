@@ -24,7 +24,12 @@ const TAIL: &str = "]}";
 /// A file in this form: its version and its record lines (without the separating commas), or
 /// `None` when the text has another shape.
 pub fn split(text: &str) -> Option<(u32, Vec<&str>)> {
-    let mut lines = text.lines();
+    let mut start = 0;
+    let mut lines = memchr::memchr_iter(b'\n', text.as_bytes()).map(|end| {
+        let line = &text[start..end];
+        start = end + 1;
+        line
+    });
     let version = lines
         .next()?
         .strip_prefix(HEAD_START)?
@@ -113,10 +118,9 @@ impl Unread {
         self.parsed.get().and_then(Option::as_ref)
     }
 
-    /// The record when the line contains `needle` (a JSON string as the file spells it, quotes
-    /// included): only such a line can be about it.
-    pub fn about(&self, needle: &str) -> Option<&Record> {
-        if self.line.contains(needle) {
+    /// The record when the line contains `needle`: only such a line can be about it.
+    pub fn about(&self, needle: &Needle) -> Option<&Record> {
+        if needle.0.find(self.line.as_bytes()).is_some() {
             self.record()
         } else {
             None
@@ -124,9 +128,16 @@ impl Unread {
     }
 }
 
-/// `s` as a JSON string, quotes included: how the file spells a value.
-pub fn needle(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
+/// A value as the file spells it (a JSON string, quotes included), ready to be looked for in
+/// many lines.
+pub struct Needle(memchr::memmem::Finder<'static>);
+
+impl Needle {
+    /// The needle for the string value `s`.
+    pub fn new(s: &str) -> Self {
+        let json = serde_json::to_string(s).unwrap_or_default();
+        Needle(memchr::memmem::Finder::new(json.as_bytes()).into_owned())
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
 
 mod lines;
-use lines::{needle, Unread};
+use lines::{Needle, Unread};
 
 /// Default state directory.
 pub const DEFAULT_DIR: &str = "/run/vgpu-hook";
@@ -126,10 +126,10 @@ impl Default for State {
 impl Device {
     /// How the file spells the device's key (its UUID or address, as a JSON string): every
     /// line about the device contains it.
-    fn needle(&self) -> String {
+    fn needle(&self) -> Needle {
         match self {
-            Device::Mdev { uuid } => needle(uuid.as_str()),
-            Device::Vf { address } => needle(&address.to_string()),
+            Device::Mdev { uuid } => Needle::new(uuid.as_str()),
+            Device::Vf { address } => Needle::new(&address.to_string()),
         }
     }
 }
@@ -162,22 +162,23 @@ impl State {
             .records
             .iter()
             .filter(move |r| r.domain_uuid == domain_uuid);
-        read.chain(self.unread_about(&needle(domain_uuid), move |r| r.domain_uuid == domain_uuid))
+        read.chain(self.unread_about(Needle::new(domain_uuid), move |r| {
+            r.domain_uuid == domain_uuid
+        }))
     }
 
     /// Records of the domains named `name` (release by name, when the XML is unreadable).
     pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
         let read = self.records.iter().filter(move |r| r.domain_name == name);
-        read.chain(self.unread_about(&needle(name), move |r| r.domain_name == name))
+        read.chain(self.unread_about(Needle::new(name), move |r| r.domain_name == name))
     }
 
     /// The unread records whose line contains `needle` and that `keep` accepts.
     fn unread_about<'a>(
         &'a self,
-        needle: &str,
+        needle: Needle,
         keep: impl Fn(&Record) -> bool + 'a,
     ) -> impl Iterator<Item = &'a Record> + 'a {
-        let needle = needle.to_string();
         self.unread
             .iter()
             .filter_map(move |u| u.about(&needle))

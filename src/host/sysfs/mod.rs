@@ -272,21 +272,29 @@ impl Sysfs {
 
     /// The types a parent supports, with names and descriptions.
     pub fn mdev_types(&self, parent: &ParentName) -> Vec<MdevType> {
-        let dir = self.mdev_parent_dir(parent).join("mdev_supported_types");
-        Self::list_dir(&dir)
+        self.mdev_type_ids(parent)
             .into_iter()
-            .map(|id| {
-                let t = dir.join(&id);
-                MdevType {
-                    name: self.read(&t.join("name")).ok().filter(|s| !s.is_empty()),
-                    description: self
-                        .read(&t.join("description"))
-                        .ok()
-                        .filter(|s| !s.is_empty()),
-                    id,
-                }
-            })
+            .map(|id| self.mdev_type(parent, id))
             .collect()
+    }
+
+    /// The type ids a parent supports.
+    pub fn mdev_type_ids(&self, parent: &ParentName) -> Vec<String> {
+        Self::list_dir(&self.mdev_parent_dir(parent).join("mdev_supported_types"))
+    }
+
+    /// One type of a parent, with its name and description.
+    pub fn mdev_type(&self, parent: &ParentName, id: String) -> MdevType {
+        let t = self
+            .mdev_parent_dir(parent)
+            .join("mdev_supported_types")
+            .join(&id);
+        let attr = |name: &str| self.read(&t.join(name)).ok().filter(|s| !s.is_empty());
+        MdevType {
+            name: attr("name"),
+            description: attr("description"),
+            id,
+        }
     }
 
     /// The type ids of a parent with their `name` (only the name: matching a profile needs
