@@ -1,7 +1,8 @@
 //! vgpuctl's in-place rewrite: on any domain document that parses, attaching devices and then
 //! detaching them gives back the input byte for byte (what the attach added or opened is
-//! recorded, so nothing needs telling apart afterwards), and the attached document is
-//! well-formed (one root, it parses again and has what was attached).
+//! recorded, so nothing needs telling apart afterwards; a document that already carries an
+//! earlier attach's record gets that one undone too), and the attached document is well-formed
+//! (one root, it parses again and has what was attached).
 //!
 //! Input: the first byte picks which devices to attach, the rest is the document.
 #![no_main]
@@ -50,6 +51,14 @@ fn devices(pick: u8) -> Vec<NewDevice> {
     out
 }
 
+/// Whether our element's start tag carries a record of what an attach created.
+fn carries_record(doc: &str) -> bool {
+    xmledit::metadata_element(doc)
+        .ok()
+        .flatten()
+        .is_some_and(|e| e.split('>').next().is_some_and(|tag| tag.contains("created")))
+}
+
 fn selector(d: &NewDevice) -> Selector {
     match d {
         NewDevice::Mdev(m) => Selector::Uuid(m.uuid.clone()),
@@ -95,6 +104,11 @@ fuzz_target!(|data: &[u8]| {
         back = xmledit::detach(&back, &selector(d))
             .unwrap_or_else(|e| panic!("detach of an attached device failed: {e}\n{attached}"))
             .xml;
+    }
+    if carries_record(doc) {
+        // An earlier attach's record came in with the document: detach undoes what it names
+        // too (that attach's <metadata>, our element), so the input is not what comes back.
+        return;
     }
     assert!(
         back == doc,

@@ -69,7 +69,8 @@ pub fn check_room(ctx: &mut Ctx<'_>, reqs: &[&MdevRequest]) -> Result<(), Refusa
     for req in reqs {
         let gpus = allowed_gpus(ctx, req)?;
         let mut survey = survey(ctx, req, &gpus, Probe::LeaveAsIs);
-        let order = placement::order(&survey.candidates, ctx.config.placement);
+        let candidates = std::mem::take(&mut survey.candidates);
+        let order = placement::order(&candidates, ctx.config.placement);
         let free = order.iter().find(|c| {
             let used = taken.get(&room_key(c)).copied().unwrap_or(0);
             c.available > used
@@ -411,9 +412,11 @@ fn create_first(ctx: &mut Ctx<'_>, req: &MdevRequest, mut survey: Survey) -> Res
     let label = req.want.to_string();
     // What a refused create's errno means, said once however many GPUs answered it.
     let mut meanings: BTreeSet<String> = BTreeSet::new();
-    for c in placement::order(&survey.candidates, ctx.config.placement) {
+    // Taken out while the survey records each failure, and put back for the verdict.
+    let candidates = std::mem::take(&mut survey.candidates);
+    for c in placement::order(&candidates, ctx.config.placement) {
         match sysfs.create_mdev(&c.parent, &c.type_id, &req.uuid, timing.device_wait) {
-            Ok(()) => return finish_create(ctx, req, &c, &timing),
+            Ok(()) => return finish_create(ctx, req, c, &timing),
             Err(e) => {
                 log::warn!(
                     "domain '{}': create {} on {}: {e}",
@@ -435,6 +438,7 @@ fn create_first(ctx: &mut Ctx<'_>, req: &MdevRequest, mut survey: Survey) -> Res
             }
         }
     }
+    survey.candidates = candidates;
     let waitable = survey.waitable(timing.boot_window, ctx.host.procfs.uptime());
     Err(Failure {
         waitable,

@@ -29,12 +29,8 @@ pub struct Candidate {
 }
 
 /// The candidates with room, best first.
-pub fn order(candidates: &[Candidate], policy: Placement) -> Vec<Candidate> {
-    let mut c: Vec<Candidate> = candidates
-        .iter()
-        .filter(|c| c.available > 0)
-        .cloned()
-        .collect();
+pub fn order(candidates: &[Candidate], policy: Placement) -> Vec<&Candidate> {
+    let mut c: Vec<&Candidate> = candidates.iter().filter(|c| c.available > 0).collect();
     match policy {
         Placement::Pack => {
             c.sort_by_key(|c| (c.numa_distance, !c.gpu_hosts_type, c.gpu_free, c.gpu_index))
@@ -62,7 +58,7 @@ mod tests {
         }
     }
 
-    fn gpus(v: Vec<Candidate>) -> Vec<usize> {
+    fn gpus(v: Vec<&Candidate>) -> Vec<usize> {
         v.iter().map(|c| c.gpu_index).collect()
     }
 

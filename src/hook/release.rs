@@ -155,14 +155,11 @@ pub fn release_selected(
     }
     let result = lock(host).and_then(|locked| {
         let mut state = locked.load_lazy()?;
-        let freed: Vec<&Device> = done
-            .iter()
-            .filter(|d| still_ours(&state, dom, domain_name, d))
-            .collect();
-        for device in &freed {
-            state.remove(device);
+        let mut freed = false;
+        for device in &done {
+            freed |= state.remove_if(device, |r| is_mine(r, dom, domain_name));
         }
-        if !freed.is_empty() {
+        if freed {
             locked.save(&state)?;
         }
         if !left.is_empty() {

@@ -57,22 +57,26 @@ impl Table {
                 widths[i] = widths[i].max(c.chars().count());
             }
         }
-        let mut line = |cells: &[String]| -> io::Result<()> {
-            let mut s = String::new();
+        // The whole table in one write: a host of thousands of types prints one row each.
+        let mut out = String::new();
+        let mut line = |cells: &[String]| {
+            let start = out.len();
             for (i, width) in widths.iter().enumerate() {
                 let c = cells.get(i).map(String::as_str).unwrap_or("");
-                s.push_str(c);
+                out.push_str(c);
                 if i + 1 < n {
-                    s.extend(std::iter::repeat_n(' ', width - c.chars().count() + 2));
+                    out.extend(std::iter::repeat_n(' ', width - c.chars().count() + 2));
                 }
             }
-            writeln!(w, "{}", s.trim_end())
+            let end = out[start..].trim_end().len() + start;
+            out.truncate(end);
+            out.push('\n');
         };
-        line(&self.headers)?;
+        line(&self.headers);
         for r in &self.rows {
-            line(r)?;
+            line(r);
         }
-        Ok(())
+        w.write_all(out.as_bytes())
     }
 }
 

@@ -14,6 +14,7 @@
 //! always was, and written in this form by the next save.
 
 use std::cell::OnceCell;
+use std::ops::Range;
 
 use super::Record;
 
@@ -21,36 +22,36 @@ const HEAD_START: &str = "{\"version\":";
 const HEAD_END: &str = ",\"records\":[";
 const TAIL: &str = "]}";
 
-/// A file in this form: its version and its record lines (without the separating commas), or
-/// `None` when the text has another shape.
-pub fn split(text: &str) -> Option<(u32, Vec<&str>)> {
+/// A file in this form: its version and where its record lines are (without the separating
+/// commas), or `None` when the text has another shape.
+pub fn split(text: &str) -> Option<(u32, Vec<Range<usize>>)> {
     let mut start = 0;
     let mut lines = memchr::memchr_iter(b'\n', text.as_bytes()).map(|end| {
-        let line = &text[start..end];
+        let line = start..end;
         start = end + 1;
         line
     });
-    let version = lines
-        .next()?
+    let version = text[lines.next()?]
         .strip_prefix(HEAD_START)?
         .strip_suffix(HEAD_END)?
         .parse()
         .ok()?;
-    let mut body: Vec<&str> = lines.collect();
-    if body.pop()? != TAIL {
+    let mut body: Vec<Range<usize>> = lines.collect();
+    if &text[body.pop()?] != TAIL {
         return None;
     }
     let last = body.len().saturating_sub(1);
     for (i, line) in body.iter_mut().enumerate() {
-        let record = if i < last {
-            line.strip_suffix(',')?
-        } else {
-            *line
-        };
+        if i < last {
+            if !text[line.clone()].ends_with(',') {
+                return None;
+            }
+            line.end -= 1;
+        }
+        let record = &text[line.clone()];
         if !(record.starts_with('{') && record.ends_with('}')) {
             return None;
         }
-        *line = record;
     }
     Some((version, body))
 }
@@ -74,38 +75,49 @@ pub fn join<'a>(version: u32, records: impl Iterator<Item = &'a str>) -> String 
     out
 }
 
-/// A record line as read, parsed the first time a question can concern it. A line that does
-/// not parse (edited by hand) answers nothing and is written back as it was; the next whole
-/// read (`vgpuctl reconcile`, a reconnect) reports the file damaged and mends it.
+/// A record line as read (where it is in the file's text), parsed the first time a question
+/// can concern it. A line that does not parse (edited by hand) answers nothing and is written
+/// back as it was; the next whole read (`vgpuctl reconcile`, a reconnect) reports the file
+/// damaged and mends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unread {
-    line: Box<str>,
+    line: Range<usize>,
     parsed: OnceCell<Option<Record>>,
 }
 
 impl Unread {
-    /// A line of the file.
-    pub fn new(line: &str) -> Self {
+    /// The record line at `line` of the file's text.
+    pub fn new(line: Range<usize>) -> Self {
         Unread {
-            line: line.into(),
+            line,
             parsed: OnceCell::new(),
         }
     }
 
     /// The line, as read.
-    pub fn line(&self) -> &str {
-        &self.line
+    pub fn line<'t>(&self, text: &'t str) -> &'t str {
+        &text[self.line.clone()]
+    }
+
+    /// Whether the line holds byte `at` of the text.
+    pub fn holds(&self, at: usize) -> bool {
+        self.line.contains(&at)
+    }
+
+    /// Where the line ends in the text.
+    pub fn end(&self) -> usize {
+        self.line.end
     }
 
     /// The record, parsed now if not yet.
-    pub fn record(&self) -> Option<&Record> {
+    pub fn record(&self, text: &str) -> Option<&Record> {
         self.parsed
-            .get_or_init(|| match serde_json::from_str(&self.line) {
+            .get_or_init(|| match serde_json::from_str(self.line(text)) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     log::error!(
                         "state: a record cannot be read ({e}); it is kept as it is and counts for nothing until `vgpuctl reconcile` mends the file: {}",
-                        crate::printable(&self.line, 200)
+                        crate::printable(self.line(text), 200)
                     );
                     None
                 }
@@ -117,26 +129,27 @@ impl Unread {
     pub fn parsed(&self) -> Option<&Record> {
         self.parsed.get().and_then(Option::as_ref)
     }
-
-    /// The record when the line contains `needle`: only such a line can be about it.
-    pub fn about(&self, needle: &Needle) -> Option<&Record> {
-        if needle.0.find(self.line.as_bytes()).is_some() {
-            self.record()
-        } else {
-            None
-        }
-    }
 }
 
-/// A value as the file spells it (a JSON string, quotes included), ready to be looked for in
-/// many lines.
+/// A string value as the file spells it (escaped as JSON strings are, without the quotes,
+/// which every line is full of and would only slow the search), ready to be looked for in many
+/// lines. A line that contains it may be about it; the parsed record decides.
 pub struct Needle(memchr::memmem::Finder<'static>);
 
 impl Needle {
+    /// Where the value occurs in `text`.
+    pub fn find_in<'a>(&'a self, text: &'a str) -> impl Iterator<Item = usize> + 'a {
+        self.0.find_iter(text.as_bytes())
+    }
+
     /// The needle for the string value `s`.
     pub fn new(s: &str) -> Self {
         let json = serde_json::to_string(s).unwrap_or_default();
-        Needle(memchr::memmem::Finder::new(json.as_bytes()).into_owned())
+        let inner = json
+            .strip_prefix('"')
+            .and_then(|j| j.strip_suffix('"'))
+            .unwrap_or(&json);
+        Needle(memchr::memmem::Finder::new(inner.as_bytes()).into_owned())
     }
 }
 
@@ -152,7 +165,9 @@ mod tests {
             text,
             "{\"version\":1,\"records\":[\n{\"a\":1},\n{\"b\":2}\n]}\n"
         );
-        assert_eq!(split(&text), Some((1, lines.to_vec())));
+        let (version, ranges) = split(&text).unwrap();
+        let got: Vec<&str> = ranges.into_iter().map(|r| &text[r]).collect();
+        assert_eq!((version, got), (1, lines.to_vec()));
     }
 
     #[test]

@@ -101,7 +101,9 @@ pub struct State {
     pub version: u32,
     /// The records read (every one, for a whole read) or made, in the order they were made.
     pub records: Vec<Record>,
-    /// The records of a lazy read not parsed (yet), as their lines.
+    /// The file's text, for a lazy read.
+    text: String,
+    /// The records of a lazy read not parsed (yet), as their lines of `text`, in file order.
     unread: Vec<Unread>,
 }
 
@@ -140,6 +142,7 @@ impl State {
         State {
             version: FORMAT_VERSION,
             records,
+            text: String::new(),
             unread: Vec::new(),
         }
     }
@@ -149,10 +152,9 @@ impl State {
         if let Some(r) = self.records.iter().find(|r| &r.device == device) {
             return Some(r);
         }
-        let needle = device.needle();
-        self.unread
-            .iter()
-            .filter_map(|u| u.about(&needle))
+        self.lines_naming(&device.needle())
+            .into_iter()
+            .filter_map(|i| self.unread[i].record(&self.text))
             .find(|r| &r.device == device)
     }
 
@@ -173,16 +175,31 @@ impl State {
         read.chain(self.unread_about(Needle::new(name), move |r| r.domain_name == name))
     }
 
-    /// The unread records whose line contains `needle` and that `keep` accepts.
+    /// The unread records whose line contains `needle` and that `keep` accepts. The needle is
+    /// looked for once in the whole text (one pass, however many lines).
     fn unread_about<'a>(
         &'a self,
         needle: Needle,
         keep: impl Fn(&Record) -> bool + 'a,
     ) -> impl Iterator<Item = &'a Record> + 'a {
-        self.unread
-            .iter()
-            .filter_map(move |u| u.about(&needle))
+        let lines = self.lines_naming(&needle);
+        lines
+            .into_iter()
+            .filter_map(|i| self.unread[i].record(&self.text))
             .filter(move |r| keep(r))
+    }
+
+    /// The indexes of the unread lines that contain `needle`, each once.
+    fn lines_naming(&self, needle: &Needle) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for at in needle.find_in(&self.text) {
+            let i = self.unread.partition_point(|u| u.end() <= at);
+            let fresh = out.last() != Some(&i);
+            if fresh && self.unread.get(i).is_some_and(|u| u.holds(at)) {
+                out.push(i);
+            }
+        }
+        out
     }
 
     /// Adds or replaces the record for `record.device`.
@@ -193,10 +210,23 @@ impl State {
 
     /// Removes the record of a device.
     pub fn remove(&mut self, device: &Device) {
-        self.records.retain(|r| &r.device != device);
-        let needle = device.needle();
-        self.unread
-            .retain(|u| u.about(&needle).is_none_or(|r| &r.device != device));
+        self.remove_if(device, |_| true);
+    }
+
+    /// Removes the record of a device if `whose` accepts it; whether it did.
+    pub fn remove_if(&mut self, device: &Device, whose: impl Fn(&Record) -> bool) -> bool {
+        let mine = |r: &Record| &r.device == device && whose(r);
+        let before = self.records.len() + self.unread.len();
+        self.records.retain(|r| !mine(r));
+        let text = &self.text;
+        let naming = self.lines_naming(&device.needle());
+        let mut i = 0;
+        self.unread.retain(|u| {
+            let about = naming.contains(&i) && u.record(text).is_some_and(mine);
+            i += 1;
+            !about
+        });
+        self.records.len() + self.unread.len() != before
     }
 
     /// Drops records that no longer hold anything: the domain is not running (per `live`) and
@@ -211,11 +241,13 @@ impl State {
             .into_iter()
             .partition(holds);
         self.records = keep;
-        let (unread, gone): (Vec<Unread>, Vec<Unread>) = std::mem::take(&mut self.unread)
-            .into_iter()
-            .partition(|u| u.parsed().is_none_or(holds));
-        self.unread = unread;
-        stale.extend(gone.iter().filter_map(Unread::parsed).cloned());
+        self.unread.retain(|u| match u.parsed() {
+            Some(r) if !holds(r) => {
+                stale.push(r.clone());
+                false
+            }
+            _ => true,
+        });
         stale
     }
 
@@ -231,7 +263,7 @@ impl State {
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<Vec<String>, _>>()?;
-        let read = self.unread.iter().map(Unread::line);
+        let read = self.unread.iter().map(|u| u.line(&self.text));
         Ok(lines::join(
             FORMAT_VERSION,
             read.chain(made.iter().map(String::as_str)),
@@ -445,24 +477,26 @@ fn read_state(path: &Path, read: Read) -> Result<State, StateError> {
             version,
             records: Vec::new(),
             unread: lines.into_iter().map(Unread::new).collect(),
+            text,
         },
         Some((version, lines)) => State {
             version,
             records: lines
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, l)| {
-                    serde_json::from_str(l).map_err(|e| corrupt(format!("record {}: {e}", i + 1)))
+                    serde_json::from_str(&text[l])
+                        .map_err(|e| corrupt(format!("record {}: {e}", i + 1)))
                 })
                 .collect::<Result<_, _>>()?,
-            unread: Vec::new(),
+            ..State::default()
         },
         None => {
             let doc: Document = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
             State {
                 version: doc.version,
                 records: doc.records,
-                unread: Vec::new(),
+                ..State::default()
             }
         }
     };
@@ -488,13 +522,14 @@ fn read_file(path: &Path) -> Result<Option<String>, StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(unsafe_or_io(path, e)),
     };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
+    let meta = file.metadata().ok().filter(|m| m.is_file());
+    let Some(meta) = meta else {
         return Err(StateError::Unsafe {
             path: path.to_path_buf(),
             why: "is not a regular file".into(),
         });
-    }
-    let mut bytes = Vec::new();
+    };
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
     file.read_to_end(&mut bytes)
         .map_err(|source| StateError::Io {
             path: path.to_path_buf(),

@@ -364,12 +364,27 @@ impl Sysfs {
         })
     }
 
-    /// Every live mdev.
+    /// Every live mdev. Both links of each are read relative to the bus directory, opened once:
+    /// a host of hundreds of vGPUs reads this at every start.
     pub fn live_mdevs(&self) -> Vec<LiveMdev> {
-        Self::list_dir(&self.sys.join("bus/mdev/devices"))
+        let path = self.sys.join("bus/mdev/devices");
+        let Ok(dir) = fs::File::open(&path) else {
+            return Vec::new();
+        };
+        Self::list_dir(&path)
             .iter()
             .filter_map(|n| MdevUuid::parse(n).ok())
-            .filter_map(|u| self.mdev(&u))
+            .filter_map(|uuid| {
+                let target = read_link_at(&dir, &[uuid.as_str()])?;
+                let parent = target.rsplit('/').nth(1)?.to_string();
+                let type_link = read_link_at(&dir, &[uuid.as_str(), "/mdev_type"])?;
+                let type_id = type_link.rsplit('/').next()?.to_string();
+                Some(LiveMdev {
+                    uuid,
+                    parent,
+                    type_id,
+                })
+            })
             .collect()
     }
 
@@ -600,6 +615,35 @@ fn read_attribute(mut f: fs::File) -> io::Result<String> {
         }
     }
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The target of the symlink at `parts` (joined) relative to an open directory. sysfs paths
+/// and links are short: a longer one is not ours to read.
+fn read_link_at(dir: &fs::File, parts: &[&str]) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let mut path = [0u8; 256];
+    let mut len = 0;
+    for part in parts {
+        let bytes = part.as_bytes();
+        if bytes.contains(&0) || len + bytes.len() >= path.len() {
+            return None;
+        }
+        path[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: `path` is NUL-terminated (zeroed past `len`, which stays below its size), and
+    // readlinkat writes at most buf.len() bytes into buf.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            path.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok().filter(|&n| n < buf.len())?;
+    String::from_utf8(buf[..n].to_vec()).ok()
 }
 
 /// Reads `rel` relative to an open directory, trimmed.
