@@ -70,7 +70,13 @@ impl Record {
         if self.is_empty() {
             return String::new();
         }
-        format!(" {ATTR}='{}'", self.tokens.join(" "))
+        // Tokens are read unescaped: one another writer put there may hold `&` or `'`.
+        let tokens: Vec<_> = self
+            .tokens
+            .iter()
+            .map(|t| quick_xml::escape::escape(t.as_str()))
+            .collect();
+        format!(" {ATTR}='{}'", tokens.join(" "))
     }
 }
 
@@ -134,6 +140,14 @@ mod tests {
 
     fn rec(s: &str) -> Record {
         Record::parse(s)
+    }
+
+    #[test]
+    fn a_token_another_writer_left_is_written_back_escaped() {
+        assert_eq!(
+            rec("vgpu a&b'c").attribute(),
+            " created='vgpu a&amp;b&apos;c'"
+        );
     }
 
     #[test]
