@@ -310,8 +310,7 @@ fn offer(
     let mut found = Vec::new();
     let mut why_none = None;
     for p in parents {
-        if let Some(available) = hinted_room(sysfs, p, hint.as_ref()) {
-            let type_id = hint.clone().expect("a hinted read has a hint");
+        if let Some((type_id, available)) = hinted_room(sysfs, p, hint.as_ref()) {
             found.push(Found {
                 parent: p.clone(),
                 type_id,
@@ -347,8 +346,10 @@ fn offer(
 /// mdev core names a type `<driver>-<driver's name for it>`, so the same id is the same type
 /// of the same driver (NVIDIA's numbers are one table for every board), and its name need not
 /// be read again. `None`: no hint, or no such type here (then the parent's names are read).
-fn hinted_room(sysfs: &Sysfs, parent: &ParentName, hint: Option<&TypeId>) -> Option<u32> {
-    sysfs.available_instances(parent, hint?).ok()
+fn hinted_room(sysfs: &Sysfs, parent: &ParentName, hint: Option<&TypeId>) -> Option<(TypeId, u32)> {
+    let hint = hint?;
+    let available = sysfs.available_instances(parent, hint).ok()?;
+    Some((hint.clone(), available))
 }
 
 /// Adds a GPU's parents as candidates; a GPU without room also says why.

@@ -107,7 +107,7 @@ pub struct State {
     unread: Vec<Unread>,
 }
 
-/// The data file as serde reads a file of any shape, and as vgpuctl shows it.
+/// The data file as serde reads a file of any shape (pretty-printed by an older vgpu-hook).
 #[derive(Serialize, Deserialize)]
 struct Document {
     #[serde(default = "first_version")]

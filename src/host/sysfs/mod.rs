@@ -353,15 +353,8 @@ impl Sysfs {
     /// name the device's own directory, so one `readlink` says it, where resolving the whole
     /// path took one per component.
     pub fn mdev(&self, uuid: &MdevUuid) -> Option<LiveMdev> {
-        let dev = self.sys.join("bus/mdev/devices").join(uuid.as_str());
-        let target = fs::read_link(&dev).ok()?;
-        let parent = target.parent()?.file_name()?.to_string_lossy().into_owned();
-        let type_id = Self::link_basename(&dev.join("mdev_type"))?;
-        Some(LiveMdev {
-            uuid: uuid.clone(),
-            parent,
-            type_id,
-        })
+        let dir = fs::File::open(self.sys.join("bus/mdev/devices")).ok()?;
+        live_mdev_at(&dir, uuid.clone())
     }
 
     /// Every live mdev. Both links of each are read relative to the bus directory, opened once:
@@ -374,17 +367,7 @@ impl Sysfs {
         Self::list_dir(&path)
             .iter()
             .filter_map(|n| MdevUuid::parse(n).ok())
-            .filter_map(|uuid| {
-                let target = read_link_at(&dir, &[uuid.as_str()])?;
-                let parent = target.rsplit('/').nth(1)?.to_string();
-                let type_link = read_link_at(&dir, &[uuid.as_str(), "/mdev_type"])?;
-                let type_id = type_link.rsplit('/').next()?.to_string();
-                Some(LiveMdev {
-                    uuid,
-                    parent,
-                    type_id,
-                })
-            })
+            .filter_map(|uuid| live_mdev_at(&dir, uuid))
             .collect()
     }
 
@@ -615,6 +598,19 @@ fn read_attribute(mut f: fs::File) -> io::Result<String> {
         }
     }
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The mdev `uuid` as the bus directory `dir` shows it, or `None` when it does not exist.
+fn live_mdev_at(dir: &fs::File, uuid: MdevUuid) -> Option<LiveMdev> {
+    let target = read_link_at(dir, &[uuid.as_str()])?;
+    let parent = target.rsplit('/').nth(1)?.to_string();
+    let type_link = read_link_at(dir, &[uuid.as_str(), "/mdev_type"])?;
+    let type_id = type_link.rsplit('/').next()?.to_string();
+    Some(LiveMdev {
+        uuid,
+        parent,
+        type_id,
+    })
 }
 
 /// The target of the symlink at `parts` (joined) relative to an open directory. sysfs paths
