@@ -2,12 +2,14 @@
 //! detaching them gives back the input byte for byte (what the attach added or opened is
 //! recorded, so nothing needs telling apart afterwards; a document that already carries an
 //! earlier attach's record gets that one undone too), and the attached document is well-formed
-//! (one root, it parses again and has what was attached).
+//! (one root, it parses again and has what was attached), as is our element the way vgpuctl
+//! hands it to libvirt's metadata API.
 //!
 //! Input: the first byte picks which devices to attach, the rest is the document.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use quick_xml::events::Event;
 use vgpu_hook::ctl::xmledit::{self, EditError, NewDevice, Selector};
 use vgpu_hook::model::domain::{Domain, MdevRequest, MdevWant, VfRequest, VfWant};
 use vgpu_hook::model::names::{MdevUuid, Params, ParentName, Profile, TypeId};
@@ -51,12 +53,33 @@ fn devices(pick: u8) -> Vec<NewDevice> {
     out
 }
 
-/// Whether our element's start tag carries a record of what an attach created.
+/// Whether our element's start tag carries a record of what an attach created: an attribute
+/// named `created`, read by quick-xml (a value may hold `>` or the word itself).
 fn carries_record(doc: &str) -> bool {
-    xmledit::metadata_element(doc)
-        .ok()
-        .flatten()
-        .is_some_and(|e| e.split('>').next().is_some_and(|tag| tag.contains("created")))
+    let Some(element) = xmledit::metadata_element(doc).ok().flatten() else {
+        return false;
+    };
+    let mut reader = quick_xml::Reader::from_str(&element);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e) | Event::Empty(e)) => {
+                return e
+                    .attributes()
+                    .with_checks(false)
+                    .flatten()
+                    .any(|a| a.key.as_ref() == "created")
+            }
+            Ok(Event::Eof) | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Reads `xml` to its end with quick-xml (end tags checked against start tags).
+fn well_formed(xml: &str) -> Result<(), quick_xml::Error> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    while reader.read_event()? != Event::Eof {}
+    Ok(())
 }
 
 fn selector(d: &NewDevice) -> Selector {
@@ -87,6 +110,12 @@ fuzz_target!(|data: &[u8]| {
     // Well-formed: one root element, every element closed (xmledit's own reader is strict).
     if let Err(e) = xmledit::entries(&attached) {
         panic!("attach produced a document that is not well-formed: {e}\n{attached}");
+    }
+    // What vgpuctl hands to libvirt's metadata API is well-formed too.
+    match xmledit::metadata_element(&attached) {
+        Ok(Some(element)) => well_formed(&element)
+            .unwrap_or_else(|e| panic!("our element as libvirt takes it is not well-formed: {e}\n{element}")),
+        other => panic!("the attached document has no element of ours: {other:?}\n{attached}"),
     }
     let parsed = Domain::parse(&attached).unwrap_or_else(|e| {
         panic!("attach produced a document that does not parse: {e}\n{attached}")

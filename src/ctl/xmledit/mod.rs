@@ -14,9 +14,11 @@
 //! device undoes exactly that, so every container the operator wrote, empty or self-closing,
 //! stays as written.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::ops::Range;
 
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
@@ -26,6 +28,7 @@ use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
 use record::{open_part, retag, Record};
 
+mod name;
 mod record;
 
 const TPL_HOSTDEV_MDEV: &str = include_str!("../../../xml-templates/hostdev-mdev.xml");
@@ -215,11 +218,24 @@ fn decode_attrs(e: &BytesStart<'_>, pos: u64) -> Result<Vec<(String, String)>, E
     let mut out = Vec::new();
     for a in e.attributes() {
         let a = a.map_err(|err| syntax(pos, err.to_string()))?;
+        if !name::is_name(a.key.as_ref()) {
+            return Err(not_a_name(pos, "attribute", a.key.as_ref()));
+        }
         let value = quick_xml::escape::unescape(&a.value)
             .map_err(|err| syntax(pos, format!("attribute {}: {err}", a.key.as_ref())))?;
         out.push((a.key.as_ref().to_string(), value.into_owned()));
     }
     Ok(out)
+}
+
+fn not_a_name(pos: u64, what: &str, name: &str) -> EditError {
+    syntax(
+        pos,
+        format!(
+            "{what} name '{}' is not an XML name",
+            crate::printable(name, 40)
+        ),
+    )
 }
 
 /// The element tree as the reader's events build it: elements in document order, the open
@@ -289,6 +305,13 @@ impl Tree {
     ) -> Result<(), EditError> {
         if self.stack.is_empty() && self.root.is_some() {
             return Err(self.syntax(before, "more than one root element"));
+        }
+        if !name::is_name(e.name().as_ref()) {
+            return Err(not_a_name(
+                before + self.base as u64,
+                "element",
+                e.name().as_ref(),
+            ));
         }
         let idx = self.elems.len();
         self.elems.push(Elem {
@@ -1185,7 +1208,8 @@ pub fn metadata_element(xml: &str) -> Result<Option<String>, EditError> {
         out.extend_attributes(
             e.attributes()
                 .flatten()
-                .filter(|a| !a.key.as_ref().starts_with("xmlns")),
+                .filter(|a| !a.key.as_ref().starts_with("xmlns"))
+                .map(double_quotable),
         );
         out
     };
@@ -1214,6 +1238,15 @@ pub fn metadata_element(xml: &str) -> Result<Option<String>, EditError> {
             position: 0,
             message: e.to_string(),
         })
+}
+
+/// An attribute whose raw value may sit between double quotes, as the writer puts it: a `"`
+/// that a single-quoted value held is written `&quot;` (the rest is already escaped).
+fn double_quotable(mut a: Attribute<'_>) -> Attribute<'_> {
+    if a.value.contains('"') {
+        a.value = Cow::Owned(a.value.replace('"', "&quot;"));
+    }
+    a
 }
 
 /// The `<hostdev>` element text of one of the domain's devices, if present.
@@ -1580,6 +1613,33 @@ mod tests {
             m,
             format!("<vgpu><mdev uuid=\"{U1}\" type=\"a&amp;b\"/></vgpu>")
         );
+    }
+
+    #[test]
+    fn metadata_element_escapes_a_double_quote_a_single_quoted_value_held() {
+        let xml = format!("<domain><metadata><v:vgpu xmlns:v='{NAMESPACE}' note='say \"hi\"'><v:mdev uuid='{U1}' type='nvidia-47'/></v:vgpu></metadata></domain>");
+        let m = metadata_element(&xml).unwrap().unwrap();
+        assert_eq!(
+            m,
+            format!(
+                "<vgpu note=\"say &quot;hi&quot;\"><mdev uuid=\"{U1}\" type=\"nvidia-47\"/></vgpu>"
+            )
+        );
+    }
+
+    #[test]
+    fn a_name_libvirt_would_refuse_is_refused_not_rewritten() {
+        for xml in [
+            "<domain><metadata><v\0s=\"0000:7f:00.1\"/></metadata></domain>",
+            "<domain><devices a@b='1'/></domain>",
+        ] {
+            match attach(xml, &[mdev(U1, "nvidia-47")]) {
+                Err(EditError::Syntax { message, .. }) => {
+                    assert!(message.contains("is not an XML name"), "{message}")
+                }
+                other => panic!("{xml:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
