@@ -532,6 +532,33 @@ fn a_remove_blocked_by_a_holder_ends_within_its_bound() {
 }
 
 #[test]
+fn a_stop_that_cannot_remove_one_mdev_frees_the_others_and_keeps_only_its_record() {
+    let Some(sim) = Sim::start(MTTY) else { return };
+    let h = TestHost::new(sim.root(), &mtty_config(""));
+    let kinds = [
+        (1, "type=\"mtty-2\""),
+        (2, "type=\"mtty-2\""),
+        (3, "type=\"mtty-1\""),
+    ];
+    let vm = mdev_domain("a", &kinds);
+    assert_ok(&h.prepare(&vm));
+    sim.control(&format!("hold {}", mdev_uuid(2))).unwrap();
+    assert_ok(&h.release(&vm));
+    let present: Vec<bool> = [1, 2, 3]
+        .iter()
+        .map(|&n| dev_path(&sim, n).exists())
+        .collect();
+    assert_eq!(present, [false, true, false]);
+    let kept: Vec<String> = h
+        .records()
+        .iter()
+        .map(|r| r["device"]["uuid"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(kept, [mdev_uuid(2)]);
+    sim.control(&format!("release {}", mdev_uuid(2))).unwrap();
+}
+
+#[test]
 fn release_without_prepare_or_twice_exits_0() {
     let Some(sim) = Sim::start(MTTY) else { return };
     let h = TestHost::new(sim.root(), &mtty_config(""));

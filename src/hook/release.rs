@@ -121,63 +121,115 @@ pub fn release_selected(
     domain_name: &str,
     select: impl Fn(&Device) -> bool,
 ) -> Vec<Device> {
-    let devices: Vec<(Device, bool)> = match lock(host)
-        .and_then(|l| super::load_state(host, &l, timing.prepare_grace, Read::Lazy))
-    {
-        Ok(state) => records_of(&state, dom, domain_name)
-            .into_iter()
-            .filter(|r| select(&r.device))
-            .map(|r| (r.device.clone(), r.created))
-            .collect(),
-        Err(e) => {
-            log::error!("domain '{domain_name}': release: {e}");
-            return Vec::new();
-        }
+    let mut held = Held::new(host, timing, domain_name);
+    let Some(state) = held.state() else {
+        return Vec::new();
     };
+    let devices: Vec<(Device, bool)> = records_of(state, dom, domain_name)
+        .into_iter()
+        .filter(|r| select(&r.device))
+        .map(|r| (r.device.clone(), r.created))
+        .collect();
     let sysfs = &host.sysfs;
-    wait_for_driver_cleanup(host, timing, &devices);
-    let mut done: Vec<Device> = Vec::new();
+    wait_for_driver_cleanup(&mut held, timing, &devices);
     let mut left: Vec<Device> = Vec::new();
     for (device, created) in devices {
         let ours = |st: &State| still_ours(st, dom, domain_name, &device);
         let gone = match &device {
-            Device::Mdev { uuid } => release_mdev(host, timing, uuid, ours),
+            Device::Mdev { uuid } => release_mdev(&mut held, timing, uuid, ours),
             Device::Vf { address } if created && sysfs.is_nvidia_vfio_vf(*address) => {
-                release_nvidia_vf(host, timing, *address, ours)
+                release_nvidia_vf(&mut held, timing, *address, ours)
             }
             Device::Vf { .. } => true,
         };
         if gone {
-            done.push(device);
+            held.forget(&device, |r| is_mine(r, dom, domain_name));
         } else {
             left.push(device);
         }
     }
-    let result = lock(host).and_then(|locked| {
-        let mut state = locked.load_lazy()?;
-        let mut freed = false;
-        for device in &done {
-            freed |= state.remove_if(device, |r| is_mine(r, dom, domain_name));
+    if !left.is_empty() {
+        if let Some((locked, _)) = held.take() {
+            crate::host::counters::bump(locked, crate::host::counters::RELEASE_FAILED);
         }
-        if freed {
-            locked.save(&state)?;
-        }
-        if !left.is_empty() {
-            crate::host::counters::bump(&locked, crate::host::counters::RELEASE_FAILED);
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        log::error!("domain '{domain_name}': release: {e}");
     }
+    held.let_go();
     left
+}
+
+/// The state under the lock while release reads what the domain holds and frees it device by
+/// device: taken when needed, kept from one step to the next, saved and let go before any pause
+/// (the wait for NVIDIA's driver, a retry's) and at the end. A stop that does not pause reads
+/// the state once and writes it once however many devices it frees, and no other call can take
+/// a device over between the check that it is still this domain's and its removal.
+struct Held<'h> {
+    host: &'h Host,
+    timing: &'h Timing,
+    domain_name: &'h str,
+    now: Option<(Locked, State)>,
+    /// A record was forgotten since the state was read.
+    dirty: bool,
+}
+
+impl<'h> Held<'h> {
+    fn new(host: &'h Host, timing: &'h Timing, domain_name: &'h str) -> Self {
+        Held {
+            host,
+            timing,
+            domain_name,
+            now: None,
+            dirty: false,
+        }
+    }
+
+    /// The lock and the state, taken and read now if not held; `None` (logged) when either
+    /// fails, and the device in question is left for `vgpuctl reconcile`.
+    fn take(&mut self) -> Option<&mut (Locked, State)> {
+        if self.now.is_none() {
+            let (host, grace) = (self.host, self.timing.prepare_grace);
+            let read = lock(host)
+                .and_then(|l| super::load_state(host, &l, grace, Read::Lazy).map(|s| (l, s)));
+            match read {
+                Ok(held) => self.now = Some(held),
+                Err(e) => log::error!("domain '{}': release: {e}", self.domain_name),
+            }
+        }
+        self.now.as_mut()
+    }
+
+    /// The state, as [`Held::take`].
+    fn state(&mut self) -> Option<&State> {
+        self.take().map(|(_, state)| &*state)
+    }
+
+    /// Forgets `device`'s record if `whose` accepts it (saved when the lock is let go).
+    fn forget(&mut self, device: &Device, whose: impl Fn(&Record) -> bool) {
+        if let Some((_, state)) = self.take() {
+            if state.remove_if(device, whose) {
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Saves what was forgotten and lets the lock go (a failed save is logged: the records
+    /// left name devices that are gone, which the next start or `vgpuctl reconcile` drops).
+    fn let_go(&mut self) {
+        let Some((locked, state)) = self.now.take() else {
+            return;
+        };
+        if std::mem::take(&mut self.dirty) {
+            if let Err(e) = locked.save(&state) {
+                log::error!("domain '{}': release: {e}", self.domain_name);
+            }
+        }
+    }
 }
 
 /// Gives NVIDIA's driver the chance to remove the domain's vGPUs itself, all at once, as long as
 /// this host has not learned that its driver version leaves that to us (see
 /// [`crate::host::learned`]); records what the wait showed.
-fn wait_for_driver_cleanup(host: &Host, timing: &Timing, devices: &[(Device, bool)]) {
-    let sysfs = &host.sysfs;
+fn wait_for_driver_cleanup(held: &mut Held<'_>, timing: &Timing, devices: &[(Device, bool)]) {
+    let sysfs = &held.host.sysfs;
     let vgpus: Vec<&MdevUuid> = devices
         .iter()
         .filter_map(|(d, _)| match d {
@@ -191,13 +243,14 @@ fn wait_for_driver_cleanup(host: &Host, timing: &Timing, devices: &[(Device, boo
     let driver = sysfs
         .nvidia_driver_version()
         .unwrap_or_else(|| "unknown".to_string());
-    let Ok(facts) = lock(host).map(|l| CleanupFacts::load(&l, &driver)) else {
+    let Some(facts) = held.take().map(|(l, _)| CleanupFacts::load(l, &driver)) else {
         return;
     };
     if !facts.must_wait() {
         log::info!("not waiting for NVIDIA driver {driver} to clean up: it has left that to us at every stop seen");
         return;
     }
+    held.let_go();
     // One window for all of them: when one vanishes the driver cleans up, and the others get
     // the rest of the same window.
     let deadline = Instant::now() + timing.cleanup_wait;
@@ -214,10 +267,10 @@ fn wait_for_driver_cleanup(host: &Host, timing: &Timing, devices: &[(Device, boo
     } else {
         Seen::LeftToUs
     };
-    if let Ok(locked) = lock(host) {
-        let mut facts = CleanupFacts::load(&locked, &driver);
+    if let Some((locked, _)) = held.take() {
+        let mut facts = CleanupFacts::load(locked, &driver);
         facts.observe(seen);
-        facts.save(&locked);
+        facts.save(locked);
     }
 }
 
@@ -233,21 +286,21 @@ fn is_nvidia_vgpu(sysfs: &Sysfs, uuid: &MdevUuid) -> bool {
 /// and writes under the state lock, as for VFs: a prepare that takes the UUID over for another
 /// domain cannot slip in between.
 fn release_mdev(
-    host: &Host,
+    held: &mut Held<'_>,
     timing: &Timing,
     uuid: &MdevUuid,
     ours: impl Fn(&State) -> bool,
 ) -> bool {
-    let sysfs = &host.sysfs;
+    let sysfs = &held.host.sysfs;
     if !sysfs.mdev_exists(uuid) {
         log::info!("mdev {uuid} is gone already (removed by its driver)");
         return true;
     }
     for attempt in 1..=timing.retries {
-        let Ok(locked) = lock(host) else {
+        let Some(state) = held.state() else {
             return false;
         };
-        if !locked.load_lazy().is_ok_and(|st| ours(&st)) {
+        if !ours(state) {
             log::info!("mdev {uuid} now belongs to another domain; left alone");
             return false;
         }
@@ -268,7 +321,7 @@ fn release_mdev(
             log::info!("removed mdev {uuid}");
             return true;
         }
-        drop(locked);
+        held.let_go();
         if attempt < timing.retries {
             sleep(timing.retry_interval);
         }
@@ -282,17 +335,17 @@ fn release_mdev(
 /// for another domain cannot slip in between; a try that blocks is not repeated (its write is
 /// still pending in the kernel and lands once the VF is free).
 fn release_nvidia_vf(
-    host: &Host,
+    held: &mut Held<'_>,
     timing: &Timing,
     vf: PciAddress,
     ours: impl Fn(&State) -> bool,
 ) -> bool {
-    let sysfs = &host.sysfs;
+    let sysfs = &held.host.sysfs;
     for attempt in 1..=timing.retries {
-        let Ok(locked) = lock(host) else {
+        let Some(state) = held.state() else {
             return false;
         };
-        if !locked.load_lazy().is_ok_and(|st| ours(&st)) {
+        if !ours(state) {
             log::info!("VF {vf} now belongs to another domain; its vGPU type is left alone");
             return true;
         }
@@ -320,7 +373,7 @@ fn release_nvidia_vf(
             }
             Err(e) => log::warn!("VF {vf}: reset attempt {attempt}/{}: {e}", timing.retries),
         }
-        drop(locked);
+        held.let_go();
         if attempt < timing.retries {
             sleep(timing.retry_interval);
         }

@@ -10,8 +10,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::host::state::now_secs;
 
@@ -49,23 +48,36 @@ pub enum NotTaken {
 /// Takes the exclusive lock on `file`, waiting at most `wait`; on success notes this process
 /// as the holder.
 pub fn acquire(file: &mut File, wait: Duration) -> Result<(), NotTaken> {
-    let deadline = Instant::now() + wait;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match file.try_lock() {
-            Ok(()) => {
-                note_holder(file);
-                return Ok(());
-            }
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(NotTaken::Busy(read_holder(file)))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(NotTaken::Io(e)),
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) if wait.is_zero() => {
+            return Err(NotTaken::Busy(read_holder(file)))
         }
+        Err(std::fs::TryLockError::WouldBlock) => wait_in_line(file, wait)?,
+        Err(std::fs::TryLockError::Error(e)) => return Err(NotTaken::Io(e)),
+    }
+    note_holder(file);
+    Ok(())
+}
+
+/// Waits for the lock among the kernel's blocked lockers, which are woken the moment the holder
+/// lets go; polling would miss the short gaps of a holder that takes the lock back to back
+/// (a stop freeing device after device, a storm of starts) and could wait out its whole bound.
+/// The blocking `flock` runs in a thread on a duplicate of `file` (the lock belongs to the open
+/// file, shared by both): past `wait` the thread is left behind, and should it get the lock
+/// later it closes its duplicate, so the lock goes when `file` does.
+fn wait_in_line(file: &mut File, wait: Duration) -> Result<(), NotTaken> {
+    let dup = file.try_clone().map_err(NotTaken::Io)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let got = dup.lock();
+        drop(dup);
+        let _ = tx.send(got);
+    });
+    match rx.recv_timeout(wait) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(NotTaken::Io(e)),
+        Err(_) => Err(NotTaken::Busy(read_holder(file))),
     }
 }
 
@@ -108,6 +120,8 @@ fn parse_holder(text: &str) -> Option<Holder> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::thread::sleep;
+    use std::time::Instant;
 
     fn lock_file(dir: &std::path::Path) -> File {
         std::fs::OpenOptions::new()

@@ -34,7 +34,7 @@ use crate::model::names::MdevUuid;
 use crate::model::pci::PciAddress;
 
 mod lines;
-use lines::{Needle, Unread};
+use lines::{LastFound, Needle, Unread};
 
 /// Default state directory.
 pub const DEFAULT_DIR: &str = "/run/vgpu-hook";
@@ -101,10 +101,12 @@ pub struct State {
     pub version: u32,
     /// The records read (every one, for a whole read) or made, in the order they were made.
     pub records: Vec<Record>,
-    /// The file's text, for a lazy read.
-    text: String,
+    /// The file's text, for a lazy read (bytes: a line is checked for UTF-8 when parsed).
+    text: Vec<u8>,
     /// The records of a lazy read not parsed (yet), as their lines of `text`, in file order.
     unread: Vec<Unread>,
+    /// Where the last question's needle was found in `unread`.
+    found: LastFound,
 }
 
 /// The data file as serde reads a file of any shape (pretty-printed by an older vgpu-hook).
@@ -142,8 +144,9 @@ impl State {
         State {
             version: FORMAT_VERSION,
             records,
-            text: String::new(),
+            text: Vec::new(),
             unread: Vec::new(),
+            found: LastFound::default(),
         }
     }
 
@@ -191,15 +194,17 @@ impl State {
 
     /// The indexes of the unread lines that contain `needle`, each once.
     fn lines_naming(&self, needle: &Needle) -> Vec<usize> {
-        let mut out: Vec<usize> = Vec::new();
-        for at in needle.find_in(&self.text) {
-            let i = self.unread.partition_point(|u| u.end() <= at);
-            let fresh = out.last() != Some(&i);
-            if fresh && self.unread.get(i).is_some_and(|u| u.holds(at)) {
-                out.push(i);
+        self.found.lines(needle, || {
+            let mut out: Vec<usize> = Vec::new();
+            for at in needle.find_in(&self.text) {
+                let i = self.unread.partition_point(|u| u.end() <= at);
+                let fresh = out.last() != Some(&i);
+                if fresh && self.unread.get(i).is_some_and(|u| u.holds(at)) {
+                    out.push(i);
+                }
             }
-        }
-        out
+            out
+        })
     }
 
     /// Adds or replaces the record for `record.device`.
@@ -226,6 +231,7 @@ impl State {
             i += 1;
             !about
         });
+        self.found.clear();
         self.records.len() + self.unread.len() != before
     }
 
@@ -248,6 +254,7 @@ impl State {
             }
             _ => true,
         });
+        self.found.clear();
         stale
     }
 
@@ -257,16 +264,16 @@ impl State {
     }
 
     /// The file's text: unread lines as read, then the records.
-    fn text(&self) -> Result<String, serde_json::Error> {
+    fn text(&self) -> Result<Vec<u8>, serde_json::Error> {
         let made = self
             .records
             .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<String>, _>>()?;
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<Vec<u8>>, _>>()?;
         let read = self.unread.iter().map(|u| u.line(&self.text));
         Ok(lines::join(
             FORMAT_VERSION,
-            read.chain(made.iter().map(String::as_str)),
+            read.chain(made.iter().map(Vec::as_slice)),
         ))
     }
 }
@@ -478,6 +485,7 @@ fn read_state(path: &Path, read: Read) -> Result<State, StateError> {
             records: Vec::new(),
             unread: lines.into_iter().map(Unread::new).collect(),
             text,
+            found: LastFound::default(),
         },
         Some((version, lines)) => State {
             version,
@@ -485,14 +493,15 @@ fn read_state(path: &Path, read: Read) -> Result<State, StateError> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, l)| {
-                    serde_json::from_str(&text[l])
+                    serde_json::from_slice(&text[l])
                         .map_err(|e| corrupt(format!("record {}: {e}", i + 1)))
                 })
                 .collect::<Result<_, _>>()?,
             ..State::default()
         },
         None => {
-            let doc: Document = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+            let doc: Document =
+                serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
             State {
                 version: doc.version,
                 records: doc.records,
@@ -509,9 +518,9 @@ fn read_state(path: &Path, read: Read) -> Result<State, StateError> {
     Ok(state)
 }
 
-/// The data file's text, or `None` when there is none; never through a symlink, only a
+/// The data file's bytes, or `None` when there is none; never through a symlink, only a
 /// regular file.
-fn read_file(path: &Path) -> Result<Option<String>, StateError> {
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
     use std::io::Read;
     let file = OpenOptions::new()
         .read(true)
@@ -535,12 +544,7 @@ fn read_file(path: &Path) -> Result<Option<String>, StateError> {
             path: path.to_path_buf(),
             source,
         })?;
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|e| StateError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+    Ok(Some(bytes))
 }
 
 impl Locked {
@@ -613,7 +617,7 @@ impl Locked {
             path: path.clone(),
             source: io::Error::other(e),
         })?;
-        self.replace(&path, text.as_bytes())
+        self.replace(&path, &text)
     }
 
     /// Writes `bytes` to a temp file beside `path`, syncs it, renames it over `path` and syncs
@@ -874,7 +878,7 @@ mod tests {
         let lazy = l.load_lazy().unwrap();
         assert_eq!(lazy.records, records);
         l.save(&lazy).unwrap();
-        assert!(lines::split(&data(&t)).is_some());
+        assert!(lines::split(data(&t).as_bytes()).is_some());
     }
 
     #[test]
@@ -897,6 +901,24 @@ mod tests {
     }
 
     #[test]
+    fn a_line_that_is_not_utf8_is_kept_as_bytes_and_fails_a_whole_read() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, records) = saved(&t, &["a", "b"]);
+        let mut bytes = fs::read(t.path().join(DATA_FILE)).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"\"a\",").unwrap() + 1;
+        bytes[at] = 0xff;
+        fs::write(t.path().join(DATA_FILE), &bytes).unwrap();
+        let mut lazy = l.load_lazy().unwrap();
+        assert_eq!(lazy.owner(&records[1].device), Some(&records[1]));
+        lazy.put(record("c", 1));
+        l.save(&lazy).unwrap();
+        let after = fs::read(t.path().join(DATA_FILE)).unwrap();
+        assert!(after.windows(2).any(|w| w == b"\"\xff"));
+        let e = l.load().unwrap_err().to_string();
+        assert!(e.contains("record 1"), "{e}");
+    }
+
+    #[test]
     fn a_lazy_read_judges_only_the_records_it_read_for_staleness() {
         let t = tempfile::tempdir().unwrap();
         let (l, records) = saved(&t, &["gone", "other"]);
@@ -905,6 +927,21 @@ mod tests {
         lazy.owner(&records[0].device);
         let stale = lazy.drop_stale(&live, |_| false);
         assert_eq!(stale, [records[0].clone()]);
+        assert_eq!(lazy.owner(&records[1].device), Some(&records[1]));
+    }
+
+    #[test]
+    fn a_question_asked_again_after_lines_went_is_answered_from_the_lines_left() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, records) = saved(&t, &["gone", "other", "third"]);
+        let live = live_on_this_host(t.path(), Duration::ZERO);
+        let mut lazy = l.load_lazy().unwrap();
+        lazy.owner(&records[0].device);
+        lazy.owner(&records[2].device);
+        lazy.drop_stale(&live, |r| r.domain_name != "gone");
+        assert_eq!(lazy.owner(&records[2].device), Some(&records[2]));
+        assert!(lazy.remove_if(&records[2].device, |_| true));
+        assert_eq!(lazy.owner(&records[2].device), None);
         assert_eq!(lazy.owner(&records[1].device), Some(&records[1]));
     }
 
