@@ -32,3 +32,13 @@ pub fn printable(s: &str, max: usize) -> String {
     }
     out
 }
+
+/// An instant (seconds since the epoch) as RFC 3339 UTC, `-` when it cannot be written.
+pub fn utc(secs: u64) -> String {
+    let rfc3339 = time::format_description::well_known::Rfc3339;
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(&rfc3339).ok())
+        .unwrap_or_else(|| "-".to_string())
+}

@@ -8,21 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::hook::*;
-use common::sim::Sim;
-
-const TWO_P40: &str = r#"
-[[gpu]]
-address = "0000:82:00.0"
-kind = "nvidia-classic"
-board = "P40"
-framebuffer_mb = 24576
-
-[[gpu]]
-address = "0000:83:00.0"
-kind = "nvidia-classic"
-board = "P40"
-framebuffer_mb = 24576
-"#;
+use common::sim::{Sim, TWO_P40};
 
 fn p40_config(extra: &str) -> String {
     format!("nvidia_vgpu_pfs = [\"82:00.0\", \"0000:83:00.0\"]\n{FAST_TIMING}{extra}")

@@ -7,11 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::hook::*;
-use common::sim::Sim;
-
-/// An S7150 on the old GIM: VFs fixed at load (the new GIM gives an MI300X one VF only).
-const GIM: &str =
-    "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ngim = \"old\"\nnumvfs = 4\n";
+use common::sim::{Sim, GIM};
 
 fn gim_host() -> Option<(Sim, TestHost)> {
     let sim = Sim::start(GIM)?;

@@ -139,14 +139,24 @@ fn reuse(
     live: LiveMdev,
 ) -> Result<(), Failure> {
     let sysfs = ctx.sysfs().clone();
-    let fits = ParentName::parse(&live.parent).ok().is_some_and(|p| {
-        let on_allowed = gpus.iter().any(|(_, g)| {
-            matches!(&g.state, MdevState::Parents(_, ps) if ps.contains(&p))
-                && g.allows_parent(&req.parents, &p)
-        });
-        on_allowed
-            && matches!(find_type(&sysfs, &p, &req.want), Ok(Some((id, _))) if id.as_str() == live.type_id)
+    let parent = ParentName::parse(&live.parent).ok();
+    let gpu = parent.as_ref().and_then(|p| {
+        gpus.iter().map(|(_, g)| g).find(|g| {
+            matches!(&g.state, MdevState::Parents(_, ps) if ps.contains(p))
+                && g.allows_parent(&req.parents, p)
+        })
     });
+    let fits = gpu.zip(parent.as_ref()).is_some_and(|(_, p)| {
+        matches!(find_type(&sysfs, p, &req.want), Ok(Some((id, _))) if id.as_str() == live.type_id)
+    });
+    if let Some(drain) = gpu.and_then(|g| ctx.drained(&g.key)) {
+        let device = format!("mdev {}", req.uuid);
+        return Err(Refusal::Drained {
+            device,
+            drain: drain.clone(),
+        }
+        .into());
+    }
     if !fits {
         return Err(Refusal::ExistsOtherwise {
             uuid: req.uuid.clone(),
@@ -239,8 +249,12 @@ struct Slot {
     numa_distance: u32,
 }
 
-/// The GPU's place, or why it is out: not on the VM's NUMA nodes when they are required.
+/// The GPU's place, or why it is out: drained by the operator, or not on the VM's NUMA nodes
+/// when they are required.
 fn slot(ctx: &Ctx<'_>, index: usize, gpu: &MdevGpu) -> Result<Slot, GpuReason> {
+    if let Some(drain) = ctx.drained(&gpu.key) {
+        return Err(GpuReason::Drained(drain.clone()));
+    }
     let numa_distance = match &ctx.numa {
         None => 0,
         Some(wanted) => {

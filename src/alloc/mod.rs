@@ -10,6 +10,7 @@ pub mod refusal;
 pub mod txn;
 pub mod vf;
 
+use crate::host::drains::{Drain, Drains};
 use crate::host::state::{now_secs, Device, Liveness, Record, State};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
@@ -54,6 +55,8 @@ pub struct Ctx<'a> {
     pub txn: &'a mut Txn,
     /// The host NUMA nodes the domain wants, if it says.
     pub numa: Option<&'a numa::Wanted>,
+    /// The GPUs the operator drained: no new vGPU goes there.
+    pub drains: &'a Drains,
 }
 
 impl Ctx<'_> {
@@ -114,6 +117,11 @@ impl Ctx<'_> {
             device,
             &self.dom.uuid,
         )
+    }
+
+    /// The drain of the GPU `gpu` (as the config names it), if the operator drained it.
+    pub fn drained(&self, gpu: &str) -> Option<&Drain> {
+        self.drains.of(gpu)
     }
 
     /// The other domain holding a device, if any.

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::host::drains::Drain;
 use crate::host::sriov::SriovError;
 use crate::host::sysfs::SysfsError;
 use crate::model::names::{MdevUuid, ParentName};
@@ -61,6 +62,8 @@ pub enum GpuReason {
         /// The bound.
         secs: u64,
     },
+    /// The operator drained it (`vgpuctl drain`).
+    Drained(Drain),
 }
 
 /// Who holds the instances of a full GPU.
@@ -145,6 +148,7 @@ impl fmt::Display for GpuReason {
                 f,
                 "create did not return within {secs} s; raise device_wait_secs or check the vendor's manager service"
             ),
+            GpuReason::Drained(d) => write!(f, "{d}"),
         }
     }
 }
@@ -281,6 +285,15 @@ pub enum Refusal {
         /// The mdev on it.
         mdev: super::vf::MdevOnVf,
     },
+    /// The device would be on a GPU the operator drained (a VF of a drained PF, an existing mdev
+    /// on a drained GPU).
+    #[error("{device} is on GPU {}, which is {drain}", drain.gpu)]
+    Drained {
+        /// The device asked for.
+        device: String,
+        /// The GPU's drain.
+        drain: Drain,
+    },
     /// The VF's PF is not in the config.
     #[error("VF {vf} belongs to PF {pf}, which {} does not list (add it to sriov_pfs, amd_vgpu_pfs or nvidia_vgpu_pfs)", config.display())]
     VfPfNotConfigured {
@@ -396,6 +409,7 @@ impl Refusal {
         "numa_unusable",
         "mdev_in_use",
         "vf_in_use",
+        "drained",
     ];
 
     /// A stable snake_case name of the reason, for counters and metrics: it never changes
@@ -418,6 +432,7 @@ impl Refusal {
             Refusal::VfHeld { .. } => "vf_held",
             Refusal::VfHostsMdev { .. } => "vf_hosts_mdev",
             Refusal::VfPfNotConfigured { .. } => "vf_pf_not_configured",
+            Refusal::Drained { .. } => "drained",
             Refusal::NotAVf(_) => "not_a_vf",
             Refusal::VfAbsent { .. } => "vf_absent",
             Refusal::VfNotNvidia { .. } => "vf_not_nvidia",

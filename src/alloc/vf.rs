@@ -115,21 +115,29 @@ fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Refusal> {
     let sysfs = ctx.sysfs().clone();
     let pfs = ctx.config.vf_pfs();
     if let Some(pf) = sysfs.physfn(vf) {
-        return pfs
-            .into_iter()
-            .find(|(a, _)| *a == pf)
-            .map(|(a, _)| a)
-            .ok_or_else(|| Refusal::VfPfNotConfigured {
-                vf,
-                pf,
-                config: ctx.config.path.clone(),
-            });
+        let configured = pfs.into_iter().find(|(a, _)| *a == pf).map(|(a, _)| a);
+        let pf = configured.ok_or_else(|| Refusal::VfPfNotConfigured {
+            vf,
+            pf,
+            config: ctx.config.path.clone(),
+        })?;
+        return match ctx.drained(&pf.to_string()) {
+            Some(drain) => Err(Refusal::Drained {
+                device: format!("VF {vf}"),
+                drain: drain.clone(),
+            }),
+            None => Ok(pf),
+        };
     }
     if sysfs.pci_exists(vf) {
         return Err(Refusal::NotAVf(vf));
     }
     let mut tried = Vec::new();
     for (pf, kind) in dormant_pfs(&sysfs, pfs, vf) {
+        if let Some(drain) = ctx.drained(&pf.to_string()) {
+            tried.push(format!("{pf} ({drain})"));
+            continue;
+        }
         let switch = Switch::for_pf(ctx.config, &sysfs, pf);
         match switch.enable(&sysfs, ctx.config, pf, kind) {
             Ok(changed) if sysfs.physfn(vf) == Some(pf) => {

@@ -430,8 +430,8 @@ pub fn uninstall_boot_unit(dir: &Path) -> Result<Vec<String>, InstallError> {
     Ok(messages)
 }
 
-/// Removes our hook files from `hooks_dir` (never another program's), and the config when
-/// `purge`. Returns one line per step and whether a hook file was removed.
+/// Removes our hook files from `hooks_dir` (never another program's), and the config and the
+/// list of drained GPUs when `purge`. Returns one line per step and whether a hook file was removed.
 pub fn uninstall(
     hooks_dir: &Path,
     config_path: &Path,
@@ -456,6 +456,14 @@ pub fn uninstall(
     }
     if !removed {
         messages.push(format!("no vgpu-hook found in {}", hooks_dir.display()));
+    }
+    let drains = crate::host::drains::Drains::path_for(config_path);
+    if purge && drains.exists() {
+        fs::remove_file(&drains).map_err(io_err(&drains))?;
+        messages.push(format!(
+            "removed the drained GPUs' list {}",
+            drains.display()
+        ));
     }
     if config_path.exists() {
         if purge {
@@ -780,6 +788,19 @@ mod tests {
         assert!(!o.hooks_dir.join("qemu.d/50-vgpu-hook").exists());
         assert!(o.hooks_dir.join("qemu").exists());
         assert!(o.config_path.exists());
+    }
+
+    #[test]
+    fn uninstall_purge_removes_the_config_and_the_drained_gpus_list() {
+        let t = tempfile::tempdir().unwrap();
+        let o = opts(t.path(), false);
+        install(&o, &Sysfs::new(t.path())).unwrap();
+        let drains = crate::host::drains::Drains::path_for(&o.config_path);
+        fs::write(&drains, "[[gpu]]\ngpu = \"mtty\"\nsince = 0\n").unwrap();
+        uninstall(&o.hooks_dir, &o.config_path, false).unwrap();
+        assert!(drains.exists(), "kept without --purge");
+        uninstall(&o.hooks_dir, &o.config_path, true).unwrap();
+        assert!(!o.config_path.exists() && !drains.exists());
     }
 
     #[test]

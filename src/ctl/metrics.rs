@@ -14,6 +14,7 @@ use std::path::Path;
 use crate::alloc::refusal::Refusal;
 use crate::ctl::report::{list_report, types_report, GpuReport, ListReport};
 use crate::host::counters;
+use crate::host::drains::Drains;
 use crate::host::state::{Liveness, State};
 use crate::host::sysfs::Sysfs;
 use crate::model::config::Config;
@@ -63,13 +64,35 @@ pub fn render(
     live: &Liveness,
     state_dir: &Path,
 ) -> String {
-    let types = types_report(config, sysfs, state, live);
+    let mut types = types_report(config, sysfs, state, live);
+    // An unreadable list shows as no drains here; `doctor` and every start name the file.
+    types.mark_drains(&Drains::load(&Drains::path_for(&config.path)).unwrap_or_default());
     let list = list_report(config, sysfs, state, live);
     let mut out = String::new();
     gpu_metrics(&mut out, sysfs, &types.gpus);
+    drain_metrics(&mut out, &types.gpus);
     held_metrics(&mut out, &list);
     counter_metrics(&mut out, &counters::read_all(state_dir));
     out
+}
+
+/// `vgpu_hook_gpu_drained` per configured GPU: 1 while it is drained.
+fn drain_metrics(out: &mut String, gpus: &[GpuReport]) {
+    header(
+        out,
+        "vgpu_hook_gpu_drained",
+        "gauge",
+        "1 while the GPU is drained (vgpuctl drain): it takes no new vGPU until vgpuctl undrain.",
+    );
+    for g in gpus {
+        let value = u64::from(g.drained.is_some());
+        sample(
+            out,
+            "vgpu_hook_gpu_drained",
+            &[("gpu", g.gpu.as_str())],
+            value,
+        );
+    }
 }
 
 /// One `vgpu_hook_gpu_info` per configured GPU, and max/available per type.

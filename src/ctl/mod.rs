@@ -1,11 +1,12 @@
 //! What only `vgpuctl` does, off the hook's path and out of its build (behind the `vgpuctl`
 //! feature): planning and splicing domain XML edits, reports, reconcile, install, the daemon
-//! reload, the doctor's checks, readying GPUs at boot, metrics, and the guest side (driver and
+//! reload, the doctor's checks, drains, readying GPUs at boot, metrics, and the guest side (driver and
 //! licence through the guest agent).
 
 pub mod boot;
 pub mod daemon;
 pub mod doctor;
+pub mod drain;
 pub mod guest;
 pub mod install;
 pub mod metrics;

@@ -65,6 +65,7 @@ fn attempt(
     let locked = host.state.lock()?;
     let mut state = super::load_state(host, &locked, config.timing.prepare_grace, Read::Lazy)?;
     let live = host.liveness(config.timing.prepare_grace);
+    let drains = super::drains(config)?;
     let mut txn = Txn::default();
     let mut ctx = Ctx {
         host,
@@ -74,6 +75,7 @@ fn attempt(
         state: &mut state,
         txn: &mut txn,
         numa: numa.as_ref(),
+        drains: &drains,
     };
     let result = dom.requests.iter().try_for_each(|r| match r {
         Request::Mdev(m) => allocate_mdev(&mut ctx, m),

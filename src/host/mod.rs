@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod counters;
+pub mod drains;
 pub mod errno;
 pub mod learned;
 pub mod lockfile;

@@ -219,6 +219,22 @@ impl Config {
         out
     }
 
+    /// Every configured GPU as the programs name it (`0000:82:00.0`, or an mdev parent's
+    /// name), in config order, each once: NVIDIA GPUs, other mdev parents, then the PFs whose
+    /// VFs are handed out whole.
+    pub fn gpu_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mdev = self.nvidia_vgpu_pfs.iter().map(ToString::to_string);
+        let parents = self.mdev_parents.iter().map(ToString::to_string);
+        let vfs = self.vf_pfs().into_iter().map(|(a, _)| a.to_string());
+        for name in mdev.chain(parents).chain(vfs) {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+
     /// Reads and validates the config at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = match std::fs::read(path) {

@@ -13,6 +13,26 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Two NVIDIA P40 boards (classic mdev, 24 GB each), at 82:00.0 and 83:00.0.
+pub const TWO_P40: &str = r#"
+[[gpu]]
+address = "0000:82:00.0"
+kind = "nvidia-classic"
+board = "P40"
+framebuffer_mb = 24576
+
+[[gpu]]
+address = "0000:83:00.0"
+kind = "nvidia-classic"
+board = "P40"
+framebuffer_mb = 24576
+"#;
+
+/// An AMD S7150 at 04:00.0 on the old GIM: four VFs, fixed at load (the new GIM gives an MI300X
+/// one VF only).
+pub const GIM: &str =
+    "[[gpu]]\naddress = \"0000:04:00.0\"\nkind = \"amd-gim\"\ngim = \"old\"\nnumvfs = 4\n";
+
 /// How long a mount may take to answer; generous because many tests mount at once.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -196,6 +196,26 @@ the bound; missing GPUs are reported. One line per GPU. Always exits 0: a boot g
 without its GPUs rather than stopping for them.")]
     Boot(BootArgs),
 
+    /// Give a GPU no new vGPUs (before a driver upgrade or maintenance); VMs on it run on.
+    #[command(after_help = "\
+Examples:
+  vgpuctl drain 0000:82:00.0 --reason 'driver 570 -> 580'
+  vgpuctl drain 82:00.0 --wait --timeout 3600     return once no VM holds a vGPU there
+  vgpuctl drain --all
+
+Starts that would put a vGPU (an mdev, a VF) on a drained GPU are refused with a line naming
+the drain; other GPUs still take them. Lists the VMs that still hold a vGPU there. The drain
+is kept beside the config (drained.toml), so it survives reboots until `vgpuctl undrain`.
+Exit status 1 when --timeout passes with VMs still on the GPU.")]
+    Drain(DrainArgs),
+
+    /// End a drain: the GPU takes new vGPUs again.
+    #[command(after_help = "\
+Examples:
+  vgpuctl undrain 0000:82:00.0
+  vgpuctl undrain --all")]
+    Undrain(UndrainArgs),
+
     /// Print the host's vGPU capacity and the hook's counters in Prometheus text format.
     #[command(after_help = "\
 Examples:
@@ -205,7 +225,8 @@ Examples:
 Metrics: vgpu_hook_gpu_info{gpu,numa_node,kind}, vgpu_hook_type_max_instances and
 vgpu_hook_type_available_instances{gpu,numa_node,kind,type,type_name},
 vgpu_hook_devices{gpu,type,device_kind,domain,state}, vgpu_hook_refusals_total{reason},
-vgpu_hook_release_failures_total, vgpu_hook_last_reconcile_timestamp_seconds.
+vgpu_hook_gpu_drained{gpu}, vgpu_hook_release_failures_total,
+vgpu_hook_last_reconcile_timestamp_seconds.
 The vgpu-hook-metrics.timer unit writes the file every minute.")]
     Metrics(MetricsArgs),
 
@@ -451,6 +472,47 @@ pub struct BootArgs {
     /// Bound on waiting for GPUs to register (default: the config's parent_wait_secs).
     #[arg(long, value_name = "S")]
     pub wait_secs: Option<u64>,
+}
+
+/// Which configured GPUs: by name, or `--all`.
+#[derive(Debug, Args)]
+pub struct GpuSelection {
+    /// GPUs as the config names them (PCI address, with or without the domain; or an mdev
+    /// parent's name).
+    #[arg(
+        value_name = "GPU",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub gpus: Vec<String>,
+    /// Every configured GPU.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Which GPUs.
+    #[command(flatten)]
+    pub which: GpuSelection,
+    /// Why (shown in refusals and by `vgpuctl types`).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Return only once no VM holds a vGPU on the drained GPUs.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit status 1); default: wait as long as it takes.
+    #[arg(long, value_name = "S", requires = "wait")]
+    pub timeout: Option<u64>,
+}
+
+/// `undrain`.
+#[derive(Debug, Args)]
+pub struct UndrainArgs {
+    /// Which GPUs.
+    #[command(flatten)]
+    pub which: GpuSelection,
 }
 
 /// `metrics`.

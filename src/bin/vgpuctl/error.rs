@@ -9,10 +9,12 @@
 use std::fmt;
 use std::io;
 
+use vgpu_hook::ctl::drain::DrainCtlError;
 use vgpu_hook::ctl::install::InstallError;
 use vgpu_hook::ctl::plan::PlanError;
 use vgpu_hook::ctl::xmledit::EditError;
 use vgpu_hook::hook::HookError;
+use vgpu_hook::host::drains::DrainError;
 use vgpu_hook::host::state::StateError;
 use vgpu_hook::model::config::ConfigError;
 use vgpu_hook::model::domain::DomainError;
@@ -89,6 +91,8 @@ pub enum CtlError {
     Prepare(HookError),
     /// A check before an edit failed, and `--force` would skip it.
     Unchecked(Box<CtlError>),
+    /// The list of drained GPUs cannot be read or written.
+    Drains(DrainError),
 }
 
 /// Whether an I/O error is a permission problem, which gets its own exit status and a hint.
@@ -160,6 +164,8 @@ impl CtlError {
             CtlError::Plan(e) if e.is_not_found() => Exit::NotFound,
             CtlError::Plan(_) => Exit::Failed,
             CtlError::Unchecked(e) => e.exit(),
+            CtlError::Drains(DrainError::Io { source, .. }) => io_exit(source),
+            CtlError::Drains(DrainError::Corrupt { .. }) => Exit::Config,
         }
     }
 
@@ -191,6 +197,10 @@ impl CtlError {
             CtlError::Unchecked(e) => {
                 format!("{}; or pass --force to skip the checks", e.message())
             }
+            CtlError::Drains(e @ DrainError::Io { source, .. }) => {
+                format!("{e}{}", root_hint(denied(source)))
+            }
+            CtlError::Drains(e) => e.to_string(),
         }
     }
 }
@@ -213,6 +223,7 @@ impl std::error::Error for CtlError {
             CtlError::Install(e) => Some(e),
             CtlError::Prepare(e) => Some(e),
             CtlError::Unchecked(e) => Some(e.as_ref()),
+            CtlError::Drains(e) => Some(e),
             _ => None,
         }
     }
@@ -253,6 +264,16 @@ impl From<PlanError> for CtlError {
 impl From<DomainError> for CtlError {
     fn from(e: DomainError) -> Self {
         CtlError::Domain(e)
+    }
+}
+
+impl From<DrainCtlError> for CtlError {
+    fn from(e: DrainCtlError) -> Self {
+        match e {
+            e @ DrainCtlError::NotConfigured { .. } => CtlError::NotFound(e.to_string()),
+            DrainCtlError::State(e) => CtlError::State(e),
+            DrainCtlError::List(e) => CtlError::Drains(e),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Device checks: NVIDIA's manager, and every configured GPU, parent and PF as it is now.
+//! Device checks: NVIDIA's manager, every configured GPU, parent and PF as it is now, and the
+//! GPUs the operator drained.
 //!
 //! A configured device can be absent (mistyped address, card fallen off the bus), present but
 //! not yet serving (vendor manager down, VFs not enabled), or fine; each state has its own
@@ -6,6 +7,7 @@
 
 use super::{Context, Verdict};
 use crate::alloc::inventory::{self, MdevGpu, MdevState};
+use crate::host::drains::Drains;
 use crate::model::config::Config;
 use crate::model::config::PfKind;
 use crate::model::pci::PciAddress;
@@ -137,11 +139,52 @@ fn sriov_pf(ctx: &Context<'_>, pf: PciAddress, kind: PfKind) -> Verdict {
     }
 }
 
+/// One warning per drained GPU (it takes no new vGPU), with the VMs still on it; a list that
+/// cannot be read fails, since every start that asks for a vGPU is refused until it is fixed.
+pub fn drains(ctx: &Context<'_>) -> Vec<Verdict> {
+    let Some(c) = ctx.config() else {
+        return Vec::new();
+    };
+    let host = ctx.inputs.host;
+    let drains = match Drains::load(&Drains::path_for(&c.path)) {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![Verdict::fail(
+                format!("{e}: starts that ask for a vGPU are refused"),
+                "fix the file, or remove it to end every drain",
+            )]
+        }
+    };
+    let state = host.state.peek().unwrap_or_default();
+    let live = host.liveness(c.timing.prepare_grace);
+    drains
+        .gpus
+        .iter()
+        .map(|d| {
+            let on = crate::ctl::drain::holders(&host.sysfs, &state, &live, &d.gpu);
+            let held = if on.is_empty() {
+                "no VM holds a vGPU there".to_string()
+            } else {
+                format!("still held by {}", crate::alloc::refusal::quoted_list(&on))
+            };
+            Verdict::warn(
+                format!(
+                    "{} is drained since {}: it takes no new vGPU; {held}",
+                    d.gpu,
+                    crate::utc(d.since)
+                ),
+                format!("vgpuctl undrain {} once the work on it is done", d.gpu),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::Fixture;
     use super::super::Severity;
     use super::*;
+    use std::fs;
 
     #[test]
     fn the_nvidia_manager_is_checked_only_for_nvidia_gpus() {
@@ -157,6 +200,30 @@ mod tests {
             f.check(nvidia_vgpu_mgr),
             [Verdict::ok("nvidia-vgpu-mgr runs (pid 1234)")]
         );
+    }
+
+    #[test]
+    fn a_drained_gpu_is_a_warning_naming_its_undrain_and_a_damaged_list_fails() {
+        let f = Fixture::new();
+        f.write_config("mdev_parents = [\"mtty\"]\n");
+        assert!(f.check(drains).is_empty());
+        let list = Drains::path_for(&f.host.config_path);
+        let mut d = Drains::default();
+        d.drain("mtty", 0, None);
+        d.save(&list).unwrap();
+        let v = f.check(drains);
+        assert_eq!(v[0].severity, Severity::Warning);
+        assert_eq!(
+            v[0].message,
+            "mtty is drained since 1970-01-01T00:00:00Z: it takes no new vGPU; no VM holds a vGPU there"
+        );
+        assert!(v[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("vgpuctl undrain mtty"));
+        fs::write(&list, "gpu = 1\n").unwrap();
+        assert_eq!(f.check(drains)[0].severity, Severity::Error);
     }
 
     #[test]

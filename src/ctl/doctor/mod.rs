@@ -177,7 +177,7 @@ pub struct Check {
 
 /// Every check, in the order the findings are listed: from the config down to the kernel, the
 /// vendor stack, the configured devices, and up to the hook, the daemon that runs it and libvirt.
-pub const CHECKS: [Check; 12] = [
+pub const CHECKS: [Check; 13] = [
     Check {
         name: "config",
         run: config::config,
@@ -201,6 +201,10 @@ pub const CHECKS: [Check; 12] = [
     Check {
         name: "device",
         run: devices::sriov_pfs,
+    },
+    Check {
+        name: "drain",
+        run: devices::drains,
     },
     Check {
         name: "hook",

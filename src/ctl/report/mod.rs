@@ -14,6 +14,8 @@ mod list;
 mod status;
 mod types;
 
+/// Seconds since the epoch as `2024-05-01T12:00:00Z` (`-` past what a date can say).
+pub use crate::utc;
 pub use list::{list_report, DeviceReport, ListReport};
 pub use status::{mark_displays, status_report, StatusDevice, StatusReport};
 pub use types::{types_report, GpuReport, TypeReport, TypesReport, VfCounts};
@@ -80,16 +82,7 @@ impl Table {
     }
 }
 
-/// Seconds since the epoch as `2024-05-01T12:00:00Z` (`-` past what a date can say).
-pub fn utc(secs: u64) -> String {
-    let rfc3339 = time::format_description::well_known::Rfc3339;
-    i64::try_from(secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .and_then(|t| t.format(&rfc3339).ok())
-        .unwrap_or_else(|| "-".to_string())
-}
-
+/// A value, or `-` when there is none.
 fn dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{dash, framebuffer_from_name, Table, JSON_VERSION};
 use crate::alloc::inventory::{self, Generation, MdevGpu, MdevState};
+use crate::host::drains::{Drain, Drains};
 use crate::host::state::{Device, Liveness, State};
 use crate::host::sysfs::{LiveMdev, MdevType, Sysfs};
 use crate::model::config::Config;
@@ -45,6 +46,10 @@ pub struct GpuReport {
     /// hook's refusal and `doctor` give).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// When the operator drained it (`vgpuctl drain`): since when and why; it takes no new
+    /// vGPU until `vgpuctl undrain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drained: Option<Drain>,
 }
 
 /// SR-IOV counts of a PF.
@@ -186,6 +191,15 @@ fn nvidia_vfio_types(sysfs: &Sysfs, pf: PciAddress, held: &[PciAddress]) -> Vec<
     by_id.into_values().collect()
 }
 
+impl TypesReport {
+    /// Marks the GPUs the operator drained.
+    pub fn mark_drains(&mut self, drains: &Drains) {
+        for g in &mut self.gpus {
+            g.drained = drains.of(&g.gpu).cloned();
+        }
+    }
+}
+
 /// Builds the `types` report: the configured mdev sources, then the other SR-IOV PFs.
 pub fn types_report(config: &Config, sysfs: &Sysfs, state: &State, live: &Liveness) -> TypesReport {
     let held = held_vfs(state, live);
@@ -228,6 +242,7 @@ fn mdev_gpu_report(
         vfs: None,
         types: Vec::new(),
         note: None,
+        drained: None,
     };
     match &g.state {
         MdevState::Parents(gen, ps) => {
@@ -275,6 +290,7 @@ fn sriov_pf_report(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, held: &[PciAddre
         types: Vec::new(),
         note: (exists && kind == PfKind::Amd && sysfs.vfs(pf).is_empty())
             .then(|| crate::host::sriov::amd_vf_num(sysfs, pf)),
+        drained: None,
     }
 }
 
@@ -340,6 +356,9 @@ impl TypesReport {
         for g in &self.gpus {
             if let Some(note) = &g.note {
                 writeln!(w, "note: {}: {note}", g.gpu)?;
+            }
+            if let Some(drain) = &g.drained {
+                writeln!(w, "note: {}: {drain}", g.gpu)?;
             }
         }
         Ok(())

@@ -5,31 +5,29 @@
 //! device that is not the domain's. Every request must have room here now: the same survey
 //! `prepare` makes, changing nothing, so a full host refuses before libvirt starts a QEMU.
 
-use super::{metadata_attr_edit, Edit, FilterRefusal};
+use super::{metadata_attr_edit, Edit, FilterRefusal, Target};
 use crate::alloc::mdev::check_room;
-use crate::alloc::numa::Wanted;
 use crate::alloc::txn::Txn;
 use crate::alloc::Ctx;
 use crate::host::state::{Device, Liveness, State};
 use crate::host::Host;
-use crate::model::config::Config;
 use crate::model::domain::{Domain, Hostdev, MdevRequest};
 use crate::model::names::MdevUuid;
 
 /// The edits that give colliding mdevs fresh UUIDs, once every request is known to have room.
 pub(super) fn edits(
-    host: &Host,
-    config: &Config,
+    target: &Target<'_>,
     dom: &Domain,
     xml: &str,
-    state: &State,
-    live: &Liveness,
 ) -> Result<Vec<Edit>, FilterRefusal> {
     let reqs: Vec<&MdevRequest> = dom.mdev_requests().collect();
     if reqs.is_empty() {
         return Ok(Vec::new());
     }
-    room(host, config, dom, state, live, &reqs)?;
+    room(target, dom, &reqs)?;
+    let Target {
+        host, state, live, ..
+    } = *target;
     let mut edits = Vec::new();
     for req in reqs
         .iter()
@@ -61,30 +59,26 @@ fn collides(host: &Host, dom: &Domain, state: &State, live: &Liveness, uuid: &Md
 
 /// Room for every request here now, placed as `prepare` places them, on a copy of the state and
 /// with a transaction that is never used: nothing on the host changes.
-fn room(
-    host: &Host,
-    config: &Config,
-    dom: &Domain,
-    state: &State,
-    live: &Liveness,
-    reqs: &[&MdevRequest],
-) -> Result<(), FilterRefusal> {
-    let numa = Wanted::of(&dom.numa, &host.sysfs, config.numa)
-        .ok()
-        .flatten();
-    let mut state = state.clone();
+fn room(target: &Target<'_>, dom: &Domain, reqs: &[&MdevRequest]) -> Result<(), FilterRefusal> {
+    let numa = target.numa(dom);
+    let mut state = target.state.clone();
     let mut txn = Txn::default();
     let mut ctx = Ctx {
-        host,
-        live,
-        config,
+        host: target.host,
+        live: target.live,
+        config: target.config,
         dom,
         state: &mut state,
         txn: &mut txn,
         numa: numa.as_ref(),
+        drains: target.drains,
     };
     check_room(&mut ctx, reqs).map_err(|refusal| FilterRefusal::NoRoom {
-        host: host.procfs.hostname().unwrap_or_else(|| "this host".into()),
+        host: target
+            .host
+            .procfs
+            .hostname()
+            .unwrap_or_else(|| "this host".into()),
         refusal: Box::new(refusal),
     })
 }

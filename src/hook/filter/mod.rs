@@ -15,8 +15,10 @@ mod vf;
 use std::ops::Range;
 
 use super::HookError;
+use crate::alloc::numa::Wanted;
 use crate::alloc::refusal::Refusal;
-use crate::host::state::Read;
+use crate::host::drains::Drains;
+use crate::host::state::{Liveness, Read, State};
 use crate::host::Host;
 use crate::model::config::Config;
 use crate::model::domain::Domain;
@@ -54,6 +56,26 @@ pub enum FilterRefusal {
     },
 }
 
+/// What the filter knows of this host: its paths and config, who holds what, who runs, and
+/// which GPUs are drained (a domain coming here is placed as a start here would place it).
+pub(super) struct Target<'a> {
+    host: &'a Host,
+    config: &'a Config,
+    state: &'a State,
+    live: &'a Liveness,
+    drains: &'a Drains,
+}
+
+impl Target<'_> {
+    /// The host NUMA nodes the domain wants, when its wishes can be used here (a filter places
+    /// as a start would, and a start without usable wishes places as if there were none).
+    fn numa(&self, dom: &Domain) -> Option<Wanted> {
+        Wanted::of(&dom.numa, &self.host.sysfs, self.config.numa)
+            .ok()
+            .flatten()
+    }
+}
+
 /// `migrate begin` / `restore begin`: the definition rewritten to fit this host, or `Ok(None)`
 /// when it fits as it is.
 pub fn filter(
@@ -65,15 +87,22 @@ pub fn filter(
     if dom.requests.is_empty() {
         return Ok(None);
     }
-    let state = super::load_state(
-        host,
-        &host.state.lock()?,
-        config.timing.prepare_grace,
-        Read::Lazy,
-    )?;
+    let (state, drains) = {
+        let locked = host.state.lock()?;
+        let grace = config.timing.prepare_grace;
+        let state = super::load_state(host, &locked, grace, Read::Lazy)?;
+        (state, super::drains(config)?)
+    };
     let live = host.liveness(config.timing.prepare_grace);
-    let mut edits = vf::edits(host, config, dom, xml, &state, &live)?;
-    edits.extend(mdev::edits(host, config, dom, xml, &state, &live)?);
+    let target = Target {
+        host,
+        config,
+        state: &state,
+        live: &live,
+        drains: &drains,
+    };
+    let mut edits = vf::edits(&target, dom, xml)?;
+    edits.extend(mdev::edits(&target, dom, xml)?);
     Ok(apply(xml, edits))
 }
 

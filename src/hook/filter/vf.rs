@@ -4,42 +4,41 @@
 
 use std::collections::BTreeSet;
 
-use super::{metadata_attr_edit, Edit, FilterRefusal};
+use super::{metadata_attr_edit, Edit, FilterRefusal, Target};
 use crate::alloc::numa::Wanted;
 use crate::alloc::vf::mdevs_on_vfs;
-use crate::host::state::{Device, Liveness, State};
+use crate::host::state::Device;
 use crate::host::sysfs::Sysfs;
-use crate::host::Host;
-use crate::model::config::Config;
 use crate::model::config::PfKind;
 use crate::model::domain::{Domain, Hostdev, VfRequest};
 use crate::model::pci::PciAddress;
 
 /// The edits that move the domain's VFs onto free ones here; none when each can stay.
 pub(super) fn edits(
-    host: &Host,
-    config: &Config,
+    target: &Target<'_>,
     dom: &Domain,
     xml: &str,
-    state: &State,
-    live: &Liveness,
 ) -> Result<Vec<Edit>, FilterRefusal> {
     let vf_requests: Vec<&VfRequest> = dom.vf_requests().collect();
     if vf_requests.is_empty() {
         return Ok(Vec::new());
     }
-    let numa = Wanted::of(&dom.numa, &host.sysfs, config.numa)
-        .ok()
-        .flatten();
+    let (sysfs, state) = (&target.host.sysfs, target.state);
     // Read once: the search below asks about every VF of every PF of the model.
-    let on_vfs = mdevs_on_vfs(&host.sysfs, state);
+    let on_vfs = mdevs_on_vfs(sysfs, state);
     let here = Here {
-        sysfs: &host.sysfs,
-        pfs: config.vf_pfs(),
-        numa,
+        sysfs,
+        // A drained PF's VFs are not this host's to give: one named there is replaced.
+        pfs: target
+            .config
+            .vf_pfs()
+            .into_iter()
+            .filter(|(pf, _)| target.drains.of(&pf.to_string()).is_none())
+            .collect(),
+        numa: target.numa(dom),
         holder: &|vf: PciAddress| {
             let of_vf = state
-                .holder(&Device::Vf { address: vf }, live)
+                .holder(&Device::Vf { address: vf }, target.live)
                 .filter(|r| r.domain_uuid != dom.uuid)
                 .map(|r| format!("domain '{}'", r.domain_name));
             of_vf.or_else(|| on_vfs.get(&vf).map(ToString::to_string))

@@ -4,6 +4,7 @@
 
 mod admin;
 mod docs;
+mod drain;
 mod edit;
 mod guest;
 mod host_side;
@@ -38,6 +39,8 @@ pub fn run(cli: &Cli, host: &Host, out: &mut dyn Write) -> Result<ExitCode, CtlE
         Command::Doctor(a) => admin::doctor(&cli.connect, &host, a, out),
         Command::Boot(a) => host_side::boot(&host, a, out),
         Command::Metrics(a) => host_side::metrics(&host, a, out),
+        Command::Drain(a) => drain::drain(&host, a, out),
+        Command::Undrain(a) => drain::undrain(&host, a, out),
         Command::Completions { shell } => docs::completions(*shell, out),
         Command::Man { dir } => docs::man(dir.as_deref(), out),
     }

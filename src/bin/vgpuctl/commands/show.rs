@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use vgpu_hook::ctl::report;
+use vgpu_hook::host::drains::Drains;
 use vgpu_hook::host::state::State;
 use vgpu_hook::host::Host;
 use vgpu_hook::model::config::Timing;
@@ -26,7 +27,9 @@ pub fn types(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, C
         State::default()
     });
     let live = host.liveness(config.timing.prepare_grace);
-    let r = report::types_report(&config, &host.sysfs, &state, &live);
+    let mut r = report::types_report(&config, &host.sysfs, &state, &live);
+    let drains = Drains::load(&Drains::path_for(&config.path)).map_err(CtlError::Drains)?;
+    r.mark_drains(&drains);
     emit(if json {
         report::write_json(out, &r)
     } else {
