@@ -1,7 +1,7 @@
 //! `vgpuctl boot` on a simulated host: NVIDIA SR-IOV GPUs get their VFs from the stand-in
 //! `sriov-manage` once (a second run changes nothing), a GPU that fell off the bus and a
 //! missing parent are reported, and the command exits 0 whatever it finds, even without a
-//! config.
+//! config; `--check` says what a boot would run and runs nothing.
 
 mod common;
 
@@ -100,6 +100,52 @@ fn boot_enables_nvidia_vfs_once_and_reports_every_gpu() {
         sim.events().matches("sriov_numvfs").count(),
         events.matches("sriov_numvfs").count(),
         "a second run writes nothing"
+    );
+}
+
+#[test]
+fn boot_check_says_what_a_boot_would_run_and_changes_nothing() {
+    let Some(sim) = Sim::start(HOST) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let o = vgpuctl(&sim, t.path(), Some(&config()), &["boot", "--check"]);
+    assert_eq!(o.status.code(), Some(1), "not every GPU is ready");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with(&format!(
+            "0000:41:00.0: SR-IOV VFs off: a boot would run `{SRIOV_MANAGE_STAND_IN} -e 0000:41:00.0`"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("nothere: not registered as an mdev parent yet: a boot would wait up to"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("1 of 4 configured GPUs ready (checked only: nothing was run or changed)\n"),
+        "{out}"
+    );
+    let numvfs = sim
+        .root()
+        .join("sys/bus/pci/devices/0000:41:00.0/sriov_numvfs");
+    assert_eq!(fs::read_to_string(&numvfs).unwrap().trim(), "0");
+    assert!(!sim.events().contains("sriov_numvfs"), "{}", sim.events());
+}
+
+#[test]
+fn boot_lines_keep_a_gpus_drain_in_view() {
+    let Some(sim) = Sim::start(HOST) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let config = format!("mdev_parents = [\"mtty\"]\nsriov_manage = \"{SRIOV_MANAGE_STAND_IN}\"\n");
+    fs::write(t.path().join("config.toml"), config).unwrap();
+    fs::write(
+        t.path().join("drained.toml"),
+        "[[gpu]]\ngpu = \"mtty\"\nsince = 0\nreason = \"driver upgrade\"\n",
+    )
+    .unwrap();
+    let out = text(&vgpuctl(&sim, t.path(), None, &["boot", "--check"]));
+    assert!(
+        out.starts_with("mtty: ready: mdev parent, 1 types; drained since 1970-01-01T00:00:00Z, reason: driver upgrade; `vgpuctl undrain mtty`"),
+        "{out}"
     );
 }
 

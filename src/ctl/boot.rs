@@ -10,13 +10,15 @@
 //! (fell off the bus, or a wrong address) is reported and never waited for. Everything it finds
 //! is one line per GPU on stdout, which the unit's journal keeps. It changes nothing that is
 //! already right, so running it twice is running it once, and it never fails: a boot must go
-//! on without GPUs rather than stop for them.
+//! on without GPUs rather than stop for them. `--check` says what a boot would run or wait for
+//! and does neither.
 
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::alloc::inventory::{classify_nvidia, MdevState};
+use crate::host::drains::Drains;
 use crate::host::sriov::{amd_vf_num, Switch};
 use crate::host::sysfs::Sysfs;
 use crate::model::config::Config;
@@ -35,6 +37,9 @@ pub struct BootOptions {
     pub vgpu_mgr_installed: bool,
     /// Poll interval while waiting.
     pub poll: Duration,
+    /// Only say what a boot would do (`vgpuctl boot --check`): nothing is run, written or
+    /// waited for.
+    pub check: bool,
 }
 
 impl BootOptions {
@@ -45,6 +50,7 @@ impl BootOptions {
             wait: config.timing.parent_wait,
             vgpu_mgr_installed: VGPU_MGR_PATHS.iter().any(|p| Path::new(p).exists()),
             poll: Duration::from_millis(500),
+            check: false,
         }
     }
 }
@@ -60,9 +66,15 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// Readies every configured GPU; one finding each, in config order.
+/// Readies every configured GPU (or, with `check`, says what that would take); one finding
+/// each, in config order.
 pub fn run(config: &Config, sysfs: &Sysfs, opts: &BootOptions) -> Vec<Finding> {
-    let deadline = Instant::now() + opts.wait;
+    let deadline = Instant::now()
+        + if opts.check {
+            Duration::ZERO
+        } else {
+            opts.wait
+        };
     let mut out: Vec<Finding> = config
         .nvidia_vgpu_pfs
         .iter()
@@ -76,6 +88,8 @@ pub fn run(config: &Config, sysfs: &Sysfs, opts: &BootOptions) -> Vec<Finding> {
             ready: registered(),
             detail: if registered() {
                 format!("ready: mdev parent, {} types", sysfs.mdev_types(p).len())
+            } else if opts.check {
+                format!("not registered as an mdev parent yet: a boot would wait up to {} s for it (is its driver loaded?)", opts.wait.as_secs())
             } else {
                 "missing: not registered as an mdev parent (is its driver loaded?)".into()
             },
@@ -120,6 +134,11 @@ fn nvidia(
                 "missing: not on the PCI bus (fell off the bus, or a wrong address in the config); see lspci and dmesg".into(),
             )
         }
+        MdevState::VfsDisabled if opts.check => {
+            let (_, how) = crate::host::sriov::nvidia_vfs_missing(&config.sriov_manage, pf);
+            let run = format!("`{} -e {pf}`", config.sriov_manage.display());
+            return finding(false, format!("SR-IOV VFs off: a boot would run {run} ({how})"));
+        }
         MdevState::VfsDisabled => {
             let switch = Switch::for_pf(config, sysfs, pf);
             match switch.enable(sysfs, config, pf, PfKind::Nvidia) {
@@ -146,6 +165,10 @@ fn nvidia(
         MdevState::NotMdev => finding(
             true,
             format!("{enabled}ready: nvidia-vfio, {} VFs", sysfs.vfs(pf).len()),
+        ),
+        _ if opts.check && opts.vgpu_mgr_installed => finding(
+            false,
+            format!("not registered as an mdev parent yet: a boot would wait up to {} s for nvidia-vgpu-mgr to register it", opts.wait.as_secs()),
         ),
         _ if !opts.vgpu_mgr_installed => finding(
             false,
@@ -184,15 +207,24 @@ fn vf_pf(sysfs: &Sysfs, pf: PciAddress, kind: PfKind) -> Finding {
     }
 }
 
-/// The lines `vgpuctl boot` prints: one per GPU, then a summary.
-pub fn lines(findings: &[Finding]) -> Vec<String> {
+/// The lines `vgpuctl boot` prints: one per GPU (with its drain, which a boot keeps), then a
+/// summary.
+pub fn lines(findings: &[Finding], drains: &Drains, check: bool) -> Vec<String> {
     let mut out: Vec<String> = findings
         .iter()
-        .map(|f| format!("{}: {}", f.gpu, f.detail))
+        .map(|f| match drains.of(&f.gpu) {
+            Some(d) => format!("{}: {}; {d}", f.gpu, f.detail),
+            None => format!("{}: {}", f.gpu, f.detail),
+        })
         .collect();
     let ready = findings.iter().filter(|f| f.ready).count();
+    let checked = if check {
+        " (checked only: nothing was run or changed)"
+    } else {
+        ""
+    };
     out.push(format!(
-        "{ready} of {} configured GPUs ready",
+        "{ready} of {} configured GPUs ready{checked}",
         findings.len()
     ));
     out
@@ -207,6 +239,7 @@ mod tests {
             wait: Duration::from_millis(300),
             vgpu_mgr_installed: false,
             poll: Duration::from_millis(50),
+            check: false,
         }
     }
 
@@ -230,7 +263,11 @@ mod tests {
                 .all(|f| !f.ready && f.detail.starts_with("missing: not on the PCI bus")),
             "{f:?}"
         );
-        assert_eq!(lines(&f).last().unwrap(), "0 of 2 configured GPUs ready");
+        let none = Drains::default();
+        assert_eq!(
+            lines(&f, &none, false).last().unwrap(),
+            "0 of 2 configured GPUs ready"
+        );
     }
 
     #[test]

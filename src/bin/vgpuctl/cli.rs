@@ -189,6 +189,7 @@ Each problem comes with the command that fixes it; the exit status is 1 when a c
 Examples:
   vgpuctl boot                    what the boot unit runs
   vgpuctl boot --wait-secs 0      report only what is ready now
+  vgpuctl boot --check            what a boot would do, doing nothing (exit 1: not all ready)
 
 For each configured GPU: NVIDIA GPUs whose SR-IOV VFs are off get them from sriov-manage;
 GPUs not yet registered by NVIDIA's vGPU manager are waited for (when it is installed) within
@@ -472,6 +473,9 @@ pub struct BootArgs {
     /// Bound on waiting for GPUs to register (default: the config's parent_wait_secs).
     #[arg(long, value_name = "S")]
     pub wait_secs: Option<u64>,
+    /// Say what a boot would run or wait for, and do neither (exit 1 when a GPU is not ready).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Which configured GPUs: by name, or `--all`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use vgpu_hook::ctl::boot::{self, BootOptions};
 use vgpu_hook::ctl::{install, metrics};
+use vgpu_hook::host::drains::Drains;
 use vgpu_hook::host::state::State;
 use vgpu_hook::host::Host;
 
@@ -14,7 +15,8 @@ use super::{emit, load_config, note};
 use crate::cli::{BootArgs, MetricsArgs};
 use crate::error::CtlError;
 
-/// `vgpuctl boot`: always exit 0; a config that cannot be read is reported, not fatal.
+/// `vgpuctl boot`: always exit 0 (a config that cannot be read is reported, not fatal);
+/// `--check`: exit 1 when a GPU is not ready, so that a boot would have work to do.
 pub fn boot(host: &Host, args: &BootArgs, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
     let config = match load_config(host) {
         Ok(c) => c,
@@ -27,10 +29,19 @@ pub fn boot(host: &Host, args: &BootArgs, out: &mut dyn Write) -> Result<ExitCod
     if let Some(s) = args.wait_secs {
         opts.wait = Duration::from_secs(s);
     }
-    for line in boot::lines(&boot::run(&config, &host.sysfs, &opts)) {
+    opts.check = args.check;
+    // A list that cannot be read is the hook's and doctor's to report; a boot goes on.
+    let drains = Drains::load(&Drains::path_for(&config.path)).unwrap_or_default();
+    let findings = boot::run(&config, &host.sysfs, &opts);
+    for line in boot::lines(&findings, &drains, opts.check) {
         emit(writeln!(out, "{line}"))?;
     }
-    Ok(ExitCode::SUCCESS)
+    let all_ready = findings.iter().all(|f| f.ready);
+    Ok(if opts.check && !all_ready {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `vgpuctl metrics [--output FILE]`.
