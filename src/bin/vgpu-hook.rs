@@ -207,8 +207,26 @@ fn run_release(
     domain_name: &str,
 ) -> ExitCode {
     log_stop(call, domain_name);
+    if matches!(call, Call::Release(StopReason::Known("failed"))) {
+        quote_failed_start(host, &config, dom);
+    }
     hook::release(host, &timing_of(&config), dom, domain_name);
     ExitCode::SUCCESS
+}
+
+/// Logs what NVIDIA's vGPU manager said about each vGPU of a domain whose start failed.
+fn quote_failed_start(host: &Host, config: &Result<Config, ConfigError>, dom: &Domain) {
+    let journalctl = config.as_ref().map_or_else(
+        |_| std::path::PathBuf::from(vgpu_hook::model::config::DEFAULT_JOURNALCTL),
+        |c| c.journalctl.clone(),
+    );
+    for (uuid, lines) in hook::failed_start_quotes(host, &journalctl, dom) {
+        log::error!(
+            "domain '{}': its start failed; NVIDIA's vGPU manager said about mdev {uuid}: {}",
+            dom.name,
+            lines.join(" | ")
+        );
+    }
 }
 
 /// Says in the log that a domain stopped and why, as libvirt said.

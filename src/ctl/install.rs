@@ -598,6 +598,10 @@ const SKELETON_SETTINGS: &str = "
 # sriov_manage = \"/usr/lib/nvidia/sriov-manage\"
 # sriov_manage_timeout_secs = 60
 
+# What NVIDIA's vGPU manager said about a vGPU whose start failed is read with journalctl
+# (the hook logs it at release, vgpuctl status shows it).
+# journalctl = \"/usr/bin/journalctl\"
+
 # Timing (defaults shown): waiting for a GPU's driver at boot, for a new device to appear,
 # for NVIDIA's own clean-up at stop, for one remove; retries and their interval; how long a
 # device prepared for a domain counts as taken before QEMU runs; how long after boot absent

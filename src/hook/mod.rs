@@ -21,7 +21,7 @@ mod release;
 pub use filter::filter;
 pub use prepare::prepare;
 pub use reconnect::reconnect;
-pub use release::{release, release_selected, StopReason};
+pub use release::{failed_start_quotes, release, release_selected, StopReason};
 
 use crate::alloc::refusal::Refusal;
 use crate::host::state::StateError;

@@ -3,6 +3,9 @@
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+
+use crate::host::journal;
 use crate::host::learned::{CleanupFacts, Seen};
 use crate::host::state::Record;
 use crate::host::state::{Device, Locked, Read, State, StateError};
@@ -223,6 +226,35 @@ impl<'h> Held<'h> {
             }
         }
     }
+}
+
+/// After a start that failed (libvirt 10.5+ says so at `release end`): for each of the domain's
+/// NVIDIA vGPUs, what NVIDIA's vGPU manager said against it since the hook made it (see
+/// [`crate::host::journal`]), for the journal beside the release. QEMU's error says only
+/// `Input/output error`; the reason is in these lines. Read before the devices are freed, within
+/// the journal's own bound, and only for a failed start.
+pub fn failed_start_quotes(
+    host: &Host,
+    journalctl: &Path,
+    dom: &Domain,
+) -> Vec<(MdevUuid, Vec<String>)> {
+    let Ok(state) = host.state.peek_lazy() else {
+        return Vec::new();
+    };
+    state
+        .of_domain(&dom.uuid)
+        .filter_map(|r| match &r.device {
+            Device::Mdev { uuid } if is_nvidia_vgpu(&host.sysfs, uuid) => {
+                Some((uuid.clone(), r.since))
+            }
+            _ => None,
+        })
+        .map(|(uuid, since)| {
+            let lines = journal::vgpu_mgr_errors(journalctl, &uuid, since.saturating_sub(5));
+            (uuid, lines)
+        })
+        .filter(|(_, lines)| !lines.is_empty())
+        .collect()
 }
 
 /// Gives NVIDIA's driver the chance to remove the domain's vGPUs itself, all at once, as long as

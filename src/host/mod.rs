@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod counters;
 pub mod drains;
 pub mod errno;
+pub mod journal;
 pub mod learned;
 pub mod lockfile;
 pub mod logging;
@@ -19,6 +20,7 @@ pub mod running;
 pub mod sriov;
 pub mod state;
 pub mod sysfs;
+pub mod tool;
 
 use std::path::PathBuf;
 

@@ -8,12 +8,12 @@
 //! way for a PF, runs it bounded, and, where it cannot work, says exactly what the operator must
 //! run instead, in words that the hook, `doctor` and `attach` share.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::host::sysfs::{Sysfs, SysfsError};
+use crate::host::tool::{is_executable, run_bounded, RunError};
 use crate::model::config::Config;
 use crate::model::config::PfKind;
 use crate::model::pci::PciAddress;
@@ -199,11 +199,6 @@ pub fn amd_vf_num(sysfs: &Sysfs, pf: PciAddress) -> String {
     }
 }
 
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// Runs `tool flag pf` with nothing inherited but the environment, within `limit`; its output
 /// goes to the log, never to libvirt.
 fn run_manage(
@@ -212,7 +207,6 @@ fn run_manage(
     pf: PciAddress,
     limit: Duration,
 ) -> Result<(), SriovError> {
-    use std::os::unix::process::CommandExt;
     if !is_executable(tool) {
         return Err(SriovError::ManageAbsent {
             path: tool.to_path_buf(),
@@ -227,40 +221,21 @@ fn run_manage(
         status,
         output,
     };
-    let mut child = Command::new(tool)
-        .arg(flag)
-        .arg(pf.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| failed("not started".into(), e.to_string()))?;
-    let out = child.stdout.take().map(drain);
-    let err = child.stderr.take().map(drain);
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                // SAFETY: kill(2) on the process group this call started.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
-                return Err(SriovError::ManageTimeout {
-                    path: tool.to_path_buf(),
-                    flag,
-                    pf,
-                    secs: limit.as_secs(),
-                });
-            }
+    let mut command = Command::new(tool);
+    command.arg(flag).arg(pf.to_string());
+    let ran = match run_bounded(command, limit) {
+        Ok(ran) => ran,
+        Err(RunError::NotStarted(e)) => return Err(failed("not started".into(), e)),
+        Err(RunError::Timeout) => {
+            return Err(SriovError::ManageTimeout {
+                path: tool.to_path_buf(),
+                flag,
+                pf,
+                secs: limit.as_secs(),
+            })
         }
     };
-    let text: String = [out, err]
-        .into_iter()
-        .flatten()
-        .filter_map(|h| h.join().ok())
-        .collect();
+    let text = ran.stdout + &ran.stderr;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         log::info!(
             "{} {flag} {pf}: {}",
@@ -268,7 +243,7 @@ fn run_manage(
             crate::printable(line, 200)
         );
     }
-    if status.success() {
+    if ran.status.success() {
         return Ok(());
     }
     let last = text
@@ -277,16 +252,7 @@ fn run_manage(
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
     Err(failed(
-        status.to_string(),
+        ran.status.to_string(),
         crate::printable(last.trim(), 160),
     ))
-}
-
-/// Reads a pipe to its end on a thread, so a chatty child never blocks on a full pipe.
-fn drain<R: Read + Send + 'static>(mut pipe: R) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = pipe.read_to_string(&mut s);
-        s
-    })
 }

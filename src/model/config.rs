@@ -22,6 +22,9 @@ pub const DEFAULT_PATH: &str = "/etc/vgpu-hook/config.toml";
 /// NVIDIA's own tool for enabling SR-IOV VFs on its GPUs, where its vGPU manager package puts it.
 pub const DEFAULT_SRIOV_MANAGE: &str = "/usr/lib/nvidia/sriov-manage";
 
+/// Where systemd's journal reader is (what NVIDIA's vGPU manager said is read through it).
+pub const DEFAULT_JOURNALCTL: &str = "/usr/bin/journalctl";
+
 /// How the hook chooses among GPUs that can all host a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Placement {
@@ -116,6 +119,9 @@ pub struct Config {
     /// NVIDIA's `sriov-manage`: the only way to enable the VFs of an NVIDIA GPU (its PF driver
     /// has no `sriov_configure`, so `sriov_numvfs` answers ENOENT).
     pub sriov_manage: PathBuf,
+    /// systemd's `journalctl`, through which the hook and vgpuctl read what NVIDIA's vGPU
+    /// manager said about a vGPU whose start failed.
+    pub journalctl: PathBuf,
     /// Timing knobs.
     pub timing: Timing,
 }
@@ -172,6 +178,7 @@ struct Raw {
     prepare_grace_secs: Option<Spanned<i64>>,
     boot_window_secs: Option<Spanned<i64>>,
     sriov_manage: Option<Spanned<String>>,
+    journalctl: Option<Spanned<String>>,
     lock_wait_secs: Option<Spanned<i64>>,
     sriov_manage_timeout_secs: Option<Spanned<i64>>,
 }
@@ -276,7 +283,8 @@ impl Config {
             placement: src.placement(raw.placement)?,
             numa: src.numa(raw.numa)?,
             vf_count,
-            sriov_manage: src.sriov_manage(raw.sriov_manage)?,
+            sriov_manage: src.tool("sriov_manage", raw.sriov_manage, DEFAULT_SRIOV_MANAGE)?,
+            journalctl: src.tool("journalctl", raw.journalctl, DEFAULT_JOURNALCTL)?,
             timing,
         })
     }
@@ -496,16 +504,22 @@ impl Source<'_> {
         Ok(())
     }
 
-    fn sriov_manage(&self, p: Option<Spanned<String>>) -> Result<PathBuf, ConfigError> {
+    /// A tool's path under `key`: absolute, `default` when not set.
+    fn tool(
+        &self,
+        key: &str,
+        p: Option<Spanned<String>>,
+        default: &str,
+    ) -> Result<PathBuf, ConfigError> {
         match p {
-            None => Ok(PathBuf::from(DEFAULT_SRIOV_MANAGE)),
+            None => Ok(PathBuf::from(default)),
             Some(p) if Path::new(p.get_ref()).is_absolute() && !p.get_ref().contains('\0') => {
                 Ok(PathBuf::from(p.get_ref()))
             }
             Some(p) => Err(self.invalid(
                 Some(p.span()),
                 format!(
-                    "sriov_manage: '{}' is not an absolute path (expected e.g. \"{DEFAULT_SRIOV_MANAGE}\")",
+                    "{key}: '{}' is not an absolute path (expected e.g. \"{default}\")",
                     crate::printable(p.get_ref(), 60)
                 ),
             )),

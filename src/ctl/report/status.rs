@@ -9,6 +9,7 @@ use super::{dash, utc, Table, JSON_VERSION};
 use crate::host::state::{Device, Record, State};
 use crate::host::sysfs::Sysfs;
 use crate::model::domain::{Domain, Hostdev, MdevRequest, MdevWant, Request, VfRequest, VfWant};
+use crate::model::names::MdevUuid;
 
 /// `vgpuctl status DOMAIN`: what a domain asks for and what it holds.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -112,6 +113,27 @@ pub fn status_report(dom: &Domain, running: bool, sysfs: &Sysfs, state: &State) 
         running,
         devices,
         problems: status.problems,
+    }
+}
+
+impl StatusReport {
+    /// Adds, for each of the domain's mdevs, what NVIDIA's vGPU manager said against it
+    /// (`said` gives its error lines): the reason of a start that failed with QEMU's
+    /// `Input/output error`.
+    pub fn quote_vgpu_mgr(&mut self, said: impl Fn(&MdevUuid) -> Vec<String>) {
+        for d in self.devices.iter().filter(|d| d.kind == "mdev") {
+            let Ok(uuid) = MdevUuid::parse(&d.device) else {
+                continue;
+            };
+            let lines = said(&uuid);
+            if !lines.is_empty() {
+                self.problems.push(format!(
+                    "NVIDIA's vGPU manager reported for mdev {uuid}: {}; the rest: journalctl -u {}",
+                    lines.join(" | "),
+                    crate::host::journal::VGPU_MGR_UNIT
+                ));
+            }
+        }
     }
 }
 

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use vgpu_hook::ctl::report;
 use vgpu_hook::host::drains::Drains;
-use vgpu_hook::host::state::State;
+use vgpu_hook::host::journal;
+use vgpu_hook::host::state::{now_secs, State};
 use vgpu_hook::host::Host;
-use vgpu_hook::model::config::Timing;
+use vgpu_hook::model::config::{Timing, DEFAULT_JOURNALCTL};
 use vgpu_hook::model::domain::Domain;
 
 use super::{emit, load_config, note, read_xml};
@@ -52,6 +53,10 @@ pub fn list(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, Ct
     Ok(ExitCode::SUCCESS)
 }
 
+/// How far back `status` reads what NVIDIA's vGPU manager said: a start that failed minutes ago
+/// is still the one the operator is asking about.
+const VGPU_MGR_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// `vgpuctl status`.
 pub fn status(
     uri: &str,
@@ -77,6 +82,12 @@ pub fn status(
     let state = host.state.peek()?;
     let mut r = report::status_report(&dom, running, &host.sysfs, &state);
     report::mark_displays(&mut r, &xml);
+    let journalctl = load_config(host).map_or_else(
+        |_| std::path::PathBuf::from(DEFAULT_JOURNALCTL),
+        |c| c.journalctl,
+    );
+    let since = now_secs().saturating_sub(VGPU_MGR_WINDOW.as_secs());
+    r.quote_vgpu_mgr(|uuid| journal::vgpu_mgr_errors(&journalctl, uuid, since));
     emit(if args.json {
         report::write_json(out, &r)
     } else {
