@@ -52,6 +52,15 @@ fn manager_logged_a_failure(journalctl: &Path, uuid: &str) {
     .unwrap();
 }
 
+/// Domain `a` with vGPU 1, prepared; then the manager fails a start of vGPU `failed`.
+fn prepared_then_failed(h: &TestHost, journalctl: &Path, failed: u32) -> (DomainXml, Domain) {
+    let vm = mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]);
+    assert_ok(&h.prepare(&vm));
+    manager_logged_a_failure(journalctl, &mdev_uuid(failed));
+    let dom = Domain::parse(&vm.text).unwrap();
+    (vm, dom)
+}
+
 fn host(h: &TestHost) -> Host {
     Host {
         sysfs: Sysfs::new(&h.sysfs_root),
@@ -67,10 +76,7 @@ fn a_failed_start_is_explained_by_what_the_manager_said_about_its_vgpu() {
     let Some((_sim, h, journalctl)) = host_with_journal() else {
         return;
     };
-    let vm = mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]);
-    assert_ok(&h.prepare(&vm));
-    manager_logged_a_failure(&journalctl, &mdev_uuid(1));
-    let dom = Domain::parse(&vm.text).unwrap();
+    let (vm, dom) = prepared_then_failed(&h, &journalctl, 1);
     let quotes = vgpu_hook::hook::failed_start_quotes(&host(&h), &journalctl, &dom);
     assert_eq!(
         quotes,
@@ -88,10 +94,7 @@ fn a_start_the_manager_said_nothing_against_quotes_nothing() {
     let Some((_sim, h, journalctl)) = host_with_journal() else {
         return;
     };
-    let vm = mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]);
-    assert_ok(&h.prepare(&vm));
-    manager_logged_a_failure(&journalctl, &mdev_uuid(2));
-    let dom = Domain::parse(&vm.text).unwrap();
+    let (_, dom) = prepared_then_failed(&h, &journalctl, 2);
     assert!(vgpu_hook::hook::failed_start_quotes(&host(&h), &journalctl, &dom).is_empty());
 }
 
@@ -100,9 +103,7 @@ fn status_shows_what_the_manager_said_about_the_domains_vgpu() {
     let Some((_sim, h, journalctl)) = host_with_journal() else {
         return;
     };
-    let vm = mdev_domain("a", &[(1, "profile=\"P40-2Q\"")]);
-    assert_ok(&h.prepare(&vm));
-    manager_logged_a_failure(&journalctl, &mdev_uuid(1));
+    let (vm, _) = prepared_then_failed(&h, &journalctl, 1);
     let xml = h.dir.path().join("a.xml");
     std::fs::write(&xml, &vm.text).unwrap();
     let o = h.vgpuctl(&["status", "--xml", xml.to_str().unwrap()]);
