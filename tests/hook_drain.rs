@@ -65,6 +65,26 @@ fn a_start_only_drained_gpus_could_take_is_refused_naming_the_drain_and_its_end(
 }
 
 #[test]
+fn a_start_taking_over_its_own_leftover_on_a_drained_gpu_is_refused_and_the_mdev_left() {
+    let Some((sim, h)) = p40_host() else { return };
+    let a = vm("a", 1);
+    assert_ok(&h.prepare(&a));
+    assert_eq!(gpu_of(&h, "a"), "0000:82:00.0");
+    ctl(&h, &["drain", "82:00.0"]);
+    assert_refused(
+        &h.prepare(&a),
+        &[&format!(
+            "mdev {} is on GPU 0000:82:00.0, which is drained since",
+            mdev_uuid(1)
+        )],
+    );
+    assert_eq!(
+        sim.mdev_parent(&mdev_uuid(1)).as_deref(),
+        Some("0000:82:00.0")
+    );
+}
+
+#[test]
 fn undrain_gives_the_gpu_new_vgpus_again() {
     let Some((_sim, h)) = p40_host() else { return };
     ctl(&h, &["drain", "--all"]);
