@@ -197,5 +197,12 @@ fn a_missing_mi300x_vf_gets_advice_for_the_mi300x_gim() {
         &format!("amd_vgpu_pfs = [\"04:00.0\"]\n{FAST_TIMING}"),
     );
     let o = h.prepare(&vf_domain("a", &[("04:00.4", "", true)]));
-    assert_refused(&o, &["vf_num=1", "one VF per GPU"]);
+    assert_refused(
+        &o,
+        &[
+            "vf_num=1",
+            "1 VF (SPX) or 8 VFs (CPX",
+            "amd-smi set --num-vf",
+        ],
+    );
 }

@@ -183,10 +183,14 @@ fn sysfs_advice(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, e: &SysfsError) -> 
     })
 }
 
-/// How many VFs AMD's GIM gives, and how to ask for them, for the GIM in front of this card:
-/// the MI300X GIM (amd/MxGPU-Virtualization) supports one VF per GPU; the S7150 GIM
-/// (GPUOpen MxGPU-Virtualization) takes `vf_num` 0 to 16 (0: the SR-IOV capability's count)
-/// and binds no driver to the PF.
+/// How many VFs AMD's GIM gives, and how to ask for them, for the GIM in front of this card.
+/// The Instinct GIM (amd/MxGPU-Virtualization) sets the count with its `vf_num` parameter (or
+/// `amd-smi set --num-vf N`), never through `sriov_numvfs`, and the compute partition follows
+/// it: an MI300X takes 1 VF (SPX) or, since GIM 8.5, 8 (CPX, with the multi-VF firmware); an
+/// MI350 1, 2 or 8 (GIM 9.1); a V710 1 to 12 (GIM 9.2) (GIM release notes; `support_vf_num` per
+/// profile in `libgv/core/hw/AI/mi300/mi300_gpumon.c`). The S7150 GIM (GPUOpen
+/// MxGPU-Virtualization) takes `vf_num` 0 to 16 (0: the SR-IOV capability's count) and binds no
+/// driver to the PF.
 pub fn amd_vf_num(sysfs: &Sysfs, pf: PciAddress) -> String {
     let device = sysfs
         .read(&sysfs.pci_dir(pf).join("device"))
@@ -194,8 +198,8 @@ pub fn amd_vf_num(sysfs: &Sysfs, pf: PciAddress) -> String {
         .and_then(|d| u16::from_str_radix(d.trim_start_matches("0x"), 16).ok());
     match device {
         Some(0x6929) => "the S7150 GIM sets the VF count when it loads: modprobe -r gim && modprobe gim vf_num=N (1 to 16, or 0 for as many as the card offers; or set it in /etc/modprobe.d/gim.conf)".to_string(),
-        Some(0x74a1) => "the MI300X GIM gives one VF per GPU when it loads: modprobe -r gim && modprobe gim vf_num=1 (or set it in /etc/modprobe.d/gim.conf)".to_string(),
-        _ => "the gim driver sets the VF count when it loads: set its vf_num parameter to what this card supports (GIM release notes; MI300X: 1) in /etc/modprobe.d/gim.conf and reload gim".to_string(),
+        Some(0x74a1) => "the MI300X GIM sets the VF count, and with it the compute partition: 1 VF (SPX) or 8 VFs (CPX, GIM 8.5+ with the multi-VF firmware); amd-smi set --num-vf 1 (or 8) while no VM holds a VF, or modprobe -r gim && modprobe gim vf_num=1 (or set it in /etc/gim_config)".to_string(),
+        _ => "the gim driver sets the VF count: set its vf_num parameter to what this card supports (GIM release notes: MI300X 1 or 8, MI350 1, 2 or 8, V710 1 to 12; amd-smi set --num-vf N on GIM 8.5+) and reload gim".to_string(),
     }
 }
 

@@ -287,7 +287,9 @@ impl Entry<'_> {
     fn sriov(&self, extras: &Extras) -> Result<Sriov, String> {
         let g = self.raw;
         let def_totalvfs = match self.kind {
-            // The new GIM supports one VF per MI300X (amd/MxGPU-Virtualization README).
+            // A production MI300X reads sriov_totalvfs 1 (its 1-VF firmware; `amd-smi static
+            // --num-vf` captures in amd/MxGPU-Virtualization's smi-lib docs); 8 VFs (CPX) need
+            // the multi-VF firmware (GIM 8.5.0.K release notes), set with `totalvfs`.
             Kind::AmdGim if !extras.gim_old => 1,
             k if k.has_sriov() => 16,
             _ => 0,
@@ -363,7 +365,9 @@ impl Entry<'_> {
             self.kind == Kind::Mdev && g.types.is_none() && g.name.as_deref() == Some("mtty");
         let pool = g.pool.or(mtty.then_some(MTTY_PORTS));
         self.check_pool(pool, available, types)?;
-        let max_gim_vfs = if gim_old { 16 } else { 1 };
+        // The S7150 GIM's vf_num range; the Instinct GIM's largest count (an MI300X or MI350 in
+        // CPX, GIM 8.5+ release notes; a V710's 12 is a card this simulator does not model).
+        let max_gim_vfs = if gim_old { 16 } else { 8 };
         if self.kind == Kind::AmdGim && g.totalvfs.or(g.numvfs).unwrap_or(0) > max_gim_vfs {
             return Err(format!(
                 "{}: GIM supports at most {max_gim_vfs} VFs per GPU here",

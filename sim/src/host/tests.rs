@@ -93,9 +93,13 @@ fn new_gim_has_one_vf_with_its_own_id() {
 }
 
 #[test]
-fn new_gim_refuses_a_second_vf() {
+fn new_gim_takes_more_than_one_vf_only_from_multi_vf_firmware_and_at_most_eight() {
     let e = refused(&format!("{GIM}numvfs = 2\n"));
-    assert!(e.contains("gpu[0].numvfs: GIM supports at most 1"), "{e}");
+    assert!(e.contains("expected at most totalvfs (1)"), "{e}");
+    let cpx = host(&format!("{GIM}totalvfs = 8\nnumvfs = 8\n")).unwrap();
+    assert_eq!(cpx.gpus[0].totalvfs, 8);
+    let e = refused(&format!("{GIM}totalvfs = 9\n"));
+    assert!(e.contains("gpu[0].totalvfs: GIM supports at most 8"), "{e}");
 }
 
 #[test]
