@@ -70,25 +70,32 @@ pub fn targets(
     Ok(out)
 }
 
-/// What `change` did to each GPU (true: changed, false: it was so already), under the state
-/// lock.
+/// What a drain or undrain did: for each GPU whether it changed (false: it was so already),
+/// and the list as it is now.
+pub struct Changed {
+    /// Each GPU asked about, and whether it changed.
+    pub done: Vec<(String, bool)>,
+    /// The list as written.
+    pub list: Drains,
+}
+
+/// Applies `change` to each GPU under the state lock, and writes the list when one changed.
 fn change(
     state: &StateDir,
     config: &Config,
     gpus: &[String],
     mut change: impl FnMut(&mut Drains, &str) -> bool,
-) -> Result<Vec<(String, bool)>, DrainCtlError> {
+) -> Result<Changed, DrainCtlError> {
     let _locked = state.lock()?;
-    let path = Drains::path_for(&config.path);
-    let mut drains = Drains::load(&path)?;
+    let mut list = Drains::of_config(config)?;
     let done: Vec<(String, bool)> = gpus
         .iter()
-        .map(|g| (g.clone(), change(&mut drains, g)))
+        .map(|g| (g.clone(), change(&mut list, g)))
         .collect();
     if done.iter().any(|(_, changed)| *changed) {
-        drains.save(&path)?;
+        list.save(&Drains::path_for(&config.path))?;
     }
-    Ok(done)
+    Ok(Changed { done, list })
 }
 
 /// Drains `gpus`; for each, whether it was drained now (false: it was already).
@@ -97,7 +104,7 @@ pub fn drain(
     config: &Config,
     gpus: &[String],
     reason: Option<&str>,
-) -> Result<Vec<(String, bool)>, DrainCtlError> {
+) -> Result<Changed, DrainCtlError> {
     let since = now_secs();
     change(state, config, gpus, |d, g| {
         d.drain(g, since, reason.map(str::to_string))
@@ -109,7 +116,7 @@ pub fn undrain(
     state: &StateDir,
     config: &Config,
     gpus: &[String],
-) -> Result<Vec<(String, bool)>, DrainCtlError> {
+) -> Result<Changed, DrainCtlError> {
     change(state, config, gpus, |d, g| d.undrain(g))
 }
 

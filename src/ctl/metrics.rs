@@ -66,7 +66,7 @@ pub fn render(
 ) -> String {
     let mut types = types_report(config, sysfs, state, live);
     // An unreadable list shows as no drains here; `doctor` and every start name the file.
-    types.mark_drains(&Drains::load(&Drains::path_for(&config.path)).unwrap_or_default());
+    types.mark_drains(&Drains::of_config(config).unwrap_or_default());
     let list = list_report(config, sysfs, state, live);
     let mut out = String::new();
     gpu_metrics(&mut out, sysfs, &types.gpus);

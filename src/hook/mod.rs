@@ -25,7 +25,7 @@ pub use release::{failed_start_quotes, release, release_selected, StopReason};
 
 use crate::alloc::refusal::Refusal;
 use crate::host::state::StateError;
-use crate::model::config::{Config, ConfigError};
+use crate::model::config::ConfigError;
 use crate::model::domain::DomainError;
 
 /// Why the hook refuses a call; its text is the operator's only explanation.
@@ -49,13 +49,6 @@ pub enum HookError {
     /// The list of drained GPUs cannot be read.
     #[error(transparent)]
     Drains(#[from] crate::host::drains::DrainError),
-}
-
-/// The GPUs the operator drained, read under the state lock the caller holds (vgpuctl writes
-/// the list under it, so a drain that returned is seen by every start after it).
-fn drains(config: &Config) -> Result<crate::host::drains::Drains, HookError> {
-    let path = crate::host::drains::Drains::path_for(&config.path);
-    Ok(crate::host::drains::Drains::load(&path)?)
 }
 
 /// The state under the lock; a damaged data file is kept aside and the records rebuilt from the

@@ -12,6 +12,7 @@ use crate::alloc::txn::Txn;
 use crate::alloc::vf::allocate_vf;
 use crate::alloc::{Ctx, Failure};
 use crate::host::counters;
+use crate::host::drains::Drains;
 use crate::host::state::{Device, Locked, Read, Record};
 use crate::host::sysfs::Sysfs;
 use crate::host::Host;
@@ -65,7 +66,7 @@ fn attempt(
     let locked = host.state.lock()?;
     let mut state = super::load_state(host, &locked, config.timing.prepare_grace, Read::Lazy)?;
     let live = host.liveness(config.timing.prepare_grace);
-    let drains = super::drains(config)?;
+    let drains = Drains::of_config(config)?;
     let mut txn = Txn::default();
     let mut ctx = Ctx {
         host,

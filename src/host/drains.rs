@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::host::atomic::{self, Durability};
+use crate::model::config::Config;
 
 /// The file's name, in the config's directory.
 pub const FILE: &str = "drained.toml";
@@ -70,6 +71,13 @@ impl Drains {
     /// Where the list of a host whose config is `config` lives.
     pub fn path_for(config: &Path) -> PathBuf {
         config.with_file_name(FILE)
+    }
+
+    /// The list of the host whose config is `config`. Readers that decide (a start, a migration
+    /// in) read it under the state lock, which vgpuctl writes it under: a drain that returned is
+    /// seen by every start after it.
+    pub fn of_config(config: &Config) -> Result<Drains, DrainError> {
+        Drains::load(&Drains::path_for(&config.path))
     }
 
     /// The list at `path`; none drained when there is no file.

@@ -146,7 +146,7 @@ pub fn drains(ctx: &Context<'_>) -> Vec<Verdict> {
         return Vec::new();
     };
     let host = ctx.inputs.host;
-    let drains = match Drains::load(&Drains::path_for(&c.path)) {
+    let drains = match Drains::of_config(c) {
         Ok(d) => d,
         Err(e) => {
             return vec![Verdict::fail(

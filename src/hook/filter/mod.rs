@@ -91,7 +91,7 @@ pub fn filter(
         let locked = host.state.lock()?;
         let grace = config.timing.prepare_grace;
         let state = super::load_state(host, &locked, grace, Read::Lazy)?;
-        (state, super::drains(config)?)
+        (state, Drains::of_config(config)?)
     };
     let live = host.liveness(config.timing.prepare_grace);
     let target = Target {

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use vgpu_hook::alloc::refusal::quoted_list;
 use vgpu_hook::ctl::drain::{self, holders};
 use vgpu_hook::ctl::report::utc;
 use vgpu_hook::host::drains::Drains;
+use vgpu_hook::host::state::State;
 use vgpu_hook::host::Host;
 use vgpu_hook::model::config::Config;
 
@@ -22,19 +24,14 @@ const POLL: Duration = Duration::from_secs(1);
 pub fn drain(host: &Host, args: &DrainArgs, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
     let config = load_config(host)?;
     let gpus = drain::targets(&config, &args.which.gpus, args.which.all, &[])?;
-    let done = drain::drain(&host.state, &config, &gpus, args.reason.as_deref())?;
-    let drains = Drains::load(&Drains::path_for(&config.path)).map_err(CtlError::Drains)?;
-    for (gpu, now) in &done {
-        let since = drains
-            .of(gpu)
-            .map_or_else(|| "-".to_string(), |d| utc(d.since));
-        let what = if *now {
-            "drained: it takes no new vGPU".to_string()
-        } else {
-            format!("drained already (since {since})")
+    let changed = drain::drain(&host.state, &config, &gpus, args.reason.as_deref())?;
+    let on = still_on(host, &config, &gpus);
+    for ((gpu, now), (_, on)) in changed.done.iter().zip(&on) {
+        let what = match changed.list.of(gpu) {
+            Some(d) if !*now => format!("drained already (since {})", utc(d.since)),
+            _ => "drained: it takes no new vGPU".to_string(),
         };
-        let on = still_on(host, &config, gpu);
-        emit(writeln!(out, "{gpu}: {what}; {}", on_line(&on)))?;
+        emit(writeln!(out, "{gpu}: {what}; {}", on_line(on)))?;
     }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -48,10 +45,10 @@ pub fn drain(host: &Host, args: &DrainArgs, out: &mut dyn Write) -> Result<ExitC
 /// `vgpuctl undrain`.
 pub fn undrain(host: &Host, args: &UndrainArgs, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
     let config = load_config(host)?;
-    let drained = Drains::load(&Drains::path_for(&config.path)).map_err(CtlError::Drains)?;
+    let drained = Drains::of_config(&config).map_err(CtlError::Drains)?;
     let listed: Vec<String> = drained.gpus.into_iter().map(|d| d.gpu).collect();
     let gpus = drain::targets(&config, &args.which.gpus, args.which.all, &listed)?;
-    for (gpu, was) in drain::undrain(&host.state, &config, &gpus)? {
+    for (gpu, was) in drain::undrain(&host.state, &config, &gpus)?.done {
         let line = if was {
             "undrained: it takes new vGPUs again"
         } else {
@@ -62,26 +59,24 @@ pub fn undrain(host: &Host, args: &UndrainArgs, out: &mut dyn Write) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// The domains holding a vGPU on `gpu` now (unknown holders when the state cannot be read:
-/// said on stderr, and counted as none).
-fn still_on(host: &Host, config: &Config, gpu: &str) -> Vec<String> {
-    let state = match host.state.peek() {
-        Ok(s) => s,
-        Err(e) => {
-            super::note(&format!("{e}; who holds a vGPU is unknown"));
-            return Vec::new();
-        }
-    };
+/// Each of `gpus` with the domains holding a vGPU on it now, from one read of the state
+/// (unknown holders when it cannot be read: said on stderr, and counted as none).
+fn still_on(host: &Host, config: &Config, gpus: &[String]) -> Vec<(String, Vec<String>)> {
+    let state = host.state.peek().unwrap_or_else(|e| {
+        super::note(&format!("{e}; who holds a vGPU is unknown"));
+        State::default()
+    });
     let live = host.liveness(config.timing.prepare_grace);
-    holders(&host.sysfs, &state, &live, gpu)
+    gpus.iter()
+        .map(|g| (g.clone(), holders(&host.sysfs, &state, &live, g)))
+        .collect()
 }
 
 fn on_line(domains: &[String]) -> String {
     if domains.is_empty() {
         return "no VM holds a vGPU there".to_string();
     }
-    let names: Vec<String> = domains.iter().map(|d| format!("'{d}'")).collect();
-    format!("still held by {}", names.join(", "))
+    format!("still held by {}", quoted_list(domains))
 }
 
 /// Waits until no VM holds a vGPU on any of `gpus`, saying who is waited for whenever that
@@ -95,9 +90,8 @@ fn wait_empty(
 ) -> Result<ExitCode, CtlError> {
     let mut said: Option<Vec<(String, Vec<String>)>> = None;
     loop {
-        let left: Vec<(String, Vec<String>)> = gpus
-            .iter()
-            .map(|g| (g.clone(), still_on(host, config, g)))
+        let left: Vec<(String, Vec<String>)> = still_on(host, config, gpus)
+            .into_iter()
             .filter(|(_, on)| !on.is_empty())
             .collect();
         if left.is_empty() {

@@ -31,7 +31,7 @@ pub fn boot(host: &Host, args: &BootArgs, out: &mut dyn Write) -> Result<ExitCod
     }
     opts.check = args.check;
     // A list that cannot be read is the hook's and doctor's to report; a boot goes on.
-    let drains = Drains::load(&Drains::path_for(&config.path)).unwrap_or_default();
+    let drains = Drains::of_config(&config).unwrap_or_default();
     let findings = boot::run(&config, &host.sysfs, &opts);
     for line in boot::lines(&findings, &drains, opts.check) {
         emit(writeln!(out, "{line}"))?;

@@ -29,7 +29,7 @@ pub fn types(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, C
     });
     let live = host.liveness(config.timing.prepare_grace);
     let mut r = report::types_report(&config, &host.sysfs, &state, &live);
-    let drains = Drains::load(&Drains::path_for(&config.path)).map_err(CtlError::Drains)?;
+    let drains = Drains::of_config(&config).map_err(CtlError::Drains)?;
     r.mark_drains(&drains);
     emit(if json {
         report::write_json(out, &r)
