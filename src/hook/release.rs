@@ -1,11 +1,10 @@
 //! `release end`: free what the domain's records say it owns, bounded, never failing.
 
+use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use std::path::Path;
-
-use crate::host::journal;
+use crate::host::journal::VgpuMgrLog;
 use crate::host::learned::{CleanupFacts, Seen};
 use crate::host::state::Record;
 use crate::host::state::{Device, Locked, Read, State, StateError};
@@ -241,7 +240,7 @@ pub fn failed_start_quotes(
     let Ok(state) = host.state.peek_lazy() else {
         return Vec::new();
     };
-    state
+    let vgpus: Vec<(MdevUuid, u64)> = state
         .of_domain(&dom.uuid)
         .filter_map(|r| match &r.device {
             Device::Mdev { uuid } if is_nvidia_vgpu(&host.sysfs, uuid) => {
@@ -249,8 +248,15 @@ pub fn failed_start_quotes(
             }
             _ => None,
         })
-        .map(|(uuid, since)| {
-            let lines = journal::vgpu_mgr_errors(journalctl, &uuid, since.saturating_sub(5));
+        .collect();
+    let Some(first) = vgpus.iter().map(|(_, since)| *since).min() else {
+        return Vec::new();
+    };
+    let log = VgpuMgrLog::read(journalctl, first.saturating_sub(5));
+    vgpus
+        .into_iter()
+        .map(|(uuid, _)| {
+            let lines = log.errors_about(&uuid);
             (uuid, lines)
         })
         .filter(|(_, lines)| !lines.is_empty())

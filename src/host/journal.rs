@@ -27,35 +27,73 @@ pub const MAX_LINES: usize = 4;
 /// How long reading the journal may take; past it the lines are simply not quoted.
 pub const READ_BOUND: Duration = Duration::from_secs(3);
 
-/// The manager's error lines about `uuid` since `since` (seconds since the epoch), oldest first,
-/// as `nvidia-vgpu-mgr[PID]: error: ...`, at most [`MAX_LINES`]. Empty when there are none or
-/// the journal cannot be read within [`READ_BOUND`]: quoting them is a courtesy, never a reason
-/// for a call to fail or wait longer.
-pub fn vgpu_mgr_errors(journalctl: &Path, uuid: &MdevUuid, since: u64) -> Vec<String> {
-    if !is_executable(journalctl) {
-        return Vec::new();
+/// The manager's journal entries since some instant, as (pid, message), read once for all the
+/// vGPUs a call asks about.
+#[derive(Debug, Default)]
+pub struct VgpuMgrLog {
+    entries: Vec<(String, String)>,
+}
+
+impl VgpuMgrLog {
+    /// The manager's entries since `since` (seconds since the epoch). Empty when the journal
+    /// cannot be read within [`READ_BOUND`]: quoting it is a courtesy, never a reason for a call
+    /// to fail or wait longer.
+    pub fn read(journalctl: &Path, since: u64) -> VgpuMgrLog {
+        if !is_executable(journalctl) {
+            return VgpuMgrLog::default();
+        }
+        let mut command = Command::new(journalctl);
+        command
+            .args([
+                "--unit",
+                VGPU_MGR_UNIT,
+                "--output",
+                "json",
+                "--no-pager",
+                "--quiet",
+            ])
+            .arg(format!("--since=@{since}"));
+        match run_bounded(command, READ_BOUND) {
+            Ok(ran) if ran.status.success() => VgpuMgrLog::parse(&ran.stdout),
+            Ok(ran) => {
+                log::debug!("{}: {}", journalctl.display(), ran.status);
+                VgpuMgrLog::default()
+            }
+            Err(e) => {
+                log::debug!("{}: {e:?}", journalctl.display());
+                VgpuMgrLog::default()
+            }
+        }
     }
-    let mut command = Command::new(journalctl);
-    command
-        .args([
-            "--unit",
-            VGPU_MGR_UNIT,
-            "--output",
-            "json",
-            "--no-pager",
-            "--quiet",
-        ])
-        .arg(format!("--since=@{since}"));
-    match run_bounded(command, READ_BOUND) {
-        Ok(ran) if ran.status.success() => errors_of(&ran.stdout, uuid.as_str()),
-        Ok(ran) => {
-            log::debug!("{}: {}", journalctl.display(), ran.status);
-            Vec::new()
-        }
-        Err(e) => {
-            log::debug!("{}: {e:?}", journalctl.display());
-            Vec::new()
-        }
+
+    /// The entries of `journalctl --output json` (one object per line).
+    fn parse(json_lines: &str) -> VgpuMgrLog {
+        let entries = json_lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+            .filter_map(|e| match (e.pid, e.message) {
+                (Some(pid), Some(serde_json::Value::String(m))) => Some((pid, m)),
+                _ => None,
+            })
+            .collect();
+        VgpuMgrLog { entries }
+    }
+
+    /// The error lines of the processes that announced `uuid`, oldest first, as
+    /// `nvidia-vgpu-mgr[PID]: error: ...`, at most [`MAX_LINES`].
+    pub fn errors_about(&self, uuid: &MdevUuid) -> Vec<String> {
+        let announced: Vec<&str> = self
+            .entries
+            .iter()
+            .filter(|(_, m)| m.contains(uuid.as_str()))
+            .map(|(pid, _)| pid.as_str())
+            .collect();
+        self.entries
+            .iter()
+            .filter(|(pid, m)| announced.contains(&pid.as_str()) && m.starts_with("error:"))
+            .take(MAX_LINES)
+            .map(|(pid, m)| format!("nvidia-vgpu-mgr[{pid}]: {}", crate::printable(m, 200)))
+            .collect()
     }
 }
 
@@ -69,32 +107,10 @@ struct Entry {
     message: Option<serde_json::Value>,
 }
 
-/// The error lines of the processes that announced `uuid`, from `journalctl --output json`.
-fn errors_of(json_lines: &str, uuid: &str) -> Vec<String> {
-    let entries: Vec<(String, String)> = json_lines
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
-        .filter_map(|e| match (e.pid, e.message) {
-            (Some(pid), Some(serde_json::Value::String(m))) => Some((pid, m)),
-            _ => None,
-        })
-        .collect();
-    let announced: Vec<&str> = entries
-        .iter()
-        .filter(|(_, m)| m.contains(uuid))
-        .map(|(pid, _)| pid.as_str())
-        .collect();
-    entries
-        .iter()
-        .filter(|(pid, m)| announced.contains(&pid.as_str()) && m.starts_with("error:"))
-        .take(MAX_LINES)
-        .map(|(pid, m)| format!("nvidia-vgpu-mgr[{pid}]: {}", crate::printable(m, 200)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::errors_of;
+    use super::VgpuMgrLog;
+    use crate::model::names::MdevUuid;
 
     const U: &str = "38512783-4893-47f7-9179-b0594167e86b";
 
@@ -114,7 +130,7 @@ mod tests {
         ]
         .join("\n");
         assert_eq!(
-            errors_of(&journal, U),
+            VgpuMgrLog::parse(&journal).errors_about(&MdevUuid::parse(U).unwrap()),
             [
                 "nvidia-vgpu-mgr[8626]: error: vmiop_log: (0x0): vGPU is supported only on VGX capable boards",
                 "nvidia-vgpu-mgr[8626]: error: vmiop_log: (0x0): init_device_instance failed for inst 0 with error 1 (vGPU validation of the GPU failed)",
@@ -130,6 +146,8 @@ mod tests {
             r#"{"_PID":"1","MESSAGE":[255,254]}"#.to_string(),
         ]
         .join("\n");
-        assert!(errors_of(&journal, U).is_empty());
+        assert!(VgpuMgrLog::parse(&journal)
+            .errors_about(&MdevUuid::parse(U).unwrap())
+            .is_empty());
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use vgpu_hook::ctl::report;
 use vgpu_hook::host::drains::Drains;
-use vgpu_hook::host::journal;
+use vgpu_hook::host::journal::VgpuMgrLog;
 use vgpu_hook::host::state::{now_secs, State};
 use vgpu_hook::host::Host;
 use vgpu_hook::model::config::{Timing, DEFAULT_JOURNALCTL};
@@ -87,7 +87,12 @@ pub fn status(
         |c| c.journalctl,
     );
     let since = now_secs().saturating_sub(VGPU_MGR_WINDOW.as_secs());
-    r.quote_vgpu_mgr(|uuid| journal::vgpu_mgr_errors(&journalctl, uuid, since));
+    // Read once, and only when the domain has an mdev to ask about.
+    let log = std::cell::OnceCell::new();
+    r.quote_vgpu_mgr(|uuid| {
+        log.get_or_init(|| VgpuMgrLog::read(&journalctl, since))
+            .errors_about(uuid)
+    });
     emit(if args.json {
         report::write_json(out, &r)
     } else {
