@@ -146,9 +146,6 @@ fn reuse(
                 && g.allows_parent(&req.parents, p)
         })
     });
-    let fits = gpu.zip(parent.as_ref()).is_some_and(|(_, p)| {
-        matches!(find_type(&sysfs, p, &req.want), Ok(Some((id, _))) if id.as_str() == live.type_id)
-    });
     if let Some(drain) = gpu.and_then(|g| ctx.drained(&g.key)) {
         let device = format!("mdev {}", req.uuid);
         return Err(Refusal::Drained {
@@ -157,6 +154,9 @@ fn reuse(
         }
         .into());
     }
+    let fits = gpu.zip(parent.as_ref()).is_some_and(|(_, p)| {
+        matches!(find_type(&sysfs, p, &req.want), Ok(Some((id, _))) if id.as_str() == live.type_id)
+    });
     if !fits {
         return Err(Refusal::ExistsOtherwise {
             uuid: req.uuid.clone(),

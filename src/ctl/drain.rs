@@ -131,6 +131,17 @@ fn on_gpu(sysfs: &Sysfs, r: &Record, gpu: &str) -> bool {
             .is_some_and(|pf| pf.to_string() == gpu)
 }
 
+/// Who still holds a vGPU on a drained GPU, as `drain` and `doctor` say it.
+pub fn holders_line(domains: &[String]) -> String {
+    if domains.is_empty() {
+        return "no VM holds a vGPU there".to_string();
+    }
+    format!(
+        "still held by {}",
+        crate::alloc::refusal::quoted_list(domains)
+    )
+}
+
 /// The domains that still hold a device on `gpu`, by name, each once, sorted.
 pub fn holders(sysfs: &Sysfs, state: &State, live: &Liveness, gpu: &str) -> Vec<String> {
     let mut out: Vec<String> = state

@@ -7,6 +7,7 @@
 
 use super::{Context, Verdict};
 use crate::alloc::inventory::{self, MdevGpu, MdevState};
+use crate::ctl::drain;
 use crate::host::drains::Drains;
 use crate::model::config::Config;
 use crate::model::config::PfKind;
@@ -161,12 +162,8 @@ pub fn drains(ctx: &Context<'_>) -> Vec<Verdict> {
         .gpus
         .iter()
         .map(|d| {
-            let on = crate::ctl::drain::holders(&host.sysfs, &state, &live, &d.gpu);
-            let held = if on.is_empty() {
-                "no VM holds a vGPU there".to_string()
-            } else {
-                format!("still held by {}", crate::alloc::refusal::quoted_list(&on))
-            };
+            let on = drain::holders(&host.sysfs, &state, &live, &d.gpu);
+            let held = drain::holders_line(&on);
             Verdict::warn(
                 format!(
                     "{} is drained since {}: it takes no new vGPU; {held}",

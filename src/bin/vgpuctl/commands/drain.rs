@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use vgpu_hook::alloc::refusal::quoted_list;
-use vgpu_hook::ctl::drain::{self, holders};
+use vgpu_hook::ctl::drain::{self, holders, holders_line};
 use vgpu_hook::ctl::report::utc;
 use vgpu_hook::host::drains::Drains;
 use vgpu_hook::host::state::State;
@@ -31,7 +30,7 @@ pub fn drain(host: &Host, args: &DrainArgs, out: &mut dyn Write) -> Result<ExitC
             Some(d) if !*now => format!("drained already (since {})", utc(d.since)),
             _ => "drained: it takes no new vGPU".to_string(),
         };
-        emit(writeln!(out, "{gpu}: {what}; {}", on_line(on)))?;
+        emit(writeln!(out, "{gpu}: {what}; {}", holders_line(on)))?;
     }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -72,13 +71,6 @@ fn still_on(host: &Host, config: &Config, gpus: &[String]) -> Vec<(String, Vec<S
         .collect()
 }
 
-fn on_line(domains: &[String]) -> String {
-    if domains.is_empty() {
-        return "no VM holds a vGPU there".to_string();
-    }
-    format!("still held by {}", quoted_list(domains))
-}
-
 /// Waits until no VM holds a vGPU on any of `gpus`, saying who is waited for whenever that
 /// changes; fails at `deadline` naming who is left.
 fn wait_empty(
@@ -100,7 +92,7 @@ fn wait_empty(
         }
         let text: Vec<String> = left
             .iter()
-            .map(|(g, on)| format!("{g} {}", on_line(on)))
+            .map(|(g, on)| format!("{g} {}", holders_line(on)))
             .collect();
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(CtlError::failed(format!(
