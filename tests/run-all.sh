@@ -129,6 +129,7 @@ phase "benchmarks"
 cargo build --release -p vgpu-sim
 BENCH_RUNS=${BENCH_RUNS:-200} cargo bench --bench hook
 cargo bench --bench stop
+cargo bench --bench placement
 cargo bench --bench scale
 
 phase "all passed in $(( $(date +%s) - t0 ))s"

@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::process::{Command, Output, Stdio};
 
-use common::hook::SRIOV_MANAGE_STAND_IN;
+use common::hook::{NVIDIA_SMI_STAND_IN, SRIOV_MANAGE_STAND_IN};
 use common::sim::Sim;
 
 /// An A16-like GPU (mdev on VFs) with its VFs off, an L40S (kernel-6.8+ VFs) with its VFs off,
@@ -184,4 +184,57 @@ fn boot_without_a_config_or_with_a_broken_one_exits_0() {
         out.starts_with("nothing to ready: ") && out.contains("line 1"),
         "{out}"
     );
+}
+
+/// The L40S of [`HOST`] with Ada's placement rules, in `mixed_size_pfs`.
+fn mixed_host_and_config() -> (String, String) {
+    let host = HOST.replace("totalvfs = 4\n", "totalvfs = 4\ngeneration = \"ada\"\n");
+    let config = format!(
+        "nvidia_vgpu_pfs = [\"41:00.0\"]\nmixed_size_pfs = [\"41:00.0\"]\nsriov_manage = \"{SRIOV_MANAGE_STAND_IN}\"\nnvidia_smi = \"{NVIDIA_SMI_STAND_IN}\"\n"
+    );
+    (host, config)
+}
+
+fn mode(sim: &Sim) -> String {
+    let p = sim
+        .root()
+        .join("sim/nvml/0000:41:00.0/vgpu_heterogeneous_mode");
+    fs::read_to_string(p).unwrap().trim().to_string()
+}
+
+#[test]
+fn boot_switches_mixed_size_mode_on_after_sriov_manage_and_a_second_run_finds_it_on() {
+    let (host, config) = mixed_host_and_config();
+    let Some(sim) = Sim::start(&host) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let args = ["boot", "--wait-secs", "0"];
+    let out = text(&vgpuctl(&sim, t.path(), Some(&config), &args));
+    assert!(
+        out.starts_with(
+            "0000:41:00.0: enabled 4 VFs; ready: nvidia-vfio, 4 VFs; mixed-size mode switched on"
+        ),
+        "{out}"
+    );
+    assert_eq!(mode(&sim), "1");
+    let again = text(&vgpuctl(&sim, t.path(), None, &args));
+    assert!(
+        again.starts_with("0000:41:00.0: ready: nvidia-vfio, 4 VFs; mixed-size mode on\n"),
+        "{again}"
+    );
+}
+
+#[test]
+fn boot_check_names_the_mode_command_after_sriov_manage_and_sets_nothing() {
+    let (host, config) = mixed_host_and_config();
+    let Some(sim) = Sim::start(&host) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let o = vgpuctl(&sim, t.path(), Some(&config), &["boot", "--check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!(
+            "then `{NVIDIA_SMI_STAND_IN} vgpu -i 0000:41:00.0 -shm 1` (after it: sriov-manage wipes the mode)"
+        )),
+        "{out}"
+    );
+    assert_eq!(mode(&sim), "0");
 }

@@ -64,8 +64,10 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
         ["sim"] => Some(vec![
             file("control", Attr::Control),
             file("events", Attr::Events),
+            dir("nvml"),
             file("requests", Attr::Requests),
         ]),
+        ["sim", "nvml", rest @ ..] => nvml_children(m, rest),
         ["sys"] => Some(vec![
             dir("bus"),
             dir("class"),
@@ -83,6 +85,26 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
 }
 
 /// `sys/devices`: PCI functions under `pci0000:00`, non-PCI parents under `virtual`.
+/// `sim/nvml`: what NVML knows of each NVIDIA PF with placement ids (its mixed-size mode and
+/// placement lists), which no sysfs file shows; the stand-in `nvidia-smi` reads and sets it.
+fn nvml_children(m: &Model, rest: &[&str]) -> Option<Entries> {
+    let pfs = m
+        .pci_devices()
+        .filter(|d| matches!(d.role, crate::model::Role::Pf { .. }))
+        .filter(|d| m.generation(&d.address).is_some());
+    match rest {
+        [] => Some(pfs.map(|d| dir(&d.address)).collect()),
+        [pf] => {
+            let addr = pfs.map(|d| d.address.clone()).find(|a| a == pf)?;
+            Some(vec![
+                file("placements", Attr::Placements(addr.clone())),
+                file("vgpu_heterogeneous_mode", Attr::Heterogeneous(addr)),
+            ])
+        }
+        _ => None,
+    }
+}
+
 fn devices_children(m: &Model, path: &[&str], rest: &[&str]) -> Option<Entries> {
     Some(match rest {
         [] => {

@@ -15,5 +15,6 @@ pub mod host;
 pub mod kparse;
 pub mod layout;
 pub mod model;
+pub mod placement;
 pub mod profiles;
 pub mod typespec;

@@ -1,12 +1,15 @@
 //! Deciding and doing: what the configured GPUs offer right now ([`inventory`]), which GPU a
-//! request goes to ([`placement`]), and making it so: mdevs created ([`mdev`]), VFs claimed and
+//! request goes to ([`placement`]; on a mixed-size GPU which slot, [`slots`] and [`mixed`]), and
+//! making it so: mdevs created ([`mdev`]), VFs claimed and
 //! typed ([`vf`]), each step written into a transaction ([`txn`]) that a refusal undoes.
 
 pub mod inventory;
 pub mod mdev;
+pub mod mixed;
 pub mod numa;
 pub mod placement;
 pub mod refusal;
+pub mod slots;
 pub mod txn;
 pub mod vf;
 

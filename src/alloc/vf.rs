@@ -233,11 +233,15 @@ fn claim_nvidia_vf(
                 source,
             })?;
     }
+    let mixed = super::mixed::assert_mode(ctx, pf);
     let id = creatable_id(&sysfs, vf, want)?;
     sysfs
         .set_current_vgpu_type(vf, id, ctx.config.timing.device_wait)
         .map_err(|source| Refusal::VfSysfs { vf, source })?;
     ctx.txn.set_vf_types.push(vf);
+    if mixed {
+        super::mixed::place(ctx, pf, vf, id);
+    }
     ctx.record(device, pf.to_string(), Some(id.to_string()), true);
     Ok(())
 }

@@ -18,6 +18,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::alloc::inventory::{classify_nvidia, MdevState};
+use crate::alloc::mixed::ensure_mode;
 use crate::host::drains::Drains;
 use crate::host::sriov::{amd_vf_num, Switch};
 use crate::host::sysfs::Sysfs;
@@ -136,7 +137,12 @@ fn nvidia(
         }
         MdevState::VfsDisabled if opts.check => {
             let (_, how) = crate::host::sriov::nvidia_vfs_missing(&config.sriov_manage, pf);
-            let run = format!("`{} -e {pf}`", config.sriov_manage.display());
+            let mut run = format!("`{} -e {pf}`", config.sriov_manage.display());
+            if config.mixed_size_pfs.contains(&pf) {
+                let smi = crate::host::nvidia_smi::Smi::new(&config.nvidia_smi);
+                let shm = smi.command(&["vgpu", "-i", &pf.to_string(), "-shm", "1"]);
+                run.push_str(&format!(", then `{shm}` (after it: sriov-manage wipes the mode)"));
+            }
             return finding(false, format!("SR-IOV VFs off: a boot would run {run} ({how})"));
         }
         MdevState::VfsDisabled => {
@@ -164,7 +170,11 @@ fn nvidia(
         ),
         MdevState::NotMdev => finding(
             true,
-            format!("{enabled}ready: nvidia-vfio, {} VFs", sysfs.vfs(pf).len()),
+            format!(
+                "{enabled}ready: nvidia-vfio, {} VFs{}",
+                sysfs.vfs(pf).len(),
+                mixed_size(config, sysfs, pf, opts.check)
+            ),
         ),
         _ if opts.check && opts.vgpu_mgr_installed => finding(
             false,
@@ -179,6 +189,15 @@ fn nvidia(
             format!("{enabled}not registered as an mdev parent within {} s: systemctl status nvidia-vgpu-mgr; journalctl -u nvidia-vgpu-mgr", opts.wait.as_secs()),
         ),
     }
+}
+
+/// For a GPU of `mixed_size_pfs`, after its VFs are on (NVIDIA's order: `sriov-manage -e`
+/// wipes the mode, so it comes after): the mode asserted, as a clause of the GPU's line.
+fn mixed_size(config: &Config, sysfs: &Sysfs, pf: PciAddress, check: bool) -> String {
+    if !config.mixed_size_pfs.contains(&pf) {
+        return String::new();
+    }
+    format!("; {}", ensure_mode(config, sysfs, pf, check))
 }
 
 /// One AMD or generic SR-IOV PF: present, and how many VFs it has. The hook enables a generic

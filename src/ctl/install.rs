@@ -598,6 +598,12 @@ const SKELETON_SETTINGS: &str = "
 # sriov_manage = \"/usr/lib/nvidia/sriov-manage\"
 # sriov_manage_timeout_secs = 60
 
+# NVIDIA GPUs (also in nvidia_vgpu_pfs, kernel 6.8+ VFs) that host vGPUs of several sizes at
+# once (NVIDIA's mixed-size mode, set with nvidia-smi). The hook switches the mode on while the
+# GPU is empty and puts each vGPU on the slot that keeps larger sizes creatable.
+# mixed_size_pfs = []
+# nvidia_smi = \"/usr/bin/nvidia-smi\"
+
 # What NVIDIA's vGPU manager said about a vGPU whose start failed is read with journalctl
 # (the hook logs it at release, vgpuctl status shows it).
 # journalctl = \"/usr/bin/journalctl\"

@@ -26,6 +26,8 @@ pub enum Attr {
     SetVgpuType,
     /// A kernel-6.8+ VF's `nvidia/current_vgpu_type`, clearing it (writing 0).
     ClearVgpuType,
+    /// A kernel-6.8+ VF's `nvidia/placement_id` (mixed-size mode).
+    PlacementId,
     /// A PF's `sriov_numvfs`.
     SriovNumvfs,
     /// Any other attribute.
@@ -92,6 +94,8 @@ pub fn meaning(attr: Attr, errno: i32) -> Option<String> {
         (Attr::SetVgpuType, libc::ENOSPC) => "the GPU has no room left for this type".into(),
         (Attr::ClearVgpuType, libc::EPERM) => "the VF has no vGPU any more, or a VM still holds it".into(),
         (Attr::ClearVgpuType, libc::EBUSY) => "the vGPU's task has not exited yet (its VM only just stopped)".into(),
+        (Attr::PlacementId, libc::EINVAL) => "the driver does not let the vGPU start at that slot now (taken, or not one of its type's placements)".into(),
+        (Attr::PlacementId, libc::EPERM) => "a VM holds the vGPU; it can only move while no VM uses it".into(),
         (Attr::SriovNumvfs, libc::ENOENT) => "the PF's driver cannot enable VFs through sysfs (NVIDIA: sriov-manage; AMD GIM: the vf_num module parameter; vfio-pci: enable_sriov=1)".into(),
         (Attr::SriovNumvfs, libc::EBUSY) => "VFs are enabled with another count (write 0 first) or still in use".into(),
         (Attr::SriovNumvfs, libc::ERANGE) => "more VFs than the PF's sriov_totalvfs".into(),

@@ -15,6 +15,7 @@ pub mod lockfile;
 pub mod logging;
 pub mod lsm;
 pub mod numa;
+pub mod nvidia_smi;
 pub mod procfs;
 pub mod running;
 pub mod sriov;

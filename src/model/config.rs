@@ -22,6 +22,9 @@ pub const DEFAULT_PATH: &str = "/etc/vgpu-hook/config.toml";
 /// NVIDIA's own tool for enabling SR-IOV VFs on its GPUs, where its vGPU manager package puts it.
 pub const DEFAULT_SRIOV_MANAGE: &str = "/usr/lib/nvidia/sriov-manage";
 
+/// Where NVIDIA's vGPU manager package puts `nvidia-smi`.
+pub const DEFAULT_NVIDIA_SMI: &str = "/usr/bin/nvidia-smi";
+
 /// Where systemd's journal reader is (what NVIDIA's vGPU manager said is read through it).
 pub const DEFAULT_JOURNALCTL: &str = "/usr/bin/journalctl";
 
@@ -103,6 +106,9 @@ pub struct Config {
     pub path: PathBuf,
     /// NVIDIA GPUs (physical functions) that host vGPUs, of any generation.
     pub nvidia_vgpu_pfs: Vec<PciAddress>,
+    /// NVIDIA GPUs (of `nvidia_vgpu_pfs`) run in mixed-size mode: vGPUs of several framebuffer
+    /// sizes at once, placed slot by slot.
+    pub mixed_size_pfs: Vec<PciAddress>,
     /// AMD MxGPU PFs whose VFs are handed out whole.
     pub amd_vgpu_pfs: Vec<PciAddress>,
     /// Other mdev parents, by their `/sys/class/mdev_bus` name.
@@ -119,6 +125,8 @@ pub struct Config {
     /// NVIDIA's `sriov-manage`: the only way to enable the VFs of an NVIDIA GPU (its PF driver
     /// has no `sriov_configure`, so `sriov_numvfs` answers ENOENT).
     pub sriov_manage: PathBuf,
+    /// NVIDIA's `nvidia-smi`, which sets and reads mixed-size mode and the placements.
+    pub nvidia_smi: PathBuf,
     /// systemd's `journalctl`, through which the hook and vgpuctl read what NVIDIA's vGPU
     /// manager said about a vGPU whose start failed.
     pub journalctl: PathBuf,
@@ -161,6 +169,8 @@ struct Raw {
     #[serde(default)]
     nvidia_vgpu_pfs: Vec<Spanned<String>>,
     #[serde(default)]
+    mixed_size_pfs: Vec<Spanned<String>>,
+    #[serde(default)]
     amd_vgpu_pfs: Vec<Spanned<String>>,
     #[serde(default)]
     mdev_parents: Vec<Spanned<String>>,
@@ -179,6 +189,7 @@ struct Raw {
     boot_window_secs: Option<Spanned<i64>>,
     sriov_manage: Option<Spanned<String>>,
     journalctl: Option<Spanned<String>>,
+    nvidia_smi: Option<Spanned<String>>,
     lock_wait_secs: Option<Spanned<i64>>,
     sriov_manage_timeout_secs: Option<Spanned<i64>>,
 }
@@ -274,9 +285,12 @@ impl Config {
         let vf_count = src
             .bounded("vf_count", &raw.vf_count, 0..=65_535)?
             .unwrap_or(0) as u32;
+        let nvidia_vgpu_pfs = src.pci_list("nvidia_vgpu_pfs", raw.nvidia_vgpu_pfs)?;
+        let mixed_size_pfs = src.mixed_size(raw.mixed_size_pfs, &nvidia_vgpu_pfs)?;
         Ok(Config {
             path: path.to_path_buf(),
-            nvidia_vgpu_pfs: src.pci_list("nvidia_vgpu_pfs", raw.nvidia_vgpu_pfs)?,
+            nvidia_vgpu_pfs,
+            mixed_size_pfs,
             amd_vgpu_pfs: src.pci_list("amd_vgpu_pfs", raw.amd_vgpu_pfs)?,
             mdev_parents: src.parents(raw.mdev_parents)?,
             sriov_pfs: src.pci_list("sriov_pfs", raw.sriov_pfs)?,
@@ -285,6 +299,7 @@ impl Config {
             vf_count,
             sriov_manage: src.tool("sriov_manage", raw.sriov_manage, DEFAULT_SRIOV_MANAGE)?,
             journalctl: src.tool("journalctl", raw.journalctl, DEFAULT_JOURNALCTL)?,
+            nvidia_smi: src.tool("nvidia_smi", raw.nvidia_smi, DEFAULT_NVIDIA_SMI)?,
             timing,
         })
     }
@@ -340,6 +355,27 @@ impl Source<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// `mixed_size_pfs`: addresses that must also be in `nvidia_vgpu_pfs` (the mode is an
+    /// NVIDIA GPU's, and a GPU the hook does not hand out has nothing to place).
+    fn mixed_size(
+        &self,
+        items: Vec<Spanned<String>>,
+        nvidia: &[PciAddress],
+    ) -> Result<Vec<PciAddress>, ConfigError> {
+        for item in &items {
+            let span = item.span();
+            let addr = self.pci_list("mixed_size_pfs", vec![item.clone()])?;
+            if addr.iter().any(|a| !nvidia.contains(a)) {
+                return Err(self.invalid(
+                    Some(span),
+                    format!("mixed_size_pfs: {} is not in nvidia_vgpu_pfs; add it there too (mixed-size mode is an NVIDIA vGPU GPU's)", addr[0]),
+                ));
+            }
+        }
+        let list = self.pci_list("mixed_size_pfs", items)?;
+        Ok(list)
     }
 
     fn parents(&self, items: Vec<Spanned<String>>) -> Result<Vec<ParentName>, ConfigError> {

@@ -19,6 +19,13 @@ pub const FAST_TIMING: &str = "parent_wait_secs = 0\ncleanup_wait_secs = 0\nremo
 pub const SRIOV_MANAGE_STAND_IN: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sriov-manage");
 
+/// The stand-in for NVIDIA's host `nvidia-smi` (tests/fixtures/nvidia-smi-host): mixed-size
+/// mode and placements from the simulator's NVML model, with nvidia-smi's exit codes.
+pub const NVIDIA_SMI_STAND_IN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/nvidia-smi-host"
+);
+
 /// A test host: a temp dir with state, libvirt run dir and config, over some sysfs root.
 pub struct TestHost {
     pub dir: tempfile::TempDir,

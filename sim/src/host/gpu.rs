@@ -10,6 +10,7 @@ use super::keys;
 use super::raw::{number, RawGpu};
 use super::{Available, Gpu, Kind, Location};
 use crate::kparse;
+use crate::placement::Generation;
 use crate::typespec::TypeSpec;
 
 /// Ports of the mtty sample driver (`MAX_MTTYS`), shared by `mtty-1` and `mtty-2`.
@@ -92,6 +93,7 @@ pub(super) fn validate(index: usize, raw: &RawGpu) -> Result<Gpu, String> {
         available: extras.available,
         pool: extras.pool,
         gim_old: extras.gim_old,
+        generation: e.generation()?,
         vf_offset: sriov.vf_offset,
         vf_stride: sriov.vf_stride,
         vendor: ident.vendor,
@@ -384,6 +386,22 @@ impl Entry<'_> {
             gim_old,
             exit_timeout_ms: g.exit_timeout_ms.unwrap_or(VGPU_EXIT_TIMEOUT_MS),
         })
+    }
+
+    /// `generation`: whose placement rules the board follows (mixed-size mode).
+    fn generation(&self) -> Result<Option<Generation>, String> {
+        self.raw
+            .generation
+            .as_deref()
+            .map(|s| {
+                Generation::parse(s).ok_or_else(|| {
+                    format!(
+                        "{}: expected \"ampere\", \"ada\", \"hopper\" or \"blackwell\", got {s:?}",
+                        self.key("generation")
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// `available`: who counts a generic parent's instances.

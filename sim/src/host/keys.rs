@@ -28,6 +28,9 @@ const SRIOV: &[&str] = &[
 /// NVIDIA's kernel-6.8+ per-VF interface: the clear after release.
 const NVIDIA_VFIO: &[&str] = &["reset_busy_ms", "exit_timeout_ms"];
 
+/// NVIDIA's placement rules (mixed-size mode), which differ by GPU generation.
+const PLACEMENT: &[&str] = &["generation"];
+
 /// AMD's GIM generation.
 const GIM: &[&str] = &["gim"];
 
@@ -39,7 +42,7 @@ fn groups(kind: Kind) -> &'static [&'static [&'static str]] {
     match kind {
         Kind::NvidiaClassic => &[NVIDIA_PROFILES, MDEV_REMOVE],
         Kind::NvidiaSriov => &[NVIDIA_PROFILES, MDEV_REMOVE, SRIOV],
-        Kind::NvidiaVfio => &[NVIDIA_PROFILES, SRIOV, NVIDIA_VFIO],
+        Kind::NvidiaVfio => &[NVIDIA_PROFILES, SRIOV, NVIDIA_VFIO, PLACEMENT],
         Kind::AmdGim => &[SRIOV, GIM],
         Kind::Sriov => &[SRIOV],
         Kind::Mdev => &[GENERIC_MDEV, MDEV_REMOVE],
@@ -47,7 +50,7 @@ fn groups(kind: Kind) -> &'static [&'static [&'static str]] {
 }
 
 /// Every kind-specific key with whether the entry gives it, in the order errors report them.
-fn given(g: &RawGpu) -> [(&'static str, bool); 19] {
+fn given(g: &RawGpu) -> [(&'static str, bool); 20] {
     [
         ("name", g.name.is_some()),
         ("board", g.board.is_some()),
@@ -64,6 +67,7 @@ fn given(g: &RawGpu) -> [(&'static str, bool); 19] {
         ("available", g.available.is_some()),
         ("pool", g.pool.is_some()),
         ("gim", g.gim.is_some()),
+        ("generation", g.generation.is_some()),
         ("vf_offset", g.vf_offset.is_some()),
         ("vf_stride", g.vf_stride.is_some()),
         ("vf_device", g.vf_device.is_some()),

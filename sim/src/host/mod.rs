@@ -186,6 +186,9 @@ pub struct Gpu {
     pub pool: Option<u32>,
     /// AMD: the old GIM (S7150), which probes its PFs by hand, so they show no `driver` link.
     pub gim_old: bool,
+    /// NVIDIA kernel-6.8+: the generation whose placement rules apply; `None` for a board
+    /// without mixed-size mode or placement ids.
+    pub generation: Option<crate::placement::Generation>,
     /// Routing-id offset of the first VF from the PF.
     pub vf_offset: u16,
     /// Routing-id distance between VFs.

@@ -51,6 +51,7 @@ pub(super) struct RawGpu {
     pub(super) available: Option<String>,
     pub(super) pool: Option<u32>,
     pub(super) gim: Option<String>,
+    pub(super) generation: Option<String>,
     pub(super) vf_offset: Option<u16>,
     pub(super) vf_stride: Option<u16>,
     pub(super) vendor: Option<toml::Value>,

@@ -114,6 +114,11 @@ pub enum Attr {
     Control,
     /// `sim/events`.
     Events,
+    /// `sim/nvml/<PF>/vgpu_heterogeneous_mode`: NVML's mixed-size mode of the GPU (read and
+    /// set by the stand-in `nvidia-smi`).
+    Heterogeneous(String),
+    /// `sim/nvml/<PF>/placements`: NVML's placement lists of each type.
+    Placements(String),
     /// `sim/requests`: how many filesystem requests have been served, so a benchmark can tell
     /// the simulator's own share of a measured time from its client's.
     Requests,
@@ -147,7 +152,12 @@ impl Attr {
             | Attr::Driver(..)
             | Attr::DriversProbe
             | Attr::Control => true,
-            Attr::Vfio(_, a) => matches!(a, VfioAttr::Current | VfioAttr::Params),
+            Attr::Vfio(_, a) => matches!(
+                a,
+                VfioAttr::Current | VfioAttr::Params | VfioAttr::PlacementId
+            ),
+            Attr::Heterogeneous(_) => true,
+            Attr::Placements(_) => false,
             Attr::ModuleInitstate(_) | Attr::Fixed(_) | Attr::Events | Attr::Requests => false,
         }
     }
@@ -242,6 +252,8 @@ impl Model {
             Attr::ModuleInitstate(_) => "live\n".to_string(),
             Attr::Fixed(text) => text.clone(),
             Attr::Events => self.events_text(),
+            Attr::Heterogeneous(pf) => self.heterogeneous_text(pf)?,
+            Attr::Placements(pf) => self.placements_text(pf)?,
             Attr::Requests => format!("{}\n", self.requests),
             Attr::MdevRemove(_) | Attr::Driver(..) | Attr::DriversProbe | Attr::Control => {
                 return Err(libc::EIO)
@@ -274,6 +286,7 @@ impl Model {
                 match a {
                     VfioAttr::Current => self.write_current_type(addr, data),
                     VfioAttr::Params => done(self.write_vf_params(addr, data)),
+                    VfioAttr::PlacementId => done(self.write_placement(addr, data)),
                     _ => done(Err(libc::EACCES)),
                 }
             }
@@ -285,9 +298,12 @@ impl Model {
             }),
             Attr::DriversProbe => done(self.write_drivers_probe(data)),
             Attr::Control => done(self.write_control(data)),
-            Attr::ModuleInitstate(_) | Attr::Fixed(_) | Attr::Events | Attr::Requests => {
-                done(Err(libc::EACCES))
-            }
+            Attr::Heterogeneous(pf) => done(self.write_heterogeneous(pf, data)),
+            Attr::ModuleInitstate(_)
+            | Attr::Fixed(_)
+            | Attr::Events
+            | Attr::Requests
+            | Attr::Placements(_) => done(Err(libc::EACCES)),
         }
     }
 
@@ -315,6 +331,9 @@ impl Model {
             VfioAttr::Creatable => self.creatable_text(addr),
             VfioAttr::Current => format!("{}\n", slot.current.as_deref().unwrap_or("0")),
             VfioAttr::Params if slot.current.is_some() => params_text(&slot.params),
+            VfioAttr::PlacementId if slot.placement.is_some() => {
+                format!("{}\n", slot.placement.unwrap_or_default())
+            }
             VfioAttr::Params
             | VfioAttr::GpuInstanceId
             | VfioAttr::PlacementId

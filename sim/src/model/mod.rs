@@ -9,12 +9,14 @@
 //! caller to finish later, so the model itself never blocks.
 //!
 //! The rules are split by interface: `mdev` (mdev core and NVIDIA capacity), `pci` (SR-IOV and
-//! driver binding), `vfio` (NVIDIA's kernel-6.8+ per-VF interface), `attrs` (reading and
+//! driver binding), `vfio` (NVIDIA's kernel-6.8+ per-VF interface), `mixed` (its mixed-size
+//! mode and placements), `attrs` (reading and
 //! writing attribute files) and `commands` (what `sim/control` makes the outside world do).
 
 mod attrs;
 mod commands;
 mod mdev;
+mod mixed;
 mod pci;
 mod vfio;
 
@@ -121,6 +123,9 @@ pub struct VgpuSlot {
     pub current: Option<String>,
     /// `nvidia/vgpu_params`.
     pub params: String,
+    /// `nvidia/placement_id`: the first framebuffer slot the vGPU takes, on boards with
+    /// placement ids.
+    pub placement: Option<u32>,
 }
 
 /// The life cycle of an mdev.
@@ -161,6 +166,9 @@ struct GpuState {
     plugged: bool,
     appear_at: Instant,
     pf_group: u32,
+    /// NVIDIA's mixed-size ("heterogeneous") vGPU mode: resource-manager state, lost when the
+    /// PF leaves its driver.
+    mixed: bool,
 }
 
 /// The simulated host.
@@ -220,6 +228,7 @@ impl Model {
                 spec,
                 plugged: true,
                 pf_group,
+                mixed: false,
             });
         }
         for i in 0..m.gpus.len() {

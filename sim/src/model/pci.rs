@@ -212,6 +212,7 @@ impl Model {
             return Err(libc::ENODEV);
         }
         d.driver = None;
+        self.forget_mode(&addr);
         self.reap_orphans();
         Ok(())
     }

@@ -1198,3 +1198,144 @@ fn mdev_iommu_groups_are_listed_with_pci_ones() {
         .expect("device exists");
     assert_eq!(m.iommu_groups().get(&g), Some(&vec![uuid(1)]));
 }
+
+// ----- NVIDIA mixed-size mode and placements (kernel 6.8+) -----
+
+/// An L40S with Ada's placement rules and four VFs.
+const L40S_MIXED: &str = r#"
+[[gpu]]
+address = "0000:c1:00.0"
+kind = "nvidia-vfio"
+board = "L40S"
+framebuffer_mb = 49152
+numvfs = 4
+generation = "ada"
+"#;
+
+const L40S_PF: &str = "0000:c1:00.0";
+
+fn mode(pf: &str) -> Attr {
+    Attr::Heterogeneous(pf.into())
+}
+
+fn set_type(m: &mut Model, vf: &str, id: &str) -> WriteOutcome {
+    m.write(&Attr::Vfio(vf.into(), VfioAttr::Current), id.as_bytes())
+}
+
+fn placement(m: &Model, vf: &str) -> String {
+    read(m, Attr::Vfio(vf.into(), VfioAttr::PlacementId))
+}
+
+fn mixed_l40s() -> Model {
+    let (mut m, _) = model(L40S_MIXED);
+    assert_eq!(m.write(&mode(L40S_PF), b"1"), done(Ok(())));
+    m
+}
+
+#[test]
+fn mixed_size_mode_is_off_until_set_and_then_hosts_two_sizes() {
+    let (m, _) = model(L40S_MIXED);
+    assert_eq!(read(&m, mode(L40S_PF)), "0\n");
+    let mut m = mixed_l40s();
+    assert_eq!(read(&m, mode(L40S_PF)), "1\n");
+    assert_eq!(set_type(&mut m, "0000:c1:00.4", "1152"), done(Ok(()))); // 8Q
+    assert_eq!(set_type(&mut m, "0000:c1:00.5", "1154"), done(Ok(()))); // 16Q
+    assert_eq!(placement(&m, "0000:c1:00.4"), "0\n");
+    assert_eq!(
+        placement(&m, "0000:c1:00.5"),
+        "32\n",
+        "16Q's ids are 0 and 32"
+    );
+}
+
+#[test]
+fn mixed_size_mode_cannot_change_once_a_vgpu_exists() {
+    let (mut m, _) = model(L40S_MIXED);
+    assert_eq!(set_type(&mut m, "0000:c1:00.4", "1152"), done(Ok(())));
+    assert_eq!(m.write(&mode(L40S_PF), b"1"), done(Err(libc::EBUSY)));
+}
+
+#[test]
+fn mixed_size_mode_is_not_supported_on_a_board_without_placements() {
+    let (mut m, _) = model(L40S);
+    assert_eq!(
+        m.write(&mode("0000:c1:00.0"), b"1"),
+        done(Err(libc::EOPNOTSUPP))
+    );
+}
+
+#[test]
+fn mixed_size_mode_is_lost_when_the_pf_leaves_its_driver() {
+    let mut m = mixed_l40s();
+    let unbind = Attr::Driver("nvidia".into(), DriverAttr::Unbind);
+    assert_eq!(m.write(&unbind, L40S_PF.as_bytes()), done(Ok(())));
+    let bind = Attr::Driver("nvidia".into(), DriverAttr::Bind);
+    assert_eq!(m.write(&bind, L40S_PF.as_bytes()), done(Ok(())));
+    assert_eq!(read(&m, mode(L40S_PF)), "0\n");
+}
+
+#[test]
+fn mixed_size_creatable_types_are_those_with_a_free_placement() {
+    let mut m = mixed_l40s();
+    assert_eq!(set_type(&mut m, "0000:c1:00.4", "1155"), done(Ok(()))); // 24Q at 0
+    let ids: Vec<String> = m
+        .creatable_types("0000:c1:00.5")
+        .iter()
+        .map(|t| t.id.clone())
+        .collect();
+    assert!(
+        !ids.contains(&"1156".to_string()),
+        "48Q needs the whole card"
+    );
+    assert!(ids.contains(&"1154".to_string()), "16Q still fits at 32");
+    assert!(
+        ids.contains(&"1147".to_string()),
+        "1Q fits in the free half"
+    );
+}
+
+#[test]
+fn one_size_mode_still_takes_one_size_and_places_from_zero() {
+    let (mut m, _) = model(L40S_MIXED);
+    assert_eq!(set_type(&mut m, "0000:c1:00.4", "1154"), done(Ok(())));
+    assert_eq!(
+        set_type(&mut m, "0000:c1:00.5", "1152"),
+        done(Err(libc::EIO))
+    );
+    assert_eq!(set_type(&mut m, "0000:c1:00.5", "1154"), done(Ok(())));
+    assert_eq!(placement(&m, "0000:c1:00.5"), "16\n");
+}
+
+#[test]
+fn a_placement_write_moves_the_vgpu_to_a_creatable_id_only() {
+    let mut m = mixed_l40s();
+    let at = |vf: &str| Attr::Vfio(vf.into(), VfioAttr::PlacementId);
+    assert_eq!(set_type(&mut m, "0000:c1:00.4", "1152"), done(Ok(()))); // 8Q at 0
+    assert_eq!(m.write(&at("0000:c1:00.4"), b"40"), done(Ok(())));
+    assert_eq!(placement(&m, "0000:c1:00.4"), "40\n");
+    assert_eq!(m.write(&at("0000:c1:00.4"), b"41"), done(Err(libc::EINVAL)));
+    assert_eq!(set_type(&mut m, "0000:c1:00.5", "1155"), done(Ok(()))); // 24Q at 0
+    assert_eq!(
+        m.write(&at("0000:c1:00.4"), b"16"),
+        done(Err(libc::EINVAL)),
+        "16 overlaps the 24Q"
+    );
+    assert_eq!(m.write(&at("0000:c1:00.6"), b"0"), done(Err(libc::ENXIO)));
+    m.hold("0000:c1:00.4").unwrap();
+    assert_eq!(m.write(&at("0000:c1:00.4"), b"24"), done(Err(libc::EPERM)));
+}
+
+#[test]
+fn nvml_placement_lists_show_size_supported_and_creatable_ids() {
+    let mut m = mixed_l40s();
+    assert_eq!(set_type(&mut m, "0000:c1:00.4", "1153"), done(Ok(()))); // 12Q at 0
+    let text = read(&m, Attr::Placements(L40S_PF.into()));
+    assert!(
+        text.contains("1153 size=12 supported=0,12,24,36 creatable=12,24,36\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1156 size=48 supported=0 creatable=\n"),
+        "{text}"
+    );
+}

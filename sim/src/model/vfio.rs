@@ -44,6 +44,9 @@ impl Model {
             return Vec::new();
         }
         let types = &self.gpus[dev.gpu].spec.types;
+        if self.mixed(pf) {
+            return self.mixed_creatable(pf, types);
+        }
         let fb_of = |id: &str| {
             types
                 .iter()
@@ -118,12 +121,22 @@ impl Model {
             return done(Err(libc::EPERM));
         }
         let id = value.to_string();
-        if value < 0 || !self.creatable_types(addr).iter().any(|t| t.id == id) {
+        let Some(t) = self
+            .creatable_types(addr)
+            .into_iter()
+            .find(|t| t.id == id && value > 0)
+            .cloned()
+        else {
             return done(Err(libc::EIO));
-        }
+        };
+        let placement = match &dev.role {
+            Role::Vf { pf, .. } => self.first_placement(pf, &t),
+            Role::Pf { .. } => None,
+        };
         if let Some(slot) = self.pci.get_mut(addr).and_then(|d| d.vgpu.as_mut()) {
             slot.current = Some(id);
             slot.params.clear();
+            slot.placement = placement;
         }
         done(Ok(()))
     }
@@ -156,6 +169,7 @@ impl Model {
             .ok_or(libc::ENODEV)?;
         slot.current = None;
         slot.params.clear();
+        slot.placement = None;
         Ok(())
     }
 }

@@ -532,6 +532,26 @@ impl Sysfs {
         )
         .map_err(|e| e.from_attr(attr))
     }
+
+    /// `nvidia/placement_id`: the first framebuffer slot the VF's vGPU takes; `None` while the
+    /// VF has no vGPU (NVIDIA's driver answers ENXIO or an empty file then) or on a board
+    /// without placements.
+    pub fn placement_id(&self, vf: PciAddress) -> Option<u32> {
+        self.read(&self.nvidia_vf_dir(vf).join("placement_id"))
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    /// Moves the VF's vGPU to slot `id` (mixed-size mode; the driver takes only a free one).
+    pub fn set_placement_id(&self, vf: PciAddress, id: u32) -> Result<(), SysfsError> {
+        write_bounded(
+            &self.nvidia_vf_dir(vf).join("placement_id"),
+            &id.to_string(),
+            Duration::from_secs(5),
+        )
+        .map_err(|e| e.from_attr(Attr::PlacementId))
+    }
 }
 
 impl Sysfs {
