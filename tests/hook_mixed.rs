@@ -7,36 +7,14 @@ mod common;
 use std::path::PathBuf;
 
 use common::hook::*;
+use common::mixed::{l40s, mixed_config, mixed_host, mode_file, PF};
 use common::sim::Sim;
-
-const PF: &str = "0000:41:00.0";
-
-/// An L40S with Ada's placement rules, `numvfs` VFs at mount.
-fn l40s(numvfs: u32) -> String {
-    format!("[[gpu]]\naddress = \"{PF}\"\nkind = \"nvidia-vfio\"\nboard = \"L40S\"\nname_prefix = \"NVIDIA\"\nframebuffer_mb = 49152\nnumvfs = {numvfs}\ntotalvfs = 8\ngeneration = \"ada\"\n")
-}
-
-/// The config of a host whose L40S is in `mixed_size_pfs`, with `smi` as nvidia-smi.
-fn mixed_config(smi: &str) -> String {
-    format!("nvidia_vgpu_pfs = [\"41:00.0\"]\nmixed_size_pfs = [\"41:00.0\"]\nnvidia_smi = \"{smi}\"\nsriov_manage = \"{SRIOV_MANAGE_STAND_IN}\"\nprepare_grace_secs = 0\n{FAST_TIMING}")
-}
-
-fn mixed_host(numvfs: u32) -> Option<(Sim, TestHost)> {
-    let sim = Sim::start(&l40s(numvfs))?;
-    let h = TestHost::new(sim.root(), &mixed_config(NVIDIA_SMI_STAND_IN));
-    Some((sim, h))
-}
 
 fn read(p: PathBuf) -> String {
     std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         .trim()
         .to_string()
-}
-
-fn mode_file(sim: &Sim) -> PathBuf {
-    sim.root()
-        .join(format!("sim/nvml/{PF}/vgpu_heterogeneous_mode"))
 }
 
 fn slot(sim: &Sim, vf: &str) -> String {

@@ -117,7 +117,7 @@ pub fn place(ctx: &Ctx<'_>, pf: PciAddress, vf: PciAddress, type_id: u32) {
     };
     let sysfs = ctx.sysfs();
     let here = sysfs.placement_id(vf);
-    let taken = taken_besides(ctx, &types, pf, vf);
+    let taken = taken_besides(sysfs, &types, pf, Some(vf));
     let Some(best) = slots::best(&types, want, &taken) else {
         return;
     };
@@ -137,18 +137,17 @@ pub fn place(ctx: &Ctx<'_>, pf: PciAddress, vf: PciAddress, type_id: u32) {
     }
 }
 
-/// The slots the other vGPUs of `pf` hold (their `placement_id`, their type's size).
+/// The slots the vGPUs of `pf` hold (their `placement_id`, their type's size), but `vf`'s.
 fn taken_besides(
-    ctx: &Ctx<'_>,
+    sysfs: &Sysfs,
     types: &[TypePlacements],
     pf: PciAddress,
-    vf: PciAddress,
+    vf: Option<PciAddress>,
 ) -> Vec<Taken> {
-    let sysfs = ctx.sysfs();
     sysfs
         .vfs(pf)
         .into_iter()
-        .filter(|&v| v != vf)
+        .filter(|&v| Some(v) != vf)
         .filter_map(|v| {
             let t = sysfs.current_vgpu_type(v).ok().filter(|&t| t != 0)?;
             let size = types.iter().find(|x| x.type_id == t)?.size;
@@ -158,4 +157,15 @@ fn taken_besides(
             })
         })
         .collect()
+}
+
+/// How many more vGPUs of each type a mixed-size GPU takes now (each placed as the hook would
+/// place it; free VFs not counted), by type id.
+pub fn room_by_type(config: &Config, sysfs: &Sysfs, pf: PciAddress) -> Result<Vec<(u32, u32)>, SmiError> {
+    let types = Smi::new(&config.nvidia_smi).placements(pf)?;
+    let taken = taken_besides(sysfs, &types, pf, None);
+    Ok(types
+        .iter()
+        .map(|t| (t.type_id, slots::room(&types, t, &taken)))
+        .collect())
 }

@@ -77,6 +77,20 @@ pub fn best(types: &[TypePlacements], want: &TypePlacements, taken: &[Taken]) ->
     pick.map(|(_, id)| id)
 }
 
+/// How many more vGPUs of `want` fit beside `taken`, each placed as [`best`] would place it.
+pub fn room(types: &[TypePlacements], want: &TypePlacements, taken: &[Taken]) -> u32 {
+    let mut after = taken.to_vec();
+    let mut n = 0;
+    while let Some(at) = best(types, want, &after) {
+        after.push(Taken {
+            at,
+            size: want.size,
+        });
+        n += 1;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +128,14 @@ mod tests {
     fn an_8_gb_vgpu_goes_where_both_16_gb_placements_survive() {
         let b = l40s();
         assert_eq!(best(&b, of(&b, 8), &[]), Some(16));
+    }
+
+    #[test]
+    fn room_counts_the_vgpus_that_still_fit_one_after_another() {
+        let b = l40s();
+        assert_eq!(room(&b, of(&b, 16), &[]), 2, "16 GB: placements 0 and 32 only");
+        assert_eq!(room(&b, of(&b, 12), &[at(16, 8)]), 3, "0, 24 and 36");
+        assert_eq!(room(&b, of(&b, 48), &[at(0, 1)]), 0);
     }
 
     #[test]

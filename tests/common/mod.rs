@@ -1,5 +1,5 @@
 //! What every test binary shares: running the hook as libvirt does (`hook`), the FUSE simulator
-//! (`sim`), a real libvirt daemon (`libvirtd`), golden files (`golden`) and what must hold on a host
+//! (`sim`) with a mixed-size L40S on it (`mixed`), a real libvirt daemon (`libvirtd`), golden files (`golden`) and what must hold on a host
 //! after any mix of calls, kills and reconciles (`invariants`). Each test binary
 //! includes this one module (`mod common;`) and uses what it needs.
 
@@ -9,5 +9,6 @@ pub mod golden;
 pub mod hook;
 pub mod invariants;
 pub mod libvirtd;
+pub mod mixed;
 pub mod sim;
 pub mod stop;

@@ -92,8 +92,9 @@ everything else in the definition stays as it is.")]
     #[command(after_help = "\
 Examples:
   vgpuctl types
+  vgpuctl types --fit L40S-16Q         where one more 16 GB vGPU can go now (exit 1: nowhere)
   vgpuctl types --json | jq '.gpus[].types[] | select(.available_instances > 0)'")]
-    Types(JsonArg),
+    Types(TypesArgs),
 
     /// Show the devices that exist on configured GPUs and who holds them.
     #[command(after_help = "\
@@ -259,6 +260,18 @@ pub struct JsonArg {
     /// Print JSON (shape: docs/json.md) instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `vgpuctl types`.
+#[derive(Debug, Args)]
+pub struct TypesArgs {
+    /// Print JSON (shape: docs/json.md) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only this profile (as a domain asks for it, e.g. L40S-16Q): how many more fit on each
+    /// GPU now, placed as the hook would place them.
+    #[arg(long, value_name = "PROFILE")]
+    pub fit: Option<String>,
 }
 
 /// Where the definition comes from.

@@ -5,6 +5,7 @@
 //! not yet serving (vendor manager down, VFs not enabled), or fine; each state has its own
 //! fix, the same advice the hook gives when it refuses a start.
 
+use crate::alloc::mixed::{ensure_mode, Mode};
 use super::{Context, Verdict};
 use crate::alloc::inventory::{self, MdevGpu, MdevState};
 use crate::ctl::drain;
@@ -172,6 +173,39 @@ pub fn drains(ctx: &Context<'_>) -> Vec<Verdict> {
                 ),
                 format!("vgpuctl undrain {} once the work on it is done", d.gpu),
             )
+        })
+        .collect()
+}
+
+/// One verdict per GPU of `mixed_size_pfs`: its mode as the hook would find it (on; off but
+/// switched on at the next start; off with a vGPU there, so one size only until it empties),
+/// checked without changing it.
+pub fn mixed_size(ctx: &Context<'_>) -> Vec<Verdict> {
+    let Some(c) = ctx.config() else {
+        return Vec::new();
+    };
+    let sysfs = &ctx.inputs.host.sysfs;
+    c.mixed_size_pfs
+        .iter()
+        .map(|&pf| {
+            if !sysfs.vfs(pf).iter().any(|&vf| sysfs.is_nvidia_vfio_vf(vf)) {
+                return Verdict::warn(
+                    format!("{pf} is in mixed_size_pfs but shows no kernel-6.8+ vGPU VFs (nvidia/current_vgpu_type): the hook places vGPUs slot by slot only there"),
+                    format!("enable its VFs (`{} -e {pf}`, or `vgpuctl boot`), or remove it from mixed_size_pfs", c.sriov_manage.display()),
+                );
+            }
+            match ensure_mode(c, sysfs, pf, true) {
+                Mode::On => Verdict::ok(format!("{pf}: mixed-size mode on")),
+                m @ Mode::WouldSwitchOn(_) => Verdict::warn(
+                    format!("{pf}: {m}"),
+                    "nothing to do: the hook switches it on at the next start (or run `vgpuctl boot`)",
+                ),
+                m @ Mode::OffInUse => Verdict::warn(
+                    format!("{pf}: {m}"),
+                    "stop the GPU's VMs, then `vgpuctl boot` (NVIDIA changes the mode only on an empty GPU)",
+                ),
+                m => Verdict::warn(format!("{pf}: {m}"), "check `nvidia-smi -q` on this GPU, or remove it from mixed_size_pfs"),
+            }
         })
         .collect()
 }

@@ -177,7 +177,7 @@ pub struct Check {
 
 /// Every check, in the order the findings are listed: from the config down to the kernel, the
 /// vendor stack, the configured devices, and up to the hook, the daemon that runs it and libvirt.
-pub const CHECKS: [Check; 13] = [
+pub const CHECKS: [Check; 14] = [
     Check {
         name: "config",
         run: config::config,
@@ -205,6 +205,10 @@ pub const CHECKS: [Check; 13] = [
     Check {
         name: "drain",
         run: devices::drains,
+    },
+    Check {
+        name: "mixed-size",
+        run: devices::mixed_size,
     },
     Check {
         name: "hook",

@@ -12,7 +12,7 @@ use crate::host::state::{Device, Liveness, State};
 use crate::host::sysfs::{LiveMdev, MdevType, Sysfs};
 use crate::model::config::Config;
 use crate::model::config::PfKind;
-use crate::model::names::ParentName;
+use crate::model::names::{ParentName, Profile};
 use crate::model::pci::PciAddress;
 
 /// `vgpuctl types`: every configured GPU, what it is now and what it offers.
@@ -50,6 +50,11 @@ pub struct GpuReport {
     /// vGPU until `vgpuctl undrain`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drained: Option<Drain>,
+    /// For a GPU of `mixed_size_pfs`: its mixed-size mode as nvidia-smi reports it (`on`,
+    /// `off`, `n/a`, `unknown`); while on, `available_instances` counts what still fits slot by
+    /// slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixed_size: Option<&'static str>,
 }
 
 /// SR-IOV counts of a PF.
@@ -243,6 +248,7 @@ fn mdev_gpu_report(
         types: Vec::new(),
         note: None,
         drained: None,
+        mixed_size: None,
     };
     match &g.state {
         MdevState::Parents(gen, ps) => {
@@ -262,6 +268,9 @@ fn mdev_gpu_report(
             });
             report.types =
                 g.pf.map_or_else(Vec::new, |pf| nvidia_vfio_types(sysfs, pf, held));
+            if let Some(pf) = g.pf.filter(|pf| config.mixed_size_pfs.contains(pf)) {
+                mixed_size_room(config, sysfs, pf, &mut report);
+            }
         }
         MdevState::VfsDisabled => {
             report.vfs = g.pf.map(|pf| vf_counts(sysfs, pf, |_| true));
@@ -271,6 +280,43 @@ fn mdev_gpu_report(
         MdevState::Missing | MdevState::Unregistered => {}
     }
     report
+}
+
+/// A GPU of `mixed_size_pfs`: its mode, and while it is on, what each type still fits slot by
+/// slot (at most one per free VF).
+fn mixed_size_room(config: &Config, sysfs: &Sysfs, pf: PciAddress, report: &mut GpuReport) {
+    let smi = crate::host::nvidia_smi::Smi::new(&config.nvidia_smi);
+    let mode = smi.heterogeneous_mode(pf);
+    report.mixed_size = Some(match &mode {
+        Ok(Some(true)) => "on",
+        Ok(Some(false)) => "off",
+        Ok(None) => "n/a",
+        Err(_) => "unknown",
+    });
+    match mode {
+        Ok(Some(true)) => {}
+        Ok(_) => {
+            report.note = Some(format!("mixed-size mode is {}: one size at a time here (the hook switches it on while the GPU is empty; `vgpuctl boot` at boot)", report.mixed_size.unwrap_or("off")));
+            return;
+        }
+        Err(e) => {
+            report.note = Some(format!("mixed-size mode unknown: {e}"));
+            return;
+        }
+    }
+    let free = report.vfs.as_ref().map_or(0, |v| v.free);
+    match crate::alloc::mixed::room_by_type(config, sysfs, pf) {
+        Ok(room) => {
+            for t in &mut report.types {
+                let fits = room
+                    .iter()
+                    .find(|(id, _)| id.to_string() == t.id)
+                    .map_or(0, |(_, n)| *n);
+                t.available_instances = fits.min(free);
+            }
+        }
+        Err(e) => report.note = Some(format!("placements unknown, AVAILABLE counts free VFs: {e}")),
+    }
 }
 
 /// One configured AMD or generic SR-IOV PF: its VF counts, and AMD's advice when it has none.
@@ -291,6 +337,7 @@ fn sriov_pf_report(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, held: &[PciAddre
         note: (exists && kind == PfKind::Amd && sysfs.vfs(pf).is_empty())
             .then(|| crate::host::sriov::amd_vf_num(sysfs, pf)),
         drained: None,
+        mixed_size: None,
     }
 }
 
@@ -360,7 +407,61 @@ impl TypesReport {
             if let Some(drain) = &g.drained {
                 writeln!(w, "note: {}: {drain}", g.gpu)?;
             }
+            if g.mixed_size == Some("on") {
+                writeln!(w, "note: {}: mixed-size mode on: AVAILABLE is what still fits slot by slot", g.gpu)?;
+            }
         }
         Ok(())
+    }
+
+    /// The report kept to the types `profile` names (`vgpuctl types --fit`), GPUs offering
+    /// none left out.
+    pub fn fit(&self, profile: &Profile) -> TypesReport {
+        let gpus = self
+            .gpus
+            .iter()
+            .filter_map(|g| {
+                let types: Vec<TypeReport> = profile
+                    .pick(&g.types, |t| t.name.as_deref())
+                    .into_iter()
+                    .cloned()
+                    .collect();
+                (!types.is_empty()).then(|| GpuReport {
+                    types,
+                    ..g.clone()
+                })
+            })
+            .collect();
+        TypesReport {
+            version: self.version,
+            gpus,
+        }
+    }
+
+    /// Where one more vGPU of `profile` can go now: one line per GPU that offers it, then the
+    /// answer. False when it fits nowhere.
+    pub fn write_fit(&self, profile: &Profile, w: &mut dyn Write) -> io::Result<bool> {
+        let mut anywhere = false;
+        for g in &self.gpus {
+            for t in &g.types {
+                let name = t.name.as_deref().unwrap_or(&t.id);
+                let why = if g.drained.is_some() {
+                    " (drained: takes no new vGPU)"
+                } else if t.available_instances == 0 {
+                    " (full for this size now)"
+                } else {
+                    ""
+                };
+                let n = if g.drained.is_some() { 0 } else { t.available_instances };
+                anywhere |= n > 0;
+                writeln!(w, "{}: {name} (type {}): {n} more{why}", g.gpu, t.id)?;
+            }
+        }
+        if self.gpus.is_empty() {
+            writeln!(w, "one more '{profile}' fits nowhere now: no configured GPU can create a type of that name (full, hosting another size, or no such type: see vgpuctl types)")?;
+        } else if !anywhere {
+            writeln!(w, "one more '{profile}' fits nowhere now")?;
+        }
+        Ok(anywhere)
     }
 }

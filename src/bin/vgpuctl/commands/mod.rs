@@ -27,7 +27,7 @@ pub fn run(cli: &Cli, host: &Host, out: &mut dyn Write) -> Result<ExitCode, CtlE
     match &cli.command {
         Command::Attach(a) => edit::attach(&cli.connect, &host, a, out),
         Command::Detach(a) => edit::detach(&cli.connect, &host, a, out),
-        Command::Types(a) => show::types(&host, a.json, out),
+        Command::Types(a) => show::types(&host, a, out),
         Command::List(a) => show::list(&host, a.json, out),
         Command::Status(a) => show::status(&cli.connect, &host, a, out),
         Command::MigrateCheck(a) => migrate::check(&cli.connect, &host, a, out),

@@ -10,14 +10,16 @@ use vgpu_hook::host::state::{now_secs, State};
 use vgpu_hook::host::Host;
 use vgpu_hook::model::config::{Timing, DEFAULT_JOURNALCTL};
 use vgpu_hook::model::domain::Domain;
+use vgpu_hook::model::names::Profile;
 
 use super::{emit, load_config, note, read_xml};
-use crate::cli::StatusArgs;
+use crate::cli::{StatusArgs, TypesArgs};
 use crate::error::CtlError;
 use crate::libvirt::Libvirt;
 
 /// `vgpuctl types`.
-pub fn types(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
+pub fn types(host: &Host, args: &TypesArgs, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
+    let json = args.json;
     let config = load_config(host)?;
     // Capacity comes from sysfs; the state only tells which VFs are held, so an unreadable
     // state (not root) costs that column, not the whole report.
@@ -31,6 +33,17 @@ pub fn types(host: &Host, json: bool, out: &mut dyn Write) -> Result<ExitCode, C
     let mut r = report::types_report(&config, &host.sysfs, &state, &live);
     let drains = Drains::of_config(&config).map_err(CtlError::Drains)?;
     r.mark_drains(&drains);
+    if let Some(p) = &args.fit {
+        let profile = Profile::parse(p).map_err(|e| CtlError::Usage(format!("--fit: {e}")))?;
+        let fit = r.fit(&profile);
+        let anywhere = if json {
+            emit(report::write_json(out, &fit))?;
+            fit.gpus.iter().any(|g| g.drained.is_none() && g.types.iter().any(|t| t.available_instances > 0))
+        } else {
+            fit.write_fit(&profile, out).map_err(CtlError::output)?
+        };
+        return Ok(if anywhere { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     emit(if json {
         report::write_json(out, &r)
     } else {
