@@ -238,3 +238,46 @@ fn boot_check_names_the_mode_command_after_sriov_manage_and_sets_nothing() {
     );
     assert_eq!(mode(&sim), "0");
 }
+
+/// What `vgpuctl boot` says of the L40S of [`HOST`] (VFs on) when the `nvidia` module loaded
+/// with `registry` (a host-file line) and the config asks for `wish`.
+fn boot_with_scheduler(registry: &str, wish: &str) -> Option<String> {
+    let host = format!("{registry}\n{HOST}").replace("numvfs = 0", "numvfs = 4");
+    let sim = Sim::start(&host)?;
+    let t = tempfile::tempdir().unwrap();
+    let config = format!(
+        "nvidia_vgpu_pfs = [\"41:00.0\"]\nvgpu_scheduler = {{ \"41:00.0\" = \"{wish}\" }}\n"
+    );
+    Some(text(&vgpuctl(
+        &sim,
+        t.path(),
+        Some(&config),
+        &["boot", "--wait-secs", "0"],
+    )))
+}
+
+#[test]
+fn boot_names_a_gpus_scheduler_and_the_modprobe_line_when_the_config_asks_for_another() {
+    let Some(out) = boot_with_scheduler("nvidia_registry_dwords = \"RmPVMRL=0x11\"", "equal-share")
+    else {
+        return;
+    };
+    assert!(
+        out.contains("vGPU scheduler fixed-share, the config asks for equal-share: put `options nvidia NVreg_RegistryDwordsPerDevice=\"pci=0000:41:00.0;RmPVMRL=0x1\"` in /etc/modprobe.d/nvidia-vgpu-scheduler.conf"),
+        "{out}"
+    );
+}
+
+#[test]
+fn boot_says_a_gpu_runs_the_scheduler_the_config_asks_for() {
+    let registry = "nvidia_registry_dwords_per_device = \"pci=0000:41:00.0;RmPVMRL=0x00020001\"";
+    let Some(out) = boot_with_scheduler(registry, "equal-share/2ms") else {
+        return;
+    };
+    assert!(
+        out.starts_with(
+            "0000:41:00.0: ready: nvidia-vfio, 4 VFs; vGPU scheduler equal-share/2ms\n"
+        ),
+        "{out}"
+    );
+}

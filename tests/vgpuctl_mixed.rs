@@ -35,7 +35,11 @@ fn types_shows_the_mode_and_counts_16_gb_room_by_slot_not_by_free_vf() {
     };
     // Seven VFs are free, but a 16 GB vGPU starts only at slot 0 or 32.
     assert_eq!(avail("NVIDIA L40S-16Q"), Some(2));
-    assert_eq!(avail("NVIDIA L40S-48Q"), None, "not creatable beside the 8 GB vGPU");
+    assert_eq!(
+        avail("NVIDIA L40S-48Q"),
+        None,
+        "not creatable beside the 8 GB vGPU"
+    );
 }
 
 #[test]

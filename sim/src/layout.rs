@@ -60,7 +60,17 @@ pub fn lookup(m: &Model, path: &[&str]) -> Option<Node> {
 /// types, drivers, groups), so a stale path lists nothing without walking its ancestors again.
 pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
     match path {
+        [] if m.modules().iter().any(|x| x == "nvidia") => {
+            Some(vec![dir("proc"), dir("sim"), dir("sys")])
+        }
         [] => Some(vec![dir("sim"), dir("sys")]),
+        ["proc"] if m.modules().iter().any(|x| x == "nvidia") => Some(vec![dir("driver")]),
+        ["proc", "driver"] if m.modules().iter().any(|x| x == "nvidia") => {
+            Some(vec![dir("nvidia")])
+        }
+        ["proc", "driver", "nvidia"] if m.modules().iter().any(|x| x == "nvidia") => {
+            Some(vec![file("params", Attr::Fixed(m.nvidia_params()))])
+        }
         ["sim"] => Some(vec![
             file("control", Attr::Control),
             file("events", Attr::Events),

@@ -249,11 +249,17 @@ struct Slot {
     numa_distance: u32,
 }
 
-/// The GPU's place, or why it is out: drained by the operator, or not on the VM's NUMA nodes
-/// when they are required.
+/// The GPU's place, or why it is out: drained by the operator, running another scheduling
+/// policy than the VM asks for, or not on the VM's NUMA nodes when they are required.
 fn slot(ctx: &Ctx<'_>, index: usize, gpu: &MdevGpu) -> Result<Slot, GpuReason> {
     if let Some(drain) = ctx.drained(&gpu.key) {
         return Err(GpuReason::Drained(drain.clone()));
+    }
+    if let Some(wants) = ctx.dom.scheduler {
+        let runs = gpu.pf.and_then(|pf| ctx.sysfs().running_scheduler(pf));
+        if !runs.is_some_and(|r| r.serves(wants)) {
+            return Err(GpuReason::Scheduler { runs, wants });
+        }
     }
     let numa_distance = match &ctx.numa {
         None => 0,

@@ -161,7 +161,11 @@ fn taken_besides(
 
 /// How many more vGPUs of each type a mixed-size GPU takes now (each placed as the hook would
 /// place it; free VFs not counted), by type id.
-pub fn room_by_type(config: &Config, sysfs: &Sysfs, pf: PciAddress) -> Result<Vec<(u32, u32)>, SmiError> {
+pub fn room_by_type(
+    config: &Config,
+    sysfs: &Sysfs,
+    pf: PciAddress,
+) -> Result<Vec<(u32, u32)>, SmiError> {
     let types = Smi::new(&config.nvidia_smi).placements(pf)?;
     let taken = taken_besides(sysfs, &types, pf, None);
     Ok(types

@@ -14,6 +14,7 @@ use crate::host::sriov::SriovError;
 use crate::host::sysfs::SysfsError;
 use crate::model::names::{MdevUuid, ParentName};
 use crate::model::pci::PciAddress;
+use crate::model::scheduler::Scheduler;
 
 /// Why one configured GPU (or one of its parents) could not take an mdev request; shown in
 /// parentheses after the GPU's name.
@@ -64,6 +65,14 @@ pub enum GpuReason {
     },
     /// The operator drained it (`vgpuctl drain`).
     Drained(Drain),
+    /// It runs another vGPU scheduling policy than the VM asks for (`None`: unknown, the
+    /// `nvidia` module's parameters unreadable).
+    Scheduler {
+        /// What it runs.
+        runs: Option<Scheduler>,
+        /// What the VM asks for.
+        wants: Scheduler,
+    },
 }
 
 /// Who holds the instances of a full GPU.
@@ -149,6 +158,20 @@ impl fmt::Display for GpuReason {
                 "create did not return within {secs} s; raise device_wait_secs or check the vendor's manager service"
             ),
             GpuReason::Drained(d) => write!(f, "{d}"),
+            GpuReason::Scheduler { runs, wants } => write!(f, "{}", SchedulerWhy(*runs, *wants)),
+        }
+    }
+}
+
+/// Why a GPU's scheduling policy does not serve a VM, said once for mdevs and VFs.
+struct SchedulerWhy(Option<Scheduler>, Scheduler);
+
+impl fmt::Display for SchedulerWhy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let SchedulerWhy(runs, wants) = self;
+        match runs {
+            Some(r) => write!(f, "runs the {r} vGPU scheduler, the VM asks for {wants}"),
+            None => write!(f, "runs no NVIDIA vGPU scheduler that can be read (not an NVIDIA vGPU GPU, or no /proc/driver/nvidia/params: the nvidia module is not loaded), the VM asks for {wants}"),
         }
     }
 }
@@ -294,6 +317,18 @@ pub enum Refusal {
         /// The GPU's drain.
         drain: Drain,
     },
+    /// The VF's GPU runs another scheduling policy than the VM asks for.
+    #[error("VF {vf} is on GPU {pf}, which {}; name a VF of a GPU that runs it, or set vgpu_scheduler for this one (vgpuctl doctor gives the nvidia module option)", SchedulerWhy(*runs, *wants))]
+    VfScheduler {
+        /// The VF.
+        vf: PciAddress,
+        /// Its PF.
+        pf: PciAddress,
+        /// What the PF runs.
+        runs: Option<Scheduler>,
+        /// What the VM asks for.
+        wants: Scheduler,
+    },
     /// The VF's PF is not in the config.
     #[error("VF {vf} belongs to PF {pf}, which {} does not list (add it to sriov_pfs, amd_vgpu_pfs or nvidia_vgpu_pfs)", config.display())]
     VfPfNotConfigured {
@@ -410,6 +445,7 @@ impl Refusal {
         "mdev_in_use",
         "vf_in_use",
         "drained",
+        "vf_scheduler",
     ];
 
     /// A stable snake_case name of the reason, for counters and metrics: it never changes
@@ -433,6 +469,7 @@ impl Refusal {
             Refusal::VfHostsMdev { .. } => "vf_hosts_mdev",
             Refusal::VfPfNotConfigured { .. } => "vf_pf_not_configured",
             Refusal::Drained { .. } => "drained",
+            Refusal::VfScheduler { .. } => "vf_scheduler",
             Refusal::NotAVf(_) => "not_a_vf",
             Refusal::VfAbsent { .. } => "vf_absent",
             Refusal::VfNotNvidia { .. } => "vf_not_nvidia",

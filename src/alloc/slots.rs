@@ -133,7 +133,11 @@ mod tests {
     #[test]
     fn room_counts_the_vgpus_that_still_fit_one_after_another() {
         let b = l40s();
-        assert_eq!(room(&b, of(&b, 16), &[]), 2, "16 GB: placements 0 and 32 only");
+        assert_eq!(
+            room(&b, of(&b, 16), &[]),
+            2,
+            "16 GB: placements 0 and 32 only"
+        );
         assert_eq!(room(&b, of(&b, 12), &[at(16, 8)]), 3, "0, 24 and 36");
         assert_eq!(room(&b, of(&b, 48), &[at(0, 1)]), 0);
     }

@@ -121,13 +121,13 @@ fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Refusal> {
             pf,
             config: ctx.config.path.clone(),
         })?;
-        return match ctx.drained(&pf.to_string()) {
-            Some(drain) => Err(Refusal::Drained {
+        if let Some(drain) = ctx.drained(&pf.to_string()) {
+            return Err(Refusal::Drained {
                 device: format!("VF {vf}"),
                 drain: drain.clone(),
-            }),
-            None => Ok(pf),
-        };
+            });
+        }
+        return scheduler_serves(ctx, vf, pf).map(|()| pf);
     }
     if sysfs.pci_exists(vf) {
         return Err(Refusal::NotAVf(vf));
@@ -144,7 +144,7 @@ fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Refusal> {
                 if changed {
                     ctx.txn.enabled_vfs.push((pf, switch));
                 }
-                return Ok(pf);
+                return scheduler_serves(ctx, vf, pf).map(|()| pf);
             }
             Ok(true) => {
                 if let Err(e) = switch.disable(&sysfs, ctx.config, pf) {
@@ -161,6 +161,25 @@ fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Refusal> {
         }
     }
     Err(Refusal::VfAbsent { vf, tried })
+}
+
+/// Whether the VF's GPU runs the scheduling policy the VM asks for (any GPU, when it asks none;
+/// no GPU but NVIDIA's, whose policies these are).
+fn scheduler_serves(ctx: &Ctx<'_>, vf: PciAddress, pf: PciAddress) -> Result<(), Refusal> {
+    let Some(wants) = ctx.dom.scheduler else {
+        return Ok(());
+    };
+    let nvidia = ctx.config.nvidia_vgpu_pfs.contains(&pf);
+    let runs = nvidia.then(|| ctx.sysfs().running_scheduler(pf)).flatten();
+    if runs.is_some_and(|r| r.serves(wants)) {
+        return Ok(());
+    }
+    Err(Refusal::VfScheduler {
+        vf,
+        pf,
+        runs,
+        wants,
+    })
 }
 
 /// The configured PFs with no VFs yet that may bring `vf`: where the PF's config space tells

@@ -166,14 +166,20 @@ fn nvidia(
     match classify_nvidia(sysfs, pf) {
         MdevState::Parents(g, ps) => finding(
             true,
-            format!("{enabled}ready: {}, {} mdev parent(s)", g.label(), ps.len()),
+            format!(
+                "{enabled}ready: {}, {} mdev parent(s){}",
+                g.label(),
+                ps.len(),
+                scheduler_clause(config, sysfs, pf)
+            ),
         ),
         MdevState::NotMdev => finding(
             true,
             format!(
-                "{enabled}ready: nvidia-vfio, {} VFs{}",
+                "{enabled}ready: nvidia-vfio, {} VFs{}{}",
                 sysfs.vfs(pf).len(),
-                mixed_size(config, sysfs, pf, opts.check)
+                mixed_size(config, sysfs, pf, opts.check),
+                scheduler_clause(config, sysfs, pf)
             ),
         ),
         _ if opts.check && opts.vgpu_mgr_installed => finding(
@@ -198,6 +204,16 @@ fn mixed_size(config: &Config, sysfs: &Sysfs, pf: PciAddress, check: bool) -> St
         return String::new();
     }
     format!("; {}", ensure_mode(config, sysfs, pf, check))
+}
+
+/// For a GPU of `vgpu_scheduler`: the policy it runs, and the fix when the config asks for
+/// another (a boot cannot change it: NVIDIA reads it when its module loads).
+fn scheduler_clause(config: &Config, sysfs: &Sysfs, pf: PciAddress) -> String {
+    match crate::ctl::scheduler::standing(config, sysfs, pf) {
+        None => String::new(),
+        Some(s @ crate::ctl::scheduler::Standing::Runs(_)) => format!("; {s}"),
+        Some(s) => format!("; {s}: {}", crate::ctl::scheduler::fix(config)),
+    }
 }
 
 /// One AMD or generic SR-IOV PF: present, and how many VFs it has. The hook enables a generic

@@ -604,6 +604,12 @@ const SKELETON_SETTINGS: &str = "
 # mixed_size_pfs = []
 # nvidia_smi = \"/usr/bin/nvidia-smi\"
 
+# The vGPU scheduling policy each NVIDIA GPU should run (best-effort, equal-share, fixed-share,
+# optionally with a time slice: equal-share/2ms). NVIDIA reads it when its module loads;
+# `vgpuctl doctor` gives the modprobe line when a GPU runs another. A VM that needs one asks
+# with <vgpu:vgpu scheduler=\"equal-share\"> and gets only a GPU that runs it.
+# vgpu_scheduler = { \"82:00.0\" = \"equal-share\" }
+
 # What NVIDIA's vGPU manager said about a vGPU whose start failed is read with journalctl
 # (the hook logs it at release, vgpuctl status shows it).
 # journalctl = \"/usr/bin/journalctl\"

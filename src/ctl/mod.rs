@@ -1,6 +1,6 @@
 //! What only `vgpuctl` does, off the hook's path and out of its build (behind the `vgpuctl`
 //! feature): planning and splicing domain XML edits, reports, reconcile, install, the daemon
-//! reload, the doctor's checks, drains, readying GPUs at boot, metrics, and the guest side (driver and
+//! reload, the doctor's checks, drains, scheduling policies, readying GPUs at boot, metrics, and the guest side (driver and
 //! licence through the guest agent).
 
 pub mod boot;
@@ -14,5 +14,6 @@ pub mod migrate_check;
 pub mod plan;
 pub mod reconcile;
 pub mod report;
+pub mod scheduler;
 pub mod similar;
 pub mod xmledit;

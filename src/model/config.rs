@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use crate::model::names::{NameError, ParentName};
 use crate::model::pci::PciAddress;
+use crate::model::scheduler::{Policy, Scheduler};
 
 /// Where the config lives unless `VGPU_HOOK_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/vgpu-hook/config.toml";
@@ -109,6 +110,8 @@ pub struct Config {
     /// NVIDIA GPUs (of `nvidia_vgpu_pfs`) run in mixed-size mode: vGPUs of several framebuffer
     /// sizes at once, placed slot by slot.
     pub mixed_size_pfs: Vec<PciAddress>,
+    /// The vGPU scheduling policy the operator wants per NVIDIA GPU (`vgpu_scheduler`).
+    pub vgpu_scheduler: Vec<(PciAddress, Scheduler)>,
     /// AMD MxGPU PFs whose VFs are handed out whole.
     pub amd_vgpu_pfs: Vec<PciAddress>,
     /// Other mdev parents, by their `/sys/class/mdev_bus` name.
@@ -170,6 +173,8 @@ struct Raw {
     nvidia_vgpu_pfs: Vec<Spanned<String>>,
     #[serde(default)]
     mixed_size_pfs: Vec<Spanned<String>>,
+    #[serde(default)]
+    vgpu_scheduler: std::collections::BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     amd_vgpu_pfs: Vec<Spanned<String>>,
     #[serde(default)]
@@ -237,6 +242,14 @@ impl Config {
         out
     }
 
+    /// The policy the operator wants for `pf`, if the config names one.
+    pub fn scheduler_of(&self, pf: PciAddress) -> Option<Scheduler> {
+        self.vgpu_scheduler
+            .iter()
+            .find(|(a, _)| *a == pf)
+            .map(|(_, s)| *s)
+    }
+
     /// Every configured GPU as the programs name it (`0000:82:00.0`, or an mdev parent's
     /// name), in config order, each once: NVIDIA GPUs, other mdev parents, then the PFs whose
     /// VFs are handed out whole.
@@ -287,10 +300,13 @@ impl Config {
             .unwrap_or(0) as u32;
         let nvidia_vgpu_pfs = src.pci_list("nvidia_vgpu_pfs", raw.nvidia_vgpu_pfs)?;
         let mixed_size_pfs = src.mixed_size(raw.mixed_size_pfs, &nvidia_vgpu_pfs)?;
+        let vgpu_scheduler =
+            src.schedulers(&raw.vgpu_scheduler, &nvidia_vgpu_pfs, &mixed_size_pfs)?;
         Ok(Config {
             path: path.to_path_buf(),
             nvidia_vgpu_pfs,
             mixed_size_pfs,
+            vgpu_scheduler,
             amd_vgpu_pfs: src.pci_list("amd_vgpu_pfs", raw.amd_vgpu_pfs)?,
             mdev_parents: src.parents(raw.mdev_parents)?,
             sriov_pfs: src.pci_list("sriov_pfs", raw.sriov_pfs)?,
@@ -376,6 +392,33 @@ impl Source<'_> {
         }
         let list = self.pci_list("mixed_size_pfs", items)?;
         Ok(list)
+    }
+
+    /// `vgpu_scheduler`: `"<PF>" = "<policy>[/<N>ms]"` for GPUs of `nvidia_vgpu_pfs`; fixed
+    /// share is refused on a mixed-size GPU (NVIDIA: mixed-size mode runs best effort or equal
+    /// share only).
+    fn schedulers(
+        &self,
+        items: &std::collections::BTreeMap<String, Spanned<String>>,
+        nvidia: &[PciAddress],
+        mixed: &[PciAddress],
+    ) -> Result<Vec<(PciAddress, Scheduler)>, ConfigError> {
+        let mut out: Vec<(PciAddress, Scheduler)> = Vec::new();
+        for (key, value) in items {
+            let bad = |m: String| self.invalid(Some(value.span()), format!("vgpu_scheduler: {m}"));
+            let pf: PciAddress = key.parse().map_err(|e| bad(format!("{key}: {e}")))?;
+            if !nvidia.contains(&pf) {
+                return Err(bad(format!("{pf} is not in nvidia_vgpu_pfs; add it there too (the policy is an NVIDIA vGPU GPU's)")));
+            }
+            let s = Scheduler::parse(value.get_ref()).map_err(|e| bad(format!("{pf}: {e}")))?;
+            if s.policy == Policy::FixedShare && mixed.contains(&pf) {
+                return Err(bad(format!("{pf} is in mixed_size_pfs, and NVIDIA's mixed-size mode runs only best-effort or equal-share; pick one, or take it out of mixed_size_pfs")));
+            }
+            if !out.iter().any(|(a, _)| *a == pf) {
+                out.push((pf, s));
+            }
+        }
+        Ok(out)
     }
 
     fn parents(&self, items: Vec<Spanned<String>>) -> Result<Vec<ParentName>, ConfigError> {
@@ -605,6 +648,45 @@ mod tests {
         let c = parse("nvidia_vgpu_pfs = [\"82:00.0\", \"0000:AF:00.0\"]").unwrap();
         let got: Vec<String> = c.nvidia_vgpu_pfs.iter().map(|a| a.to_string()).collect();
         assert_eq!(got, ["0000:82:00.0", "0000:af:00.0"]);
+    }
+
+    #[test]
+    fn a_mixed_size_gpu_must_be_an_nvidia_vgpu_gpu() {
+        let e = err("nvidia_vgpu_pfs = [\"41:00.0\"]\nmixed_size_pfs = [\"82:00.0\"]\n");
+        assert!(
+            e.contains("line 2") && e.contains("0000:82:00.0 is not in nvidia_vgpu_pfs"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn scheduling_policies_are_read_per_gpu() {
+        let c = parse("nvidia_vgpu_pfs = [\"41:00.0\"]\n[vgpu_scheduler]\n\"41:00.0\" = \"equal-share/2ms\"\n").unwrap();
+        let pf = "0000:41:00.0".parse().unwrap();
+        assert_eq!(
+            c.scheduler_of(pf).map(|s| s.to_string()).as_deref(),
+            Some("equal-share/2ms")
+        );
+    }
+
+    #[test]
+    fn fixed_share_on_a_mixed_size_gpu_is_refused_naming_both_keys() {
+        let e = err("nvidia_vgpu_pfs = [\"41:00.0\"]\nmixed_size_pfs = [\"41:00.0\"]\nvgpu_scheduler = { \"41:00.0\" = \"fixed-share\" }\n");
+        assert!(
+            e.contains("line 3")
+                && e.contains("mixed_size_pfs")
+                && e.contains("best-effort or equal-share"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_policy_for_a_gpu_not_listed_or_not_a_policy_is_refused() {
+        let e = err("vgpu_scheduler = { \"41:00.0\" = \"equal-share\" }\n");
+        assert!(e.contains("not in nvidia_vgpu_pfs"), "{e}");
+        let e =
+            err("nvidia_vgpu_pfs = [\"41:00.0\"]\nvgpu_scheduler = { \"41:00.0\" = \"fair\" }\n");
+        assert!(e.contains("'fair' is not a vGPU scheduling policy"), "{e}");
     }
 
     #[test]

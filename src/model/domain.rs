@@ -14,6 +14,7 @@ use quick_xml::NsReader;
 
 use crate::model::names::{MdevUuid, NameError, Params, ParentName, Profile, TypeId};
 use crate::model::pci::PciAddress;
+use crate::model::scheduler::Scheduler;
 
 /// Our metadata namespace.
 pub const NAMESPACE: &str = "urn:vgpu-hook:domain:1";
@@ -135,6 +136,9 @@ pub struct Domain {
     pub hostdevs: Vec<Hostdev>,
     /// Where on the host the domain wants to run, as its definition says.
     pub numa: NumaWish,
+    /// The vGPU scheduling policy the domain's vGPUs need (`<vgpu:vgpu scheduler="...">`): they
+    /// go only to GPUs that run it.
+    pub scheduler: Option<Scheduler>,
 }
 
 /// The host NUMA placement a definition asks for, as written: node sets (`<numatune>`'s
@@ -308,6 +312,16 @@ fn mdev_request(element: &str, attrs: &[(String, String)]) -> Result<MdevRequest
     })
 }
 
+/// The root element's `scheduler` wish, if any (`xmlns` declarations are not ours to check).
+fn root_scheduler(attrs: &[(String, String)]) -> Result<Option<Scheduler>, DomainError> {
+    attr(attrs, "scheduler")
+        .map(|s| {
+            Scheduler::parse(s.trim())
+                .map_err(|e| metadata_err("vgpu:vgpu", format!("scheduler: {e}")))
+        })
+        .transpose()
+}
+
 fn vf_request(element: &str, attrs: &[(String, String)]) -> Result<VfRequest, DomainError> {
     check_known(element, attrs, &["address", "type", "profile"])?;
     let address = attr(attrs, "address").ok_or_else(|| {
@@ -465,6 +479,7 @@ impl Parser {
             first && self.path.len() == 3 && self.path[2].0 && self.path[1].1 == "metadata";
         if ours && in_metadata && local == "vgpu" {
             self.dom.has_metadata = true;
+            self.dom.scheduler = root_scheduler(&attributes(e, span.start)?)?;
         } else if ours && in_ours {
             self.request(&local, &attributes(e, span.start)?)?;
         } else if !ours {

@@ -7,3 +7,4 @@ pub mod cpuset;
 pub mod domain;
 pub mod names;
 pub mod pci;
+pub mod scheduler;

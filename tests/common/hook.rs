@@ -268,6 +268,15 @@ pub fn domain(name: &str, metadata: Option<&str>, devices: &str) -> DomainXml {
     }
 }
 
+/// The same domain asking its vGPUs to run under the vGPU scheduling policy `policy`.
+pub fn with_scheduler(mut dom: DomainXml, policy: &str) -> DomainXml {
+    dom.text = dom.text.replace(
+        &format!("<vgpu:vgpu xmlns:vgpu=\"{NS}\">"),
+        &format!("<vgpu:vgpu xmlns:vgpu=\"{NS}\" scheduler=\"{policy}\">"),
+    );
+    dom
+}
+
 /// A stable UUID for a test domain name.
 pub fn uuid_for(name: &str) -> String {
     let mut h: u64 = 1469598103934665603;

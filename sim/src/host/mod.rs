@@ -40,6 +40,9 @@ pub struct Host {
     /// `sys/module/nvidia/version`: what the NVIDIA driver's version reads (the hook keys what
     /// it learns about the driver's clean-up on it).
     pub nvidia_version: String,
+    /// The `nvidia` module's `NVreg_RegistryDwords` and `NVreg_RegistryDwordsPerDevice` (the
+    /// vGPU scheduling policy's `RmPVMRL` among them), shown in `proc/driver/nvidia/params`.
+    pub nvidia_registry: (String, String),
     /// NUMA nodes under `sys/devices/system/node` (none: a host that shows no node directory).
     pub nodes: Vec<Node>,
 }
@@ -282,6 +285,10 @@ pub fn parse(text: &str, file: &str) -> Result<Host, HostError> {
         nvidia_version: raw
             .nvidia_version
             .unwrap_or_else(|| DEFAULT_NVIDIA_VERSION.to_string()),
+        nvidia_registry: (
+            raw.nvidia_registry_dwords.unwrap_or_default(),
+            raw.nvidia_registry_dwords_per_device.unwrap_or_default(),
+        ),
         nodes,
     })
 }

@@ -14,6 +14,8 @@ pub(super) struct RawHost {
     pub(super) modules: Option<Vec<String>>,
     pub(super) vfio_pci_enable_sriov: Option<bool>,
     pub(super) nvidia_version: Option<String>,
+    pub(super) nvidia_registry_dwords: Option<String>,
+    pub(super) nvidia_registry_dwords_per_device: Option<String>,
     #[serde(default)]
     pub(super) node: Vec<RawNode>,
     #[serde(default)]

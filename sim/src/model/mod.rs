@@ -182,6 +182,7 @@ pub struct Model {
     explicit_groups: BTreeSet<u32>,
     vfio_pci_enable_sriov: bool,
     nvidia_version: String,
+    nvidia_registry: (String, String),
     nodes: Vec<crate::host::Node>,
     next_group: u32,
     next_serial: u64,
@@ -208,6 +209,7 @@ impl Model {
             explicit_groups,
             vfio_pci_enable_sriov: host.vfio_pci_enable_sriov,
             nvidia_version: host.nvidia_version,
+            nvidia_registry: host.nvidia_registry,
             nodes: host.nodes,
             next_group: 1,
             next_serial: 1,
@@ -316,6 +318,16 @@ impl Model {
     /// What `sys/module/nvidia/version` reads.
     pub fn nvidia_version(&self) -> &str {
         &self.nvidia_version
+    }
+
+    /// `proc/driver/nvidia/params` as `nv_procfs_read_params` prints it (open-gpu-kernel-modules
+    /// `kernel-open/nvidia/nv-procfs.c`): `Name: value` lines, string options quoted; only the
+    /// lines vgpu-hook reads and their neighbours.
+    pub fn nvidia_params(&self) -> String {
+        let (global, per_device) = &self.nvidia_registry;
+        format!(
+            "ResmanDebugLevel: 4294967295\nEnableMSI: 1\nCoherentGPUMemoryMode: \"\"\nRegistryDwords: \"{global}\"\nRegistryDwordsPerDevice: \"{per_device}\"\nRmMsg: \"\"\nGpuBlacklist: \"\"\nTemporaryFilePath: \"\"\n"
+        )
     }
 
     /// The NUMA nodes under `sys/devices/system/node`.

@@ -5,10 +5,11 @@
 //! not yet serving (vendor manager down, VFs not enabled), or fine; each state has its own
 //! fix, the same advice the hook gives when it refuses a start.
 
-use crate::alloc::mixed::{ensure_mode, Mode};
 use super::{Context, Verdict};
 use crate::alloc::inventory::{self, MdevGpu, MdevState};
+use crate::alloc::mixed::{ensure_mode, Mode};
 use crate::ctl::drain;
+use crate::ctl::scheduler::{self, Standing};
 use crate::host::drains::Drains;
 use crate::model::config::Config;
 use crate::model::config::PfKind;
@@ -210,12 +211,68 @@ pub fn mixed_size(ctx: &Context<'_>) -> Vec<Verdict> {
         .collect()
 }
 
+/// One verdict per GPU of `vgpu_scheduler`: whether it runs the policy the config asks for,
+/// with the modprobe line that makes every configured policy come true.
+pub fn schedulers(ctx: &Context<'_>) -> Vec<Verdict> {
+    let Some(c) = ctx.config() else {
+        return Vec::new();
+    };
+    let sysfs = &ctx.inputs.host.sysfs;
+    c.vgpu_scheduler
+        .iter()
+        .filter_map(|&(pf, _)| {
+            let s = scheduler::standing(c, sysfs, pf)?;
+            Some(match s {
+                Standing::Runs(_) => Verdict::ok(format!("{pf}: {s}")),
+                _ => Verdict::warn(format!("{pf}: {s}"), scheduler::fix(c)),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::Fixture;
     use super::super::Severity;
     use super::*;
     use std::fs;
+
+    #[test]
+    fn a_gpu_running_another_scheduler_than_the_config_asks_gets_the_modprobe_line() {
+        let f = Fixture::new();
+        f.write_config(
+            "nvidia_vgpu_pfs = [\"41:00.0\"]\nvgpu_scheduler = { \"41:00.0\" = \"fixed-share\" }\n",
+        );
+        f.proc_top_file(
+            "driver/nvidia/params",
+            "RegistryDwords: \"\"\nRegistryDwordsPerDevice: \"\"\n",
+        );
+        let v = f.check(schedulers);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].severity, Severity::Warning);
+        assert!(
+            v[0].message
+                .contains("vGPU scheduler best-effort, the config asks for fixed-share"),
+            "{}",
+            v[0].message
+        );
+        assert!(v[0]
+            .fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("pci=0000:41:00.0;RmPVMRL=0x11"));
+    }
+
+    #[test]
+    fn a_gpu_running_the_scheduler_the_config_asks_is_ok() {
+        let f = Fixture::new();
+        f.write_config(
+            "nvidia_vgpu_pfs = [\"41:00.0\"]\nvgpu_scheduler = { \"41:00.0\" = \"equal-share\" }\n",
+        );
+        f.proc_top_file("driver/nvidia/params", "RegistryDwords: \"RmPVMRL=1\"\n");
+        let v = f.check(schedulers);
+        assert_eq!(v[0].severity, Severity::Ok, "{}", v[0].message);
+    }
 
     #[test]
     fn the_nvidia_manager_is_checked_only_for_nvidia_gpus() {

@@ -177,7 +177,7 @@ pub struct Check {
 
 /// Every check, in the order the findings are listed: from the config down to the kernel, the
 /// vendor stack, the configured devices, and up to the hook, the daemon that runs it and libvirt.
-pub const CHECKS: [Check; 14] = [
+pub const CHECKS: [Check; 15] = [
     Check {
         name: "config",
         run: config::config,
@@ -209,6 +209,10 @@ pub const CHECKS: [Check; 14] = [
     Check {
         name: "mixed-size",
         run: devices::mixed_size,
+    },
+    Check {
+        name: "scheduler",
+        run: devices::schedulers,
     },
     Check {
         name: "hook",

@@ -55,6 +55,10 @@ pub struct GpuReport {
     /// slot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mixed_size: Option<&'static str>,
+    /// For an NVIDIA GPU: the vGPU scheduling policy it runs (what the `nvidia` module loaded
+    /// with), when the module's parameters can be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
 }
 
 /// SR-IOV counts of a PF.
@@ -249,6 +253,11 @@ fn mdev_gpu_report(
         note: None,
         drained: None,
         mixed_size: None,
+        scheduler: g
+            .pf
+            .filter(|_| g.nvidia)
+            .and_then(|pf| sysfs.running_scheduler(pf))
+            .map(|s| s.to_string()),
     };
     match &g.state {
         MdevState::Parents(gen, ps) => {
@@ -315,7 +324,11 @@ fn mixed_size_room(config: &Config, sysfs: &Sysfs, pf: PciAddress, report: &mut 
                 t.available_instances = fits.min(free);
             }
         }
-        Err(e) => report.note = Some(format!("placements unknown, AVAILABLE counts free VFs: {e}")),
+        Err(e) => {
+            report.note = Some(format!(
+                "placements unknown, AVAILABLE counts free VFs: {e}"
+            ))
+        }
     }
 }
 
@@ -338,6 +351,7 @@ fn sriov_pf_report(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, held: &[PciAddre
             .then(|| crate::host::sriov::amd_vf_num(sysfs, pf)),
         drained: None,
         mixed_size: None,
+        scheduler: None,
     }
 }
 
@@ -408,7 +422,11 @@ impl TypesReport {
                 writeln!(w, "note: {}: {drain}", g.gpu)?;
             }
             if g.mixed_size == Some("on") {
-                writeln!(w, "note: {}: mixed-size mode on: AVAILABLE is what still fits slot by slot", g.gpu)?;
+                writeln!(
+                    w,
+                    "note: {}: mixed-size mode on: AVAILABLE is what still fits slot by slot",
+                    g.gpu
+                )?;
             }
         }
         Ok(())
@@ -426,10 +444,7 @@ impl TypesReport {
                     .into_iter()
                     .cloned()
                     .collect();
-                (!types.is_empty()).then(|| GpuReport {
-                    types,
-                    ..g.clone()
-                })
+                (!types.is_empty()).then(|| GpuReport { types, ..g.clone() })
             })
             .collect();
         TypesReport {
@@ -452,7 +467,11 @@ impl TypesReport {
                 } else {
                     ""
                 };
-                let n = if g.drained.is_some() { 0 } else { t.available_instances };
+                let n = if g.drained.is_some() {
+                    0
+                } else {
+                    t.available_instances
+                };
                 anywhere |= n > 0;
                 writeln!(w, "{}: {name} (type {}): {n} more{why}", g.gpu, t.id)?;
             }

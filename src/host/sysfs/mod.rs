@@ -573,6 +573,20 @@ impl Sysfs {
         u16::from_str_radix(v.trim_start_matches("0x"), 16).ok()
     }
 
+    /// The `nvidia` module's parameters as it loaded with them (`/proc/driver/nvidia/params`,
+    /// under the same root as `/sys`: the module shows no parameter in sysfs), if it is loaded.
+    pub fn nvidia_params(&self) -> Option<String> {
+        let root = self.sys.parent()?;
+        std::fs::read_to_string(root.join("proc/driver/nvidia/params")).ok()
+    }
+
+    /// The vGPU scheduling policy `pf` runs under: what the `nvidia` module loaded with (best
+    /// effort when it names none); `None` when the module is not loaded.
+    pub fn running_scheduler(&self, pf: PciAddress) -> Option<crate::model::scheduler::Scheduler> {
+        self.nvidia_params()
+            .map(|p| crate::model::scheduler::running(&p, pf))
+    }
+
     /// The NVIDIA driver's version (`/sys/module/nvidia/version`), if it is loaded.
     pub fn nvidia_driver_version(&self) -> Option<String> {
         self.read(&self.sys.join("module/nvidia/version")).ok()

@@ -405,12 +405,12 @@ fn attach_live(
 ) -> Result<ExitCode, CtlError> {
     let LiveDomain { lv, host, dom } = *live;
     let (requests, hostdevs) = devices.iter().map(request_of).unzip();
-    // The running domain's NUMA wishes decide where its new devices go, as at its start.
-    let numa = dom
+    // The running domain's NUMA and scheduling wishes decide where its new devices go, as at
+    // its start.
+    let live_dom = dom
         .live_xml()
         .ok()
         .and_then(|xml| Domain::parse(&xml).ok())
-        .map(|d| d.numa)
         .unwrap_or_default();
     let partial = Domain {
         name: dom.name.clone(),
@@ -418,7 +418,8 @@ fn attach_live(
         has_metadata: true,
         requests,
         hostdevs,
-        numa,
+        numa: live_dom.numa,
+        scheduler: live_dom.scheduler,
     };
     vgpu_hook::hook::prepare(host, config, &partial).map_err(CtlError::Prepare)?;
     let keys: Vec<DeviceKey> = devices.iter().map(NewDevice::key).collect();

@@ -38,11 +38,17 @@ pub fn types(host: &Host, args: &TypesArgs, out: &mut dyn Write) -> Result<ExitC
         let fit = r.fit(&profile);
         let anywhere = if json {
             emit(report::write_json(out, &fit))?;
-            fit.gpus.iter().any(|g| g.drained.is_none() && g.types.iter().any(|t| t.available_instances > 0))
+            fit.gpus
+                .iter()
+                .any(|g| g.drained.is_none() && g.types.iter().any(|t| t.available_instances > 0))
         } else {
             fit.write_fit(&profile, out).map_err(CtlError::output)?
         };
-        return Ok(if anywhere { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if anywhere {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     emit(if json {
         report::write_json(out, &r)
