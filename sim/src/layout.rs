@@ -310,6 +310,29 @@ fn pci_children(m: &Model, path: &[&str], addr: &str, rest: &[&str]) -> Option<E
     }
 }
 
+/// The Instinct GIM's partition files on its PF, as `gim_shim/sysfs/gim_monitor.c` prints them
+/// (amd/MxGPU-Virtualization): `spatial_partition_mode` is `SPX`..`CPX` (or "failed to get
+/// current sp mode" on a card without spatial partitions), `memory_partition_mode` starts with
+/// `memory_partition_mode: NPSn` and `numa_count: N`. The real files are root-only (0400, 0600)
+/// and the memory one takes writes; here both are read-only.
+fn gim_partition_files(compute: &str, memory: &str) -> Entries {
+    let spatial = if compute.is_empty() {
+        "failed to get current sp mode\n".to_string()
+    } else {
+        format!("{compute}\n")
+    };
+    let numa = memory.trim_start_matches("NPS");
+    vec![
+        file(
+            "memory_partition_mode",
+            Attr::Fixed(format!(
+                "memory_partition_mode: {memory}\nnuma_count: {numa}\n"
+            )),
+        ),
+        file("spatial_partition_mode", Attr::Fixed(spatial)),
+    ]
+}
+
 fn pci_attrs(m: &Model, path: &[&str], addr: &str) -> Entries {
     let Some(d) = m.pci_device(addr) else {
         return Vec::new();
@@ -340,6 +363,9 @@ fn pci_attrs(m: &Model, path: &[&str], addr: &str) -> Entries {
             v.push(file("sriov_totalvfs", a(PciAttr::SriovTotalvfs)));
             v.push(file("sriov_vf_device", a(PciAttr::SriovVfDevice)));
             let spec = m.gpu_spec(d.gpu);
+            if let (Some((compute, memory)), Some(_)) = (&spec.partition, &d.driver) {
+                v.extend(gim_partition_files(compute, memory));
+            }
             for i in 0..*numvfs {
                 if let Some(vf) = spec.vf_address(i) {
                     v.push(link(

@@ -192,6 +192,15 @@ fn sysfs_advice(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, e: &SysfsError) -> 
 /// MxGPU-Virtualization) takes `vf_num` 0 to 16 (0: the SR-IOV capability's count) and binds no
 /// driver to the PF.
 pub fn amd_vf_num(sysfs: &Sysfs, pf: PciAddress) -> String {
+    let reported = sysfs
+        .amd_partition(pf)
+        .map(|p| format!("{}; ", p.describe(sysfs.vfs(pf).len())))
+        .unwrap_or_default();
+    format!("{reported}{}", amd_vf_num_for(sysfs, pf))
+}
+
+/// [`amd_vf_num`] for the card's device id alone.
+fn amd_vf_num_for(sysfs: &Sysfs, pf: PciAddress) -> String {
     let device = sysfs
         .read(&sysfs.pci_dir(pf).join("device"))
         .ok()

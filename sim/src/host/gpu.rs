@@ -94,6 +94,7 @@ pub(super) fn validate(index: usize, raw: &RawGpu) -> Result<Gpu, String> {
         pool: extras.pool,
         gim_old: extras.gim_old,
         generation: e.generation()?,
+        partition: e.partition(sriov.numvfs, extras.gim_old)?,
         vf_offset: sriov.vf_offset,
         vf_stride: sriov.vf_stride,
         vendor: ident.vendor,
@@ -386,6 +387,41 @@ impl Entry<'_> {
             gim_old,
             exit_timeout_ms: g.exit_timeout_ms.unwrap_or(VGPU_EXIT_TIMEOUT_MS),
         })
+    }
+
+    /// The Instinct GIM's partition modes: `compute_partition` (SPX, DPX, QPX, CPX, or "none"
+    /// for a card without spatial partitions), by default the one GIM resets to for the VF
+    /// count (`amdgv_gpumon_reset_partition_mode`: 1 VF SPX, 2 DPX, 4 QPX, 8 CPX), and
+    /// `memory_partition` (NPS1, NPS2, NPS4, NPS8; default NPS1). The old GIM has neither.
+    fn partition(&self, numvfs: u16, gim_old: bool) -> Result<Option<(String, String)>, String> {
+        if self.kind != Kind::AmdGim || gim_old {
+            return Ok(None);
+        }
+        let default = match numvfs {
+            1 => "SPX",
+            2 => "DPX",
+            4 => "QPX",
+            8 => "CPX",
+            _ => "none",
+        };
+        let compute = self.raw.compute_partition.as_deref().unwrap_or(default);
+        if !["SPX", "DPX", "QPX", "CPX", "none"].contains(&compute) {
+            return Err(format!(
+                "{}: expected \"SPX\", \"DPX\", \"QPX\", \"CPX\" or \"none\", got {compute:?}",
+                self.key("compute_partition")
+            ));
+        }
+        let memory = self.raw.memory_partition.as_deref().unwrap_or("NPS1");
+        if !["NPS1", "NPS2", "NPS4", "NPS8"].contains(&memory) {
+            return Err(format!(
+                "{}: expected \"NPS1\", \"NPS2\", \"NPS4\" or \"NPS8\", got {memory:?}",
+                self.key("memory_partition")
+            ));
+        }
+        if compute == "none" {
+            return Ok(Some((String::new(), memory.to_string())));
+        }
+        Ok(Some((compute.to_string(), memory.to_string())))
     }
 
     /// `generation`: whose placement rules the board follows (mixed-size mode).

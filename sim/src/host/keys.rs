@@ -31,8 +31,8 @@ const NVIDIA_VFIO: &[&str] = &["reset_busy_ms", "exit_timeout_ms"];
 /// NVIDIA's placement rules (mixed-size mode), which differ by GPU generation.
 const PLACEMENT: &[&str] = &["generation"];
 
-/// AMD's GIM generation.
-const GIM: &[&str] = &["gim"];
+/// AMD's GIM generation and the Instinct GIM's partition modes.
+const GIM: &[&str] = &["gim", "compute_partition", "memory_partition"];
 
 /// A generic mdev parent: its name, its own types and who counts its instances.
 const GENERIC_MDEV: &[&str] = &["name", "types", "available", "pool"];
@@ -50,7 +50,7 @@ fn groups(kind: Kind) -> &'static [&'static [&'static str]] {
 }
 
 /// Every kind-specific key with whether the entry gives it, in the order errors report them.
-fn given(g: &RawGpu) -> [(&'static str, bool); 20] {
+fn given(g: &RawGpu) -> [(&'static str, bool); 22] {
     [
         ("name", g.name.is_some()),
         ("board", g.board.is_some()),
@@ -67,6 +67,8 @@ fn given(g: &RawGpu) -> [(&'static str, bool); 20] {
         ("available", g.available.is_some()),
         ("pool", g.pool.is_some()),
         ("gim", g.gim.is_some()),
+        ("compute_partition", g.compute_partition.is_some()),
+        ("memory_partition", g.memory_partition.is_some()),
         ("generation", g.generation.is_some()),
         ("vf_offset", g.vf_offset.is_some()),
         ("vf_stride", g.vf_stride.is_some()),

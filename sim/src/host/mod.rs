@@ -189,6 +189,9 @@ pub struct Gpu {
     pub pool: Option<u32>,
     /// AMD: the old GIM (S7150), which probes its PFs by hand, so they show no `driver` link.
     pub gim_old: bool,
+    /// AMD's Instinct GIM: the PF's `spatial_partition_mode` and `memory_partition_mode`
+    /// (`None`: the card has no spatial partitions, and the file says it failed).
+    pub partition: Option<(String, String)>,
     /// NVIDIA kernel-6.8+: the generation whose placement rules apply; `None` for a board
     /// without mixed-size mode or placement ids.
     pub generation: Option<crate::placement::Generation>,

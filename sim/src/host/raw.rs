@@ -53,6 +53,8 @@ pub(super) struct RawGpu {
     pub(super) available: Option<String>,
     pub(super) pool: Option<u32>,
     pub(super) gim: Option<String>,
+    pub(super) compute_partition: Option<String>,
+    pub(super) memory_partition: Option<String>,
     pub(super) generation: Option<String>,
     pub(super) vf_offset: Option<u16>,
     pub(super) vf_stride: Option<u16>,

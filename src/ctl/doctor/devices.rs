@@ -137,6 +137,11 @@ fn sriov_pf(ctx: &Context<'_>, pf: PciAddress, kind: PfKind) -> Verdict {
             format!("{pf}: no VFs enabled (of {total}); the hook enables them at the first start where the driver allows"),
             format!("echo {total} > /sys/bus/pci/devices/{pf}/sriov_numvfs"),
         )
+    } else if let Some(p) = sysfs.amd_partition(pf).filter(|_| kind == PfKind::Amd) {
+        Verdict::ok(format!(
+            "{pf}: sriov, {enabled} of {total} VFs enabled; {}",
+            p.describe(enabled)
+        ))
     } else {
         Verdict::ok(format!("{pf}: sriov, {enabled} of {total} VFs enabled"))
     }

@@ -59,6 +59,20 @@ pub struct GpuReport {
     /// with), when the module's parameters can be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<String>,
+    /// For an AMD Instinct PF under GIM: the partition modes it reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PartitionReport>,
+}
+
+/// The partition modes an AMD PF reports.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartitionReport {
+    /// `SPX`, `DPX`, `QPX`, `CPX`; null on a card without spatial partitions.
+    pub compute: Option<String>,
+    /// `NPS1` .. `NPS8`, null when unreadable.
+    pub memory: Option<String>,
+    /// The line `types` and `doctor` show.
+    pub summary: String,
 }
 
 /// SR-IOV counts of a PF.
@@ -258,6 +272,7 @@ fn mdev_gpu_report(
             .filter(|_| g.nvidia)
             .and_then(|pf| sysfs.running_scheduler(pf))
             .map(|s| s.to_string()),
+        partition: None,
     };
     match &g.state {
         MdevState::Parents(gen, ps) => {
@@ -335,6 +350,14 @@ fn mixed_size_room(config: &Config, sysfs: &Sysfs, pf: PciAddress, report: &mut 
 /// One configured AMD or generic SR-IOV PF: its VF counts, and AMD's advice when it has none.
 fn sriov_pf_report(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, held: &[PciAddress]) -> GpuReport {
     let exists = sysfs.pci_exists(pf);
+    let partition = (kind == PfKind::Amd)
+        .then(|| sysfs.amd_partition(pf))
+        .flatten()
+        .map(|p| PartitionReport {
+            summary: p.describe(sysfs.vfs(pf).len()),
+            compute: p.compute,
+            memory: p.memory,
+        });
     GpuReport {
         gpu: pf.to_string(),
         numa_node: sysfs.numa_node(pf),
@@ -352,6 +375,7 @@ fn sriov_pf_report(sysfs: &Sysfs, pf: PciAddress, kind: PfKind, held: &[PciAddre
         drained: None,
         mixed_size: None,
         scheduler: None,
+        partition,
     }
 }
 
@@ -420,6 +444,9 @@ impl TypesReport {
             }
             if let Some(drain) = &g.drained {
                 writeln!(w, "note: {}: {drain}", g.gpu)?;
+            }
+            if let Some(p) = &g.partition {
+                writeln!(w, "note: {}: {}", g.gpu, p.summary)?;
             }
             if g.mixed_size == Some("on") {
                 writeln!(

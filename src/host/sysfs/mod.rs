@@ -167,6 +167,49 @@ pub struct Sysfs {
     sys: PathBuf,
 }
 
+/// The partition modes of an AMD Instinct GPU under GIM (amd/MxGPU-Virtualization
+/// `gim_shim/sysfs/gim_monitor.c`). GIM chooses the VF count first (`vf_num`,
+/// `amd-smi set --num-vf`) and the count limits the compute modes (`support_vf_num` in
+/// `libgv/core/hw/AI/mi300/mi300_gpumon.c`: MI300X 1 VF in SPX or CPX, 2 in DPX or CPX, 4 in QPX
+/// or CPX, 8 in CPX only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmdPartition {
+    /// `SPX`, `DPX`, `QPX` or `CPX`; `None` on a card without spatial partitions (V710).
+    pub compute: Option<String>,
+    /// `NPS1` .. `NPS8`, when readable.
+    pub memory: Option<String>,
+}
+
+impl AmdPartition {
+    /// How many compute partitions the mode splits the GPU into (CPX: one per XCD, 8 on an
+    /// MI300X).
+    pub fn partitions(&self) -> Option<u32> {
+        Some(match self.compute.as_deref()? {
+            "SPX" => 1,
+            "DPX" => 2,
+            "QPX" => 4,
+            _ => 8,
+        })
+    }
+
+    /// One line for reports: the modes, and what the VF count means in them.
+    pub fn describe(&self, vfs: usize) -> String {
+        let memory = self.memory.as_deref().unwrap_or("memory mode unknown");
+        let Some(compute) = self.compute.as_deref() else {
+            return format!("no spatial partitions ({memory}): the VF count is GIM's vf_num alone");
+        };
+        let n = self.partitions().unwrap_or(1);
+        let per = match vfs {
+            0 => "no VFs".to_string(),
+            1 if n == 1 => "1 VF, the whole GPU".to_string(),
+            v if v as u32 == n => format!("{v} VFs, one per partition"),
+            1 => "1 VF holding every partition".to_string(),
+            v => format!("{v} VFs"),
+        };
+        format!("compute partition {compute} ({n} partition(s)), memory {memory}: {per}")
+    }
+}
+
 impl Sysfs {
     /// Sysfs under `root` (`/` for the real one): paths are `root/sys/...`.
     pub fn new(root: &Path) -> Self {
@@ -585,6 +628,21 @@ impl Sysfs {
     pub fn running_scheduler(&self, pf: PciAddress) -> Option<crate::model::scheduler::Scheduler> {
         self.nvidia_params()
             .map(|p| crate::model::scheduler::running(&p, pf))
+    }
+
+    /// The partition modes AMD's Instinct GIM reports on its PF (`spatial_partition_mode`,
+    /// `memory_partition_mode`), when it has them.
+    pub fn amd_partition(&self, pf: PciAddress) -> Option<AmdPartition> {
+        let dir = self.pci_dir(pf);
+        let compute = self.read(&dir.join("spatial_partition_mode")).ok()?;
+        let memory = self.read(&dir.join("memory_partition_mode")).ok();
+        let memory = memory
+            .as_deref()
+            .and_then(|m| m.lines().next()?.strip_prefix("memory_partition_mode:"))
+            .map(|m| m.trim().to_string())
+            .filter(|m| m.starts_with("NPS"));
+        let compute = Some(compute).filter(|c| ["SPX", "DPX", "QPX", "CPX"].contains(&c.as_str()));
+        Some(AmdPartition { compute, memory })
     }
 
     /// The NVIDIA driver's version (`/sys/module/nvidia/version`), if it is loaded.
