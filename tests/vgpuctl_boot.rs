@@ -281,3 +281,64 @@ fn boot_says_a_gpu_runs_the_scheduler_the_config_asks_for() {
         "{out}"
     );
 }
+
+/// A P40 on NVIDIA driver `version` offering `types` (id, name, framebuffer MiB).
+fn p40_on(version: &str, types: &[(&str, &str, u32)]) -> String {
+    let list: Vec<String> = types
+        .iter()
+        .map(|(id, name, fb)| {
+            format!(
+                "{{ id = \"{id}\", name = \"{name}\", framebuffer_mb = {fb}, max_instances = {} }}",
+                24576 / fb
+            )
+        })
+        .collect();
+    format!("nvidia_version = \"{version}\"\n[[gpu]]\naddress = \"0000:82:00.0\"\nkind = \"nvidia-classic\"\ntypes = [{}]\n", list.join(", "))
+}
+
+#[test]
+fn boot_after_a_driver_change_names_the_types_that_went_away_and_keeps_saying_so() {
+    let t = tempfile::tempdir().unwrap();
+    let config = "nvidia_vgpu_pfs = [\"82:00.0\"]\n";
+    let old = p40_on(
+        "550.90.07",
+        &[
+            ("nvidia-46", "GRID P40-1Q", 1024),
+            ("nvidia-47", "GRID P40-2Q", 2048),
+        ],
+    );
+    let Some(before) = Sim::start(&old) else {
+        return;
+    };
+    let first = text(&vgpuctl(
+        &before,
+        t.path(),
+        Some(config),
+        &["boot", "--wait-secs", "0"],
+    ));
+    assert!(
+        !first.contains("type catalogue"),
+        "nothing to compare yet: {first}"
+    );
+    drop(before);
+    let new = p40_on("580.65.06", &[("nvidia-46", "GRID P40-1Q", 1024)]);
+    let after = Sim::start(&new).expect("a second simulator");
+    let line = "type catalogue: driver 550.90.07 -> 580.65.06: 1 type(s) gone (GRID P40-2Q); `vgpuctl doctor` names the domains that ask for them";
+    let out = text(&vgpuctl(
+        &after,
+        t.path(),
+        None,
+        &["boot", "--wait-secs", "0"],
+    ));
+    assert!(out.ends_with(&format!("{line}\n")), "{out}");
+    let again = text(&vgpuctl(
+        &after,
+        t.path(),
+        None,
+        &["boot", "--wait-secs", "0"],
+    ));
+    assert!(
+        again.contains(line),
+        "the previous driver's catalogue is kept: {again}"
+    );
+}

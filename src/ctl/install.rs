@@ -457,13 +457,19 @@ pub fn uninstall(
     if !removed {
         messages.push(format!("no vgpu-hook found in {}", hooks_dir.display()));
     }
-    let drains = crate::host::drains::Drains::path_for(config_path);
-    if purge && drains.exists() {
-        fs::remove_file(&drains).map_err(io_err(&drains))?;
-        messages.push(format!(
-            "removed the drained GPUs' list {}",
-            drains.display()
-        ));
+    let beside = [
+        (
+            crate::host::drains::Drains::path_for(config_path),
+            "the drained GPUs' list",
+        ),
+        (
+            crate::ctl::catalogue::Seen::path_for(config_path),
+            "the recorded type catalogue",
+        ),
+    ];
+    for (path, what) in beside.iter().filter(|(p, _)| purge && p.exists()) {
+        fs::remove_file(path).map_err(io_err(path))?;
+        messages.push(format!("removed {what} {}", path.display()));
     }
     if config_path.exists() {
         if purge {
@@ -807,16 +813,18 @@ mod tests {
     }
 
     #[test]
-    fn uninstall_purge_removes_the_config_and_the_drained_gpus_list() {
+    fn uninstall_purge_removes_the_config_the_drained_gpus_list_and_the_type_catalogue() {
         let t = tempfile::tempdir().unwrap();
         let o = opts(t.path(), false);
         install(&o, &Sysfs::new(t.path())).unwrap();
         let drains = crate::host::drains::Drains::path_for(&o.config_path);
         fs::write(&drains, "[[gpu]]\ngpu = \"mtty\"\nsince = 0\n").unwrap();
+        let seen = crate::ctl::catalogue::Seen::path_for(&o.config_path);
+        fs::write(&seen, "{}").unwrap();
         uninstall(&o.hooks_dir, &o.config_path, false).unwrap();
-        assert!(drains.exists(), "kept without --purge");
+        assert!(drains.exists() && seen.exists(), "kept without --purge");
         uninstall(&o.hooks_dir, &o.config_path, true).unwrap();
-        assert!(!o.config_path.exists() && !drains.exists());
+        assert!(!o.config_path.exists() && !drains.exists() && !seen.exists());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! What only `vgpuctl` does, off the hook's path and out of its build (behind the `vgpuctl`
-//! feature): planning and splicing domain XML edits, reports, reconcile, install, the daemon
+//! feature): planning and splicing domain XML edits, reports, the type catalogue across driver upgrades, reconcile, install, the daemon
 //! reload, the doctor's checks, drains, scheduling policies, readying GPUs at boot, metrics, and the guest side (driver and
 //! licence through the guest agent).
 
 pub mod boot;
+pub mod catalogue;
 pub mod daemon;
 pub mod doctor;
 pub mod drain;

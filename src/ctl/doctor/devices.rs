@@ -8,6 +8,7 @@
 use super::{Context, Verdict};
 use crate::alloc::inventory::{self, MdevGpu, MdevState};
 use crate::alloc::mixed::{ensure_mode, Mode};
+use crate::ctl::catalogue;
 use crate::ctl::drain;
 use crate::ctl::scheduler::{self, Standing};
 use crate::host::drains::Drains;
@@ -231,6 +232,52 @@ pub fn schedulers(ctx: &Context<'_>) -> Vec<Verdict> {
                 Standing::Runs(_) => Verdict::ok(format!("{pf}: {s}")),
                 _ => Verdict::warn(format!("{pf}: {s}"), scheduler::fix(c)),
             })
+        })
+        .collect()
+}
+
+/// After a driver change: each domain whose request meant a type the new driver no longer has,
+/// with the closest types there are now; one ok line when none does.
+pub fn catalogue(ctx: &Context<'_>) -> Vec<Verdict> {
+    let Some(c) = ctx.config() else {
+        return Vec::new();
+    };
+    let sysfs = &ctx.inputs.host.sysfs;
+    let Some(now) = catalogue::snapshot(c, sysfs) else {
+        return Vec::new();
+    };
+    let seen = match catalogue::Seen::load(&catalogue::Seen::path_for(&c.path)) {
+        Ok(s) => s,
+        Err(e) => {
+            return vec![Verdict::warn(
+                e.to_string(),
+                "it is rewritten at the next `vgpuctl boot`",
+            )]
+        }
+    };
+    let Some(old) = seen.baseline(&now) else {
+        return Vec::new();
+    };
+    let lost = catalogue::unresolved(ctx.inputs.domains, old, &now);
+    if lost.is_empty() {
+        let gone = catalogue::gone(old, &now).len();
+        return vec![Verdict::ok(format!(
+            "driver {} -> {}: {gone} type(s) gone, no defined domain asks for one",
+            old.driver, now.driver
+        ))];
+    }
+    lost.iter()
+        .map(|u| {
+            let was = u.was.name.as_deref().unwrap_or(&u.was.id);
+            let fix = if u.closest.is_empty() {
+                format!("vgpuctl detach {0} and vgpuctl attach {0} with a type `vgpuctl types` lists", u.domain)
+            } else {
+                format!("vgpuctl detach {0}, then vgpuctl attach {0} --profile '{1}' (closest now: {2})", u.domain, u.closest[0], u.closest.join(", "))
+            };
+            Verdict::warn(
+                format!("domain '{}' asks for {} ({was} on driver {}), which driver {} no longer has: it will not start", u.domain, u.want, old.driver, now.driver),
+                fix,
+            )
         })
         .collect()
 }

@@ -114,6 +114,9 @@ pub struct Inputs<'a> {
     pub qemu_version: Option<u32>,
     /// Where the kernels' build configs are (`/boot`, holding `config-RELEASE`).
     pub boot_dir: &'a Path,
+    /// The domains libvirt defines, by name with their definition (persistent, else running);
+    /// empty when libvirt was not reached.
+    pub domains: &'a [(String, String)],
 }
 
 /// libvirt's (and QEMU's) version number as `major.minor.micro`.
@@ -177,7 +180,7 @@ pub struct Check {
 
 /// Every check, in the order the findings are listed: from the config down to the kernel, the
 /// vendor stack, the configured devices, and up to the hook, the daemon that runs it and libvirt.
-pub const CHECKS: [Check; 15] = [
+pub const CHECKS: [Check; 16] = [
     Check {
         name: "config",
         run: config::config,
@@ -213,6 +216,10 @@ pub const CHECKS: [Check; 15] = [
     Check {
         name: "scheduler",
         run: devices::schedulers,
+    },
+    Check {
+        name: "catalogue",
+        run: devices::catalogue,
     },
     Check {
         name: "hook",

@@ -16,6 +16,8 @@ pub struct Fixture {
     pub proc: Procfs,
     pub libvirt: LibvirtProbe,
     pub qemu_version: Option<u32>,
+    /// The domains libvirt would list, by name with their definition.
+    pub domains: Vec<(String, String)>,
 }
 
 impl Fixture {
@@ -34,6 +36,7 @@ impl Fixture {
             host,
             libvirt: LibvirtProbe::NotChecked,
             qemu_version: None,
+            domains: Vec::new(),
             dir,
         }
     }
@@ -105,6 +108,7 @@ impl Fixture {
             libvirt: self.libvirt.clone(),
             qemu_version: self.qemu_version,
             boot_dir: &self.root().join("boot"),
+            domains: &self.domains,
         };
         check(&Context::new(&inputs))
     }

@@ -151,6 +151,14 @@ pub fn doctor(
         .as_ref()
         .ok()
         .and_then(|lv| lv.hypervisor_version().ok());
+    let domains: Vec<(String, String)> = opened
+        .as_ref()
+        .ok()
+        .and_then(|lv| lv.all_definitions().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|d| Some((d.name, d.inactive.or(d.live)?)))
+        .collect();
     let libvirt = match opened {
         Ok(lv) => match lv.version() {
             Ok(version) => LibvirtProbe::Reachable {
@@ -192,6 +200,7 @@ pub fn doctor(
         libvirt,
         qemu_version,
         boot_dir: Path::new("/boot"),
+        domains: &domains,
     });
     emit(if args.json {
         vgpu_hook::ctl::report::write_json(

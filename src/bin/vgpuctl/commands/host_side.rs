@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use vgpu_hook::ctl::boot::{self, BootOptions};
+use vgpu_hook::ctl::catalogue;
 use vgpu_hook::ctl::{install, metrics};
 use vgpu_hook::host::drains::Drains;
 use vgpu_hook::host::state::State;
@@ -34,6 +35,9 @@ pub fn boot(host: &Host, args: &BootArgs, out: &mut dyn Write) -> Result<ExitCod
     let drains = Drains::of_config(&config).unwrap_or_default();
     let findings = boot::run(&config, &host.sysfs, &opts);
     for line in boot::lines(&findings, &drains, opts.check) {
+        emit(writeln!(out, "{line}"))?;
+    }
+    if let Some(line) = catalogue::boot_step(&config, &host.sysfs, opts.check) {
         emit(writeln!(out, "{line}"))?;
     }
     let all_ready = findings.iter().all(|f| f.ready);
