@@ -122,7 +122,7 @@ fn a_gpu_that_already_hosts_a_vgpu_stays_in_one_size_mode_and_still_starts_vms()
     assert_eq!(
         read(mode_file(&sim)),
         "0",
-        "NVIDIA refuses the mode once a vGPU exists"
+        "the hook leaves the mode alone once a vGPU exists (NVIDIA would refuse it)"
     );
     assert_refused(
         &h.prepare(&vm("b", "41:00.6", "L40S-16Q")),

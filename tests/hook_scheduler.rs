@@ -107,3 +107,20 @@ fn a_policy_that_is_not_one_is_refused_with_the_ones_there_are() {
         &["scheduler: 'fair' is not a vGPU scheduling policy (expected \"best-effort\", \"equal-share\" or \"fixed-share\""],
     );
 }
+
+#[test]
+fn a_policy_wish_never_lands_on_a_gpu_that_is_not_nvidias() {
+    let host = format!("{TWO_P40}\n[[gpu]]\naddress = \"0000:00:02.0\"\nkind = \"mdev\"\ntypes = [{{ id = \"i915-GVTg_V5_4\", name = \"GVTg_V5_4\", max_instances = 2 }}]\n");
+    let Some(sim) = Sim::start(&host) else {
+        return;
+    };
+    let h = TestHost::new(
+        sim.root(),
+        &format!("nvidia_vgpu_pfs = [\"82:00.0\"]\nmdev_parents = [\"0000:00:02.0\"]\n{FAST_TIMING}"),
+    );
+    let vm = with_scheduler(mdev_domain("a", &[(1, "type=\"i915-GVTg_V5_4\"")]), "best-effort");
+    assert_refused(
+        &h.prepare(&vm),
+        &["0000:00:02.0 (runs no NVIDIA vGPU scheduler that can be read"],
+    );
+}

@@ -34,7 +34,7 @@ fn types_shows_the_partition_modes_the_card_reports() {
     assert_eq!(p["memory"], "NPS4");
     assert_eq!(
         p["summary"],
-        "compute partition CPX (8 partition(s)), memory NPS4: 8 VFs, one per partition"
+        "compute partition CPX (one per XCD), memory NPS4: 8 VFs, one per partition"
     );
 }
 
@@ -45,7 +45,7 @@ fn doctor_says_one_vf_holds_every_partition_of_a_cpx_card() {
     };
     let out = stdout(&h.vgpuctl(&["doctor"]));
     assert!(
-        out.contains("0000:04:00.0: sriov, 1 of 8 VFs enabled; compute partition CPX (8 partition(s)), memory NPS1: 1 VF holding every partition"),
+        out.contains("0000:04:00.0: sriov, 1 of 8 VFs enabled; compute partition CPX (one per XCD), memory NPS1: 1 VF holding every partition"),
         "{out}"
     );
 }

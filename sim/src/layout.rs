@@ -94,7 +94,6 @@ pub fn children(m: &Model, path: &[&str]) -> Option<Entries> {
     }
 }
 
-/// `sys/devices`: PCI functions under `pci0000:00`, non-PCI parents under `virtual`.
 /// `sim/nvml`: what NVML knows of each NVIDIA PF with placement ids (its mixed-size mode and
 /// placement lists), which no sysfs file shows; the stand-in `nvidia-smi` reads and sets it.
 fn nvml_children(m: &Model, rest: &[&str]) -> Option<Entries> {
@@ -115,6 +114,7 @@ fn nvml_children(m: &Model, rest: &[&str]) -> Option<Entries> {
     }
 }
 
+/// `sys/devices`: PCI functions under `pci0000:00`, non-PCI parents under `virtual`.
 fn devices_children(m: &Model, path: &[&str], rest: &[&str]) -> Option<Entries> {
     Some(match rest {
         [] => {

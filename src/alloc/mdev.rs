@@ -255,11 +255,8 @@ fn slot(ctx: &Ctx<'_>, index: usize, gpu: &MdevGpu) -> Result<Slot, GpuReason> {
     if let Some(drain) = ctx.drained(&gpu.key) {
         return Err(GpuReason::Drained(drain.clone()));
     }
-    if let Some(wants) = ctx.dom.scheduler {
-        let runs = gpu.pf.and_then(|pf| ctx.sysfs().running_scheduler(pf));
-        if !runs.is_some_and(|r| r.serves(wants)) {
-            return Err(GpuReason::Scheduler { runs, wants });
-        }
+    if let Some((runs, wants)) = ctx.scheduler_mismatch(gpu.pf.filter(|_| gpu.nvidia)) {
+        return Err(GpuReason::Scheduler { runs, wants });
     }
     let numa_distance = match &ctx.numa {
         None => 0,

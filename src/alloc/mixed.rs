@@ -67,7 +67,7 @@ pub fn ensure_mode(config: &Config, sysfs: &Sysfs, pf: PciAddress, dry_run: bool
         return Mode::OffInUse;
     }
     if dry_run {
-        return Mode::WouldSwitchOn(smi.command(&["vgpu", "-i", &pf.to_string(), "-shm", "1"]));
+        return Mode::WouldSwitchOn(smi.switch_on_command(pf));
     }
     match smi.set_heterogeneous_mode(pf, true) {
         Ok(()) => Mode::SwitchedOn,

@@ -19,6 +19,7 @@ use crate::host::sysfs::Sysfs;
 use crate::host::Host;
 use crate::model::config::Config;
 use crate::model::domain::Domain;
+use crate::model::scheduler::Scheduler;
 use refusal::Refusal;
 use txn::Txn;
 
@@ -120,6 +121,20 @@ impl Ctx<'_> {
             device,
             &self.dom.uuid,
         )
+    }
+
+    /// When the domain asks for a vGPU scheduling policy that the GPU does not run: what it runs
+    /// (`None`: not an NVIDIA vGPU GPU of the config, or the `nvidia` module's parameters
+    /// unreadable) and what the domain asks. The one rule for mdevs and VFs.
+    pub fn scheduler_mismatch(
+        &self,
+        pf: Option<crate::model::pci::PciAddress>,
+    ) -> Option<(Option<Scheduler>, Scheduler)> {
+        let wants = self.dom.scheduler?;
+        let runs = pf
+            .filter(|p| self.config.nvidia_vgpu_pfs.contains(p))
+            .and_then(|p| self.sysfs().running_scheduler(p));
+        (!runs.is_some_and(|r| r.serves(wants))).then_some((runs, wants))
     }
 
     /// The drain of the GPU `gpu` (as the config names it), if the operator drained it.

@@ -138,13 +138,17 @@ fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Refusal> {
             tried.push(format!("{pf} ({drain})"));
             continue;
         }
+        if let Err(e) = scheduler_serves(ctx, vf, pf) {
+            tried.push(format!("{pf} ({e})"));
+            continue;
+        }
         let switch = Switch::for_pf(ctx.config, &sysfs, pf);
         match switch.enable(&sysfs, ctx.config, pf, kind) {
             Ok(changed) if sysfs.physfn(vf) == Some(pf) => {
                 if changed {
                     ctx.txn.enabled_vfs.push((pf, switch));
                 }
-                return scheduler_serves(ctx, vf, pf).map(|()| pf);
+                return Ok(pf);
             }
             Ok(true) => {
                 if let Err(e) = switch.disable(&sysfs, ctx.config, pf) {
@@ -166,20 +170,15 @@ fn locate_vf(ctx: &mut Ctx<'_>, vf: PciAddress) -> Result<PciAddress, Refusal> {
 /// Whether the VF's GPU runs the scheduling policy the VM asks for (any GPU, when it asks none;
 /// no GPU but NVIDIA's, whose policies these are).
 fn scheduler_serves(ctx: &Ctx<'_>, vf: PciAddress, pf: PciAddress) -> Result<(), Refusal> {
-    let Some(wants) = ctx.dom.scheduler else {
-        return Ok(());
-    };
-    let nvidia = ctx.config.nvidia_vgpu_pfs.contains(&pf);
-    let runs = nvidia.then(|| ctx.sysfs().running_scheduler(pf)).flatten();
-    if runs.is_some_and(|r| r.serves(wants)) {
-        return Ok(());
+    match ctx.scheduler_mismatch(Some(pf)) {
+        None => Ok(()),
+        Some((runs, wants)) => Err(Refusal::VfScheduler {
+            vf,
+            pf,
+            runs,
+            wants,
+        }),
     }
-    Err(Refusal::VfScheduler {
-        vf,
-        pf,
-        runs,
-        wants,
-    })
 }
 
 /// The configured PFs with no VFs yet that may bring `vf`: where the PF's config space tells

@@ -139,8 +139,7 @@ fn nvidia(
             let (_, how) = crate::host::sriov::nvidia_vfs_missing(&config.sriov_manage, pf);
             let mut run = format!("`{} -e {pf}`", config.sriov_manage.display());
             if config.mixed_size_pfs.contains(&pf) {
-                let smi = crate::host::nvidia_smi::Smi::new(&config.nvidia_smi);
-                let shm = smi.command(&["vgpu", "-i", &pf.to_string(), "-shm", "1"]);
+                let shm = crate::host::nvidia_smi::Smi::new(&config.nvidia_smi).switch_on_command(pf);
                 run.push_str(&format!(", then `{shm}` (after it: sriov-manage wipes the mode)"));
             }
             return finding(false, format!("SR-IOV VFs off: a boot would run {run} ({how})"));

@@ -118,6 +118,22 @@ impl Seen {
         }
     }
 
+    /// What the GPUs offer on the live driver: `live` with what was recorded for the same
+    /// driver (a kernel-6.8+ GPU lists only the types creatable at the moment, so a busy GPU
+    /// alone would look as if it lost every other size).
+    pub fn with_recorded(&self, live: Catalogue) -> Catalogue {
+        match &self.current {
+            Some(cur) if cur.driver == live.driver => {
+                let mut all = cur.clone();
+                for (gpu, types) in live.gpus {
+                    all.gpus.entry(gpu).or_default().extend(types);
+                }
+                all
+            }
+            _ => live,
+        }
+    }
+
     /// The catalogue to compare `now` with: the recorded one when the driver changed since it,
     /// else the previous driver's; `None` when no other driver was ever recorded.
     pub fn baseline(&self, now: &Catalogue) -> Option<&Catalogue> {
@@ -259,12 +275,19 @@ pub fn gone<'a>(old: &'a Catalogue, new: &Catalogue) -> Vec<&'a SeenType> {
 /// `vgpuctl boot`'s step: records what the GPUs offer now, and on a new driver says what went
 /// away (`check`: compares only, writes nothing). `None` when there is nothing to say.
 pub fn boot_step(config: &Config, sysfs: &Sysfs, check: bool) -> Option<String> {
-    let now = snapshot(config, sysfs)?;
     let path = Seen::path_for(&config.path);
-    let mut seen = match Seen::load(&path) {
-        Ok(s) => s,
-        Err(e) => return Some(format!("type catalogue not recorded: {e}")),
+    let (mut seen, restarted) = match Seen::load(&path) {
+        Ok(s) => (s, None),
+        Err(e) => (Seen::default(), Some(e)),
     };
+    let now = seen.with_recorded(snapshot(config, sysfs)?);
+    if let Some(e) = restarted.filter(|_| !check) {
+        seen.record(now);
+        return Some(match seen.save(&path) {
+            Ok(()) => format!("{e}: the record starts again from this boot"),
+            Err(w) => format!("type catalogue not recorded: {w}"),
+        });
+    }
     let line = seen.baseline(&now).map(|old| {
         let gone = gone(old, &now);
         let names: Vec<String> = gone
@@ -343,6 +366,16 @@ mod tests {
         let new = cat("580", &[("nvidia-46", "GRID P40-1Q")]);
         let lost = unresolved(&[dom("a", "profile='P40-2Q'")], &old, &new);
         assert_eq!(lost[0].want, "profile 'P40-2Q'");
+    }
+
+    #[test]
+    fn a_busy_gpu_on_the_recorded_driver_keeps_the_types_it_showed_at_boot() {
+        let mut seen = Seen::default();
+        seen.record(cat("550", &[("1", "A")]));
+        seen.record(cat("580", &[("1", "A"), ("2", "B")]));
+        let busy = seen.with_recorded(cat("580", &[("2", "B")]));
+        let old = seen.baseline(&busy).unwrap();
+        assert!(unresolved(&[dom("a", "profile='A'")], old, &busy).is_empty());
     }
 
     #[test]

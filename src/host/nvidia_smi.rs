@@ -112,17 +112,19 @@ impl Smi {
         }
     }
 
+    /// The arguments that switch mixed-size mode on or off.
+    fn shm_args(pf: &str, on: bool) -> [&str; 5] {
+        ["vgpu", "-i", pf, "-shm", if on { "1" } else { "0" }]
+    }
+
+    /// The command line that switches mixed-size mode on, for advice.
+    pub fn switch_on_command(&self, pf: PciAddress) -> String {
+        self.command(&Self::shm_args(&pf.to_string(), true))
+    }
+
     /// Switches mixed-size mode on or off.
     pub fn set_heterogeneous_mode(&self, pf: PciAddress, on: bool) -> Result<(), SmiError> {
-        let pf = pf.to_string();
-        self.run(&[
-            "vgpu",
-            "-i",
-            pf.as_str(),
-            "-shm",
-            if on { "1" } else { "0" },
-        ])
-        .map(drop)
+        self.run(&Self::shm_args(&pf.to_string(), on)).map(drop)
     }
 
     /// The placements of every supported type (`vgpu -s -v`); types it shows without
@@ -218,15 +220,27 @@ fn parse_placements(text: &str) -> Vec<TypePlacements> {
         let Some(cur) = out.last_mut() else { continue };
         if key.contains("placement size") {
             cur.size = v.parse().unwrap_or(0);
-        } else if key.contains("placement") && key.ends_with("ids") && cur.ids.is_empty() {
+        } else if is_supported_ids(&key, cur.ids.is_empty()) {
             cur.ids = v
                 .split(|c: char| c == ',' || c.is_whitespace())
                 .filter_map(|x| x.parse().ok())
                 .collect();
+            cur.ids.sort_unstable();
+            cur.ids.dedup();
         }
     }
     out.retain(|t| t.size > 0 && !t.ids.is_empty());
     out
+}
+
+/// Whether a key gives a type's supported placement ids: one naming them "supported" always,
+/// another placement-id line only while none was read (never the "creatable" ones, which shrink
+/// as vGPUs are placed).
+fn is_supported_ids(key: &str, none_yet: bool) -> bool {
+    key.contains("placement")
+        && key.ends_with("ids")
+        && !key.contains("creatable")
+        && (key.contains("supported") || none_yet)
 }
 
 #[cfg(test)]
@@ -258,6 +272,59 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn supported_ids_win_over_creatable_ones_and_come_sorted() {
+        let s = "    vGPU Type ID : 0x480\n        Placement Size : 8\n        Creatable Placement IDs : 16\n        Supported Placement IDs : 40 0 24 16\n";
+        assert_eq!(parse_placements(s)[0].ids, [0, 16, 24, 40]);
+    }
+
+    /// A stand-in tool at a temp path that prints `out` and exits `code`.
+    fn tool(dir: &std::path::Path, out: &str, code: i32) -> Smi {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("nvidia-smi");
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\nprintf '%s\\n' '{out}'\nexit {code}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Smi::new(&p)
+    }
+
+    #[test]
+    fn exit_19_is_a_vgpu_in_the_way_and_exit_3_no_such_mode() {
+        let t = tempfile::tempdir().unwrap();
+        let pf = "0000:41:00.0".parse().unwrap();
+        let busy = tool(t.path(), "In use by another client", 19);
+        assert!(matches!(
+            busy.set_heterogeneous_mode(pf, true),
+            Err(SmiError::InUse { .. })
+        ));
+        let none = tool(t.path(), "Not Supported", 3);
+        assert!(matches!(
+            none.set_heterogeneous_mode(pf, true),
+            Err(SmiError::NotSupported { .. })
+        ));
+    }
+
+    #[test]
+    fn the_mode_reads_enabled_disabled_or_not_available() {
+        let t = tempfile::tempdir().unwrap();
+        let pf = "0000:41:00.0".parse().unwrap();
+        for (line, want) in [
+            ("Enabled", Some(true)),
+            ("Disabled", Some(false)),
+            ("N/A", None),
+        ] {
+            let smi = tool(
+                t.path(),
+                &format!("        vGPU Heterogeneous Mode           : {line}"),
+                0,
+            );
+            assert_eq!(smi.heterogeneous_mode(pf).unwrap(), want);
+        }
     }
 
     #[test]

@@ -406,17 +406,23 @@ impl Source<'_> {
         let mut out: Vec<(PciAddress, Scheduler)> = Vec::new();
         for (key, value) in items {
             let bad = |m: String| self.invalid(Some(value.span()), format!("vgpu_scheduler: {m}"));
-            let pf: PciAddress = key.parse().map_err(|e| bad(format!("{key}: {e}")))?;
+            let pf: PciAddress = key.parse().map_err(|e| {
+                bad(format!("{key}: {e} (a [vgpu_scheduler] table takes every key written after it: put it at the end of the file, or write vgpu_scheduler = {{ \"82:00.0\" = \"equal-share\" }})"))
+            })?;
+            if out.iter().any(|(a, _)| *a == pf) {
+                return Err(bad(format!(
+                    "{pf} is named twice (with and without its PCI domain?); keep one"
+                )));
+            }
             if !nvidia.contains(&pf) {
                 return Err(bad(format!("{pf} is not in nvidia_vgpu_pfs; add it there too (the policy is an NVIDIA vGPU GPU's)")));
             }
-            let s = Scheduler::parse(value.get_ref()).map_err(|e| bad(format!("{pf}: {e}")))?;
+            let s =
+                Scheduler::parse(value.get_ref().trim()).map_err(|e| bad(format!("{pf}: {e}")))?;
             if s.policy == Policy::FixedShare && mixed.contains(&pf) {
                 return Err(bad(format!("{pf} is in mixed_size_pfs, and NVIDIA's mixed-size mode runs only best-effort or equal-share; pick one, or take it out of mixed_size_pfs")));
             }
-            if !out.iter().any(|(a, _)| *a == pf) {
-                out.push((pf, s));
-            }
+            out.push((pf, s));
         }
         Ok(out)
     }
@@ -676,6 +682,21 @@ mod tests {
             e.contains("line 3")
                 && e.contains("mixed_size_pfs")
                 && e.contains("best-effort or equal-share"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn one_gpu_named_twice_in_vgpu_scheduler_is_refused() {
+        let e = err("nvidia_vgpu_pfs = [\"41:00.0\"]\nvgpu_scheduler = { \"41:00.0\" = \"equal-share\", \"0000:41:00.0\" = \"fixed-share\" }\n");
+        assert!(e.contains("0000:41:00.0 is named twice"), "{e}");
+    }
+
+    #[test]
+    fn a_top_level_key_caught_in_a_vgpu_scheduler_table_says_why() {
+        let e = err("nvidia_vgpu_pfs = [\"41:00.0\"]\n[vgpu_scheduler]\n\"41:00.0\" = \"equal-share\"\njournalctl = \"/usr/bin/journalctl\"\n");
+        assert!(
+            e.contains("journalctl") && e.contains("put it at the end of the file"),
             "{e}"
         );
     }

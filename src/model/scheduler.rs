@@ -105,18 +105,14 @@ impl Scheduler {
         base | (u32::from(self.timeslice_ms.unwrap_or(0)) << 16)
     }
 
-    /// The policy an `RmPVMRL` value selects.
+    /// The policy an `RmPVMRL` value selects. A policy field other than 0 or 1 is invalid, and
+    /// the driver keeps its default then (`_gpuGetSchedulerPolicyGr` in
+    /// `src/nvidia/src/kernel/gpu/gpu.c`), which is best effort.
     pub fn from_rmpvmrl(v: u32) -> Scheduler {
-        if v & 1 == 0 {
-            return Scheduler {
-                policy: Policy::BestEffort,
-                timeslice_ms: None,
-            };
-        }
-        let policy = if (v >> 4) & 0xf == 1 {
-            Policy::FixedShare
-        } else {
-            Policy::EqualShare
+        let policy = match (v & 1, (v >> 4) & 0xf) {
+            (1, 0) => Policy::EqualShare,
+            (1, 1) => Policy::FixedShare,
+            _ => return Scheduler::best_effort(),
         };
         let slice = ((v >> 16) & 0xff) as u8;
         Scheduler {
@@ -178,15 +174,20 @@ fn pvmrl_in<'a>(pairs: impl Iterator<Item = &'a str>) -> Option<u32> {
         .last()
 }
 
-/// `simple_strtoul(value, NULL, 0)`: hex with `0x`, octal with a leading 0, else decimal.
+/// `simple_strtoul(value, NULL, 0)`: hex with `0x`, octal with a leading 0, else decimal, as
+/// far as the digits go (`abc` and `08` are 0, as the driver reads them).
 fn number(v: &str) -> Option<u32> {
-    if let Some(h) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        u32::from_str_radix(h, 16).ok()
-    } else if v.len() > 1 && v.starts_with('0') {
-        u32::from_str_radix(&v[1..], 8).ok()
+    let (digits, radix) = if let Some(h) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        (h, 16)
+    } else if let Some(o) = v.strip_prefix('0') {
+        (o, 8)
     } else {
-        v.parse().ok()
-    }
+        (v, 10)
+    };
+    let end = digits
+        .find(|c: char| !c.is_digit(radix))
+        .unwrap_or(digits.len());
+    Some(u32::from_str_radix(&digits[..end], radix).unwrap_or(0))
 }
 
 /// The `RmPVMRL` that follows `pf`'s `pci=` in a per-device string (`bus:slot`,
@@ -317,6 +318,20 @@ mod tests {
             running(params, pf("0000:83:00.0")).policy,
             Policy::FixedShare
         );
+    }
+
+    #[test]
+    fn values_the_driver_reads_as_invalid_or_zero_run_best_effort() {
+        assert_eq!(Scheduler::from_rmpvmrl(0x21), Scheduler::best_effort());
+        let params = |v: &str| {
+            format!("RegistryDwords: \"RmPVMRL=0x11\"\nRegistryDwordsPerDevice: \"pci=41:00;RmPVMRL={v}\"\n")
+        };
+        for garbage in ["abc", "08"] {
+            assert_eq!(
+                running(&params(garbage), pf("41:00.0")),
+                Scheduler::best_effort()
+            );
+        }
     }
 
     #[test]

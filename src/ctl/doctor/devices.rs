@@ -243,7 +243,7 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Verdict> {
         return Vec::new();
     };
     let sysfs = &ctx.inputs.host.sysfs;
-    let Some(now) = catalogue::snapshot(c, sysfs) else {
+    let Some(live) = catalogue::snapshot(c, sysfs) else {
         return Vec::new();
     };
     let seen = match catalogue::Seen::load(&catalogue::Seen::path_for(&c.path)) {
@@ -251,10 +251,11 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Verdict> {
         Err(e) => {
             return vec![Verdict::warn(
                 e.to_string(),
-                "it is rewritten at the next `vgpuctl boot`",
+                "the next `vgpuctl boot` starts the record again",
             )]
         }
     };
+    let now = seen.with_recorded(live);
     let Some(old) = seen.baseline(&now) else {
         return Vec::new();
     };

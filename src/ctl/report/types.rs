@@ -319,8 +319,12 @@ fn mixed_size_room(config: &Config, sysfs: &Sysfs, pf: PciAddress, report: &mut 
     });
     match mode {
         Ok(Some(true)) => {}
-        Ok(_) => {
-            report.note = Some(format!("mixed-size mode is {}: one size at a time here (the hook switches it on while the GPU is empty; `vgpuctl boot` at boot)", report.mixed_size.unwrap_or("off")));
+        Ok(Some(false)) => {
+            report.note = Some("mixed-size mode is off: one size at a time here (the hook switches it on while the GPU is empty; `vgpuctl boot` at boot)".into());
+            return;
+        }
+        Ok(None) => {
+            report.note = Some("mixed-size mode is N/A (nvidia-smi: MIG on, or not a vGPU host): one size at a time here".into());
             return;
         }
         Err(e) => {
@@ -445,10 +449,11 @@ impl TypesReport {
             if let Some(drain) = &g.drained {
                 writeln!(w, "note: {}: {drain}", g.gpu)?;
             }
-            if let Some(p) = &g.partition {
+            // A note already says what the partition or the placements mean for the GPU.
+            if let Some(p) = g.partition.as_ref().filter(|_| g.note.is_none()) {
                 writeln!(w, "note: {}: {}", g.gpu, p.summary)?;
             }
-            if g.mixed_size == Some("on") {
+            if g.mixed_size == Some("on") && g.note.is_none() {
                 writeln!(
                     w,
                     "note: {}: mixed-size mode on: AVAILABLE is what still fits slot by slot",
@@ -480,10 +485,17 @@ impl TypesReport {
         }
     }
 
+    /// Whether one more vGPU of a type the report holds fits on some GPU that is not drained.
+    pub fn fits_anywhere(&self) -> bool {
+        self.gpus
+            .iter()
+            .filter(|g| g.drained.is_none())
+            .any(|g| g.types.iter().any(|t| t.available_instances > 0))
+    }
+
     /// Where one more vGPU of `profile` can go now: one line per GPU that offers it, then the
     /// answer. False when it fits nowhere.
     pub fn write_fit(&self, profile: &Profile, w: &mut dyn Write) -> io::Result<bool> {
-        let mut anywhere = false;
         for g in &self.gpus {
             for t in &g.types {
                 let name = t.name.as_deref().unwrap_or(&t.id);
@@ -499,10 +511,10 @@ impl TypesReport {
                 } else {
                     t.available_instances
                 };
-                anywhere |= n > 0;
                 writeln!(w, "{}: {name} (type {}): {n} more{why}", g.gpu, t.id)?;
             }
         }
+        let anywhere = self.fits_anywhere();
         if self.gpus.is_empty() {
             writeln!(w, "one more '{profile}' fits nowhere now: no configured GPU can create a type of that name (full, hosting another size, or no such type: see vgpuctl types)")?;
         } else if !anywhere {

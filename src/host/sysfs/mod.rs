@@ -181,15 +181,15 @@ pub struct AmdPartition {
 }
 
 impl AmdPartition {
-    /// How many compute partitions the mode splits the GPU into (CPX: one per XCD, 8 on an
-    /// MI300X).
+    /// How many compute partitions the mode splits the GPU into; `None` for CPX, which makes one
+    /// per XCD (8 on an MI300X, fewer on smaller parts).
     pub fn partitions(&self) -> Option<u32> {
-        Some(match self.compute.as_deref()? {
-            "SPX" => 1,
-            "DPX" => 2,
-            "QPX" => 4,
-            _ => 8,
-        })
+        match self.compute.as_deref()? {
+            "SPX" => Some(1),
+            "DPX" => Some(2),
+            "QPX" => Some(4),
+            _ => None,
+        }
     }
 
     /// One line for reports: the modes, and what the VF count means in them.
@@ -198,15 +198,21 @@ impl AmdPartition {
         let Some(compute) = self.compute.as_deref() else {
             return format!("no spatial partitions ({memory}): the VF count is GIM's vf_num alone");
         };
-        let n = self.partitions().unwrap_or(1);
-        let per = match vfs {
-            0 => "no VFs".to_string(),
-            1 if n == 1 => "1 VF, the whole GPU".to_string(),
-            v if v as u32 == n => format!("{v} VFs, one per partition"),
-            1 => "1 VF holding every partition".to_string(),
-            v => format!("{v} VFs"),
+        let n = self.partitions();
+        let count = n.map_or_else(
+            || "one per XCD".to_string(),
+            |n| format!("{n} partition(s)"),
+        );
+        // GIM gives CPX at most one VF per partition, so more than one VF there is one each.
+        let per = match (vfs, n) {
+            (0, _) => "no VFs".to_string(),
+            (1, Some(1)) => "1 VF, the whole GPU".to_string(),
+            (1, _) => "1 VF holding every partition".to_string(),
+            (v, None) => format!("{v} VFs, one per partition"),
+            (v, Some(n)) if v as u32 == n => format!("{v} VFs, one per partition"),
+            (v, _) => format!("{v} VFs"),
         };
-        format!("compute partition {compute} ({n} partition(s)), memory {memory}: {per}")
+        format!("compute partition {compute} ({count}), memory {memory}: {per}")
     }
 }
 

@@ -38,9 +38,7 @@ pub fn types(host: &Host, args: &TypesArgs, out: &mut dyn Write) -> Result<ExitC
         let fit = r.fit(&profile);
         let anywhere = if json {
             emit(report::write_json(out, &fit))?;
-            fit.gpus
-                .iter()
-                .any(|g| g.drained.is_none() && g.types.iter().any(|t| t.available_instances > 0))
+            fit.fits_anywhere()
         } else {
             fit.write_fit(&profile, out).map_err(CtlError::output)?
         };
