@@ -116,9 +116,14 @@ fn a_policy_wish_never_lands_on_a_gpu_that_is_not_nvidias() {
     };
     let h = TestHost::new(
         sim.root(),
-        &format!("nvidia_vgpu_pfs = [\"82:00.0\"]\nmdev_parents = [\"0000:00:02.0\"]\n{FAST_TIMING}"),
+        &format!(
+            "nvidia_vgpu_pfs = [\"82:00.0\"]\nmdev_parents = [\"0000:00:02.0\"]\n{FAST_TIMING}"
+        ),
     );
-    let vm = with_scheduler(mdev_domain("a", &[(1, "type=\"i915-GVTg_V5_4\"")]), "best-effort");
+    let vm = with_scheduler(
+        mdev_domain("a", &[(1, "type=\"i915-GVTg_V5_4\"")]),
+        "best-effort",
+    );
     assert_refused(
         &h.prepare(&vm),
         &["0000:00:02.0 (runs no NVIDIA vGPU scheduler that can be read"],

@@ -198,7 +198,7 @@ fn value_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 /// "Placement Size" gives the size, a key holding "Placement" and ending in "IDs" the ids.
 /// Keys are matched without regard to case or the words around them, because no capture of
 /// the exact layout is public.
-fn parse_placements(text: &str) -> Vec<TypePlacements> {
+pub fn parse_placements(text: &str) -> Vec<TypePlacements> {
     let mut out: Vec<TypePlacements> = Vec::new();
     for line in text.lines() {
         let Some((k, v)) = line.split_once(':') else {
